@@ -1,0 +1,69 @@
+"""Installs the ``speechbrain_gense`` plugin."""
+
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+about = {}
+with open(os.path.join(here, "speechbrain_gense", "version.py")) as f:
+    exec(f.read(), about)
+
+with open(os.path.join(here, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="speechbrain-gense",
+    version=about["__version__"],
+    description=(
+        "Generative speech enhancement over discrete audio tokens, "
+        "as a SpeechBrain plugin"
+    ),
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["speechbrain_gense", "speechbrain_gense.*"]),
+    package_data={"speechbrain_gense": ["*.yaml", "data/*.yaml", "data/*.txt"]},
+    install_requires=[
+        # SpeechBrain imports torchaudio; PyPI's torchaudio 2.11 only loads
+        # next to torch 2.11.
+        "torch>=2.11,<2.12",
+        "torchaudio>=2.11,<2.12",
+        "speechbrain>=1.1,<1.2",
+        "hyperpyyaml>=1.2",
+        "transformers>=4.45",
+        "numpy",
+        "scipy",
+        "soundfile",
+        "tqdm",
+        # data: room impulse responses
+        "pyroomacoustics>=0.7",
+        # metrics
+        "speechmos>=0.0.1",
+        "librosa",
+        "onnxruntime",
+        "pesq>=0.0.4",
+        "pystoi>=0.4",
+        "jiwer>=3.0",
+        "pocketsphinx>=5.0",
+        "resemblyzer>=0.1.3",
+        # baselines
+        "pyrnnoise>=0.4",
+        "noisereduce>=3.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+    },
+    entry_points={
+        "console_scripts": [
+            "gense-corpus=speechbrain_gense.data.corpus:main",
+            "gense-eval=speechbrain_gense.metrics.evaluate:main",
+            "gense-baselines=speechbrain_gense.baselines:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Sound/Audio :: Speech",
+    ],
+)

@@ -1,0 +1,1 @@
+"""Data: the embedded TTS corpus, degradations, manifests and pipelines."""

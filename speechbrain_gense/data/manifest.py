@@ -1,0 +1,86 @@
+"""SpeechBrain JSON manifests.
+
+A manifest maps an utterance id to its fields::
+
+    {"utt1": {"noisy_wav": "{data_root}/noisy/test/utt1.wav",
+              "clean_wav": "{data_root}/clean/test/utt1.wav",
+              "length": 3.2, "words": "HELLO WORLD", "speaker": "flite_rms",
+              "snr": 4.7, "degradation": "noise+reverb"}}
+
+Paths under the data folder are written with the ``{data_root}`` placeholder so
+that a corpus can be moved; :func:`read_manifest` (and SpeechBrain's
+``DynamicItemDataset.from_json(..., replacements={"data_root": ...})``) put
+the folder back.
+"""
+
+import json
+import os
+
+from speechbrain.dataio.dataio import load_data_json
+
+PATH_KEYS = ("noisy_wav", "clean_wav", "wav", "noise_wav", "rir_wav")
+
+
+def write_manifest(path, entries, data_root=None):
+    """Writes ``entries`` to ``path``, with paths relative to ``data_root``.
+
+    Arguments
+    ---------
+    path : str
+        JSON file to write (its folder is created).
+    entries : dict
+        ``{id: {field: value}}``.
+    data_root : str, optional
+        Paths under this folder are written as ``{data_root}/...``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> root = tempfile.mkdtemp()
+    >>> m = os.path.join(root, "m.json")
+    >>> write_manifest(m, {"a": {"clean_wav": os.path.join(root, "a.wav"),
+    ...                          "length": 1.0}}, data_root=root)
+    >>> open(m).read().count("{data_root}")
+    1
+    >>> read_manifest(m)["a"]["clean_wav"] == os.path.join(root, "a.wav")
+    True
+    """
+    out = {}
+    root = os.path.abspath(data_root) if data_root else None
+    for uid, fields in entries.items():
+        fields = dict(fields)
+        for key in PATH_KEYS:
+            value = fields.get(key)
+            if root and isinstance(value, str):
+                absval = os.path.abspath(value)
+                if absval == root or absval.startswith(root + os.sep):
+                    rel = os.path.relpath(absval, root)
+                    fields[key] = "{data_root}/" + rel.replace(os.sep, "/")
+        out[uid] = fields
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def read_manifest(path, data_root=None):
+    """Reads a manifest, filling ``{data_root}`` (default: the manifest's folder).
+
+    Arguments
+    ---------
+    path : str
+        JSON manifest.
+    data_root : str, optional
+        Folder that replaces ``{data_root}``.
+
+    Returns
+    -------
+    dict
+        ``{id: {field: value}}``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such manifest")
+    if data_root is None:
+        data_root = os.path.dirname(os.path.abspath(path))
+    return load_data_json(path, replacements={"data_root": data_root})
