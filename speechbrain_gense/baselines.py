@@ -1,0 +1,312 @@
+"""Classical enhancement baselines that every results table compares against.
+
+- ``noisy``: the input itself (:func:`passthrough`);
+- ``rnnoise``: RNNoise, a small trained recurrent denoiser (:func:`rnnoise`);
+- ``spectral_gating``: ``noisereduce`` spectral gating (:func:`spectral_gating`);
+- ``clean``: the clean reference, copied by :func:`enhance_manifest`.
+
+Every function takes a mono ``[S]`` tensor and its sample rate and returns a
+``[S]`` tensor of the same length, dtype and device, time-aligned with the
+input. :func:`enhance_manifest` (and the ``gense-baselines`` command) runs one
+of them over a SpeechBrain JSON manifest and writes ``{uid}.wav`` files.
+"""
+
+import argparse
+import ctypes
+import logging
+import os
+import sys
+
+import numpy as np
+import torch
+import torchaudio
+from tqdm import tqdm
+
+from speechbrain_gense.audio import AudioError, load_audio, save_audio
+from speechbrain_gense.data.manifest import PATH_KEYS, read_manifest
+
+logger = logging.getLogger(__name__)
+
+CLEAN = "clean"
+
+RNNOISE_SAMPLE_RATE = 48000
+RNNOISE_FRAME = 480
+# RNNoise (the build inside pyrnnoise 0.4.5) delays its output by 960 samples
+# at 48 kHz (20 ms: a 10 ms analysis window overlap plus 10 ms look-ahead).
+# Measured by the lag of the cross-correlation peak between output and input:
+# 960 on a click train (one click every 100 ms), 958 and 960 on two flite
+# voices (slt, kal16) of clean speech, 958 on slt speech in white noise
+# (the lag is integer at 8, 16 and 44.1 kHz: 160, 320 and 882 samples).
+RNNOISE_DELAY = 960
+
+
+def _check_mono(wav):
+    if not isinstance(wav, torch.Tensor) or wav.dim() != 1:
+        shape = tuple(wav.shape) if hasattr(wav, "shape") else type(wav).__name__
+        raise ValueError(f"expected a mono [S] tensor, got {shape}")
+
+
+def passthrough(wav, sample_rate):
+    """Returns a copy of the input (the ``noisy`` system).
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[S]`` signal.
+    sample_rate : int
+        Its sample rate (unused).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[S]``, a copy of ``wav``.
+
+    Example
+    -------
+    >>> passthrough(torch.ones(4), 16000)
+    tensor([1., 1., 1., 1.])
+    """
+    _check_mono(wav)
+    return wav.clone()
+
+
+def _rnnoise_48k(x):
+    """Runs RNNoise frame by frame on a float32 numpy signal at 48 kHz."""
+    from pyrnnoise import rnnoise as rn
+
+    n = -(-len(x) // RNNOISE_FRAME) * RNNOISE_FRAME
+    inp = np.zeros(n, dtype=np.float32)
+    inp[: len(x)] = x * 32768.0  # RNNoise expects int16-scaled floats
+    out = np.zeros(n, dtype=np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    state = rn.create()
+    if not state:
+        raise RuntimeError("rnnoise_create failed")
+    try:
+        for i in range(0, n, RNNOISE_FRAME):
+            # C signature: rnnoise_process_frame(state, float *out, const float *in)
+            rn.lib.rnnoise_process_frame(
+                state,
+                out[i : i + RNNOISE_FRAME].ctypes.data_as(ptr),
+                inp[i : i + RNNOISE_FRAME].ctypes.data_as(ptr),
+            )
+    finally:
+        rn.destroy(state)
+    return out[: len(x)] / 32768.0
+
+
+def rnnoise(wav, sample_rate):
+    """Denoises with RNNoise, time-aligned with the input.
+
+    The signal is resampled to 48 kHz, padded at the end with
+    :data:`RNNOISE_DELAY` samples, denoised, stripped of its first
+    :data:`RNNOISE_DELAY` samples and resampled back, so that the output has
+    the input's length and no delay.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[S]`` signal in [-1, 1].
+    sample_rate : int
+        Its sample rate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[S]`` denoised signal (same dtype and device).
+
+    Example
+    -------
+    >>> rnnoise(0.01 * torch.randn(1600), 16000).shape
+    torch.Size([1600])
+    """
+    _check_mono(wav)
+    if wav.numel() == 0:
+        return wav.clone()
+    x = wav.detach().cpu().float()
+    if sample_rate != RNNOISE_SAMPLE_RATE:
+        x = torchaudio.functional.resample(x, sample_rate, RNNOISE_SAMPLE_RATE)
+    x = np.pad(x.numpy(), (0, RNNOISE_DELAY))
+    y = torch.from_numpy(_rnnoise_48k(x)[RNNOISE_DELAY:])
+    if sample_rate != RNNOISE_SAMPLE_RATE:
+        y = torchaudio.functional.resample(y, RNNOISE_SAMPLE_RATE, sample_rate)
+    y = _fit(y, wav.shape[0])
+    return y.to(device=wav.device, dtype=wav.dtype)
+
+
+def spectral_gating(wav, sample_rate):
+    """Denoises with ``noisereduce``'s non-stationary spectral gating.
+
+    Non-stationary gating (a noise floor tracked over ``time_constant_s=2``)
+    scored better than stationary gating in a check on 48 mixtures (4 flite
+    voices x white/pink/hum/modulated noise x 0/5/10 dB SNR, 16 kHz):
+    PESQ-WB 1.12 vs 1.09, ESTOI 0.67 vs 0.61, SI-SDR 3.4 vs 2.1 dB
+    (noisy input: 1.06, 0.65, 5.0 dB).
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[S]`` signal.
+    sample_rate : int
+        Its sample rate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[S]`` denoised signal (same dtype and device).
+
+    Example
+    -------
+    >>> spectral_gating(0.01 * torch.randn(4000), 8000).shape
+    torch.Size([4000])
+    """
+    import noisereduce
+
+    _check_mono(wav)
+    if wav.numel() == 0:
+        return wav.clone()
+    x = wav.detach().cpu().double().numpy()
+    y = noisereduce.reduce_noise(y=x, sr=sample_rate, stationary=False)
+    y = _fit(torch.from_numpy(np.asarray(y, dtype=np.float32)), wav.shape[0])
+    return y.to(device=wav.device, dtype=wav.dtype)
+
+
+def _fit(y, length):
+    """Crops or zero-pads ``y`` at the end to ``length`` samples."""
+    if y.shape[0] >= length:
+        return y[:length]
+    return torch.nn.functional.pad(y, (0, length - y.shape[0]))
+
+
+BASELINES = {
+    "noisy": passthrough,
+    "rnnoise": rnnoise,
+    "spectral_gating": spectral_gating,
+}
+
+
+def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
+    """Runs a baseline over a manifest, writing ``out_dir/{uid}.wav``.
+
+    Outputs keep the input's sample rate and length. Existing outputs are
+    skipped unless ``overwrite``. A file that cannot be read or processed is
+    reported on one line and listed in ``failed``; the others go on.
+
+    Arguments
+    ---------
+    method : str or callable
+        A key of :data:`BASELINES`, :data:`CLEAN` (copies ``clean_wav``), or
+        a function ``(wav[S], sample_rate) -> wav[S]``.
+    manifest_path : str
+        SpeechBrain JSON manifest with ``noisy_wav`` (and ``clean_wav``).
+    out_dir : str
+        Output folder (created when missing).
+    overwrite : bool
+        Replace outputs that already exist.
+
+    Returns
+    -------
+    written : list of str
+        Paths of the files written by this call.
+    failed : list of (str, str)
+        ``(uid, message)`` of the entries that failed.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or if an output path is one of the inputs.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from speechbrain_gense.data.manifest import write_manifest
+    >>> root = tempfile.mkdtemp()
+    >>> save_audio(os.path.join(root, "a.wav"), torch.zeros(800), 8000)
+    >>> write_manifest(os.path.join(root, "m.json"),
+    ...                {"a": {"noisy_wav": os.path.join(root, "a.wav")}})
+    >>> written, failed = enhance_manifest(
+    ...     "noisy", os.path.join(root, "m.json"), os.path.join(root, "out"))
+    >>> [os.path.basename(p) for p in written], failed
+    (['a.wav'], [])
+    """
+    if callable(method):
+        name, fn = getattr(method, "__name__", "method"), method
+    elif method == CLEAN:
+        name, fn = CLEAN, None
+    elif method in BASELINES:
+        name, fn = method, BASELINES[method]
+    else:
+        choices = ", ".join([*BASELINES, CLEAN])
+        raise ValueError(f"unknown baseline {method!r} (choose from {choices})")
+    key = "clean_wav" if fn is None else "noisy_wav"
+    entries = read_manifest(manifest_path)
+    outputs = {uid: os.path.join(out_dir, f"{uid}.wav") for uid in entries}
+
+    # Never write over an input: compare resolved paths (links included).
+    inputs = {
+        os.path.realpath(fields[k])
+        for fields in entries.values()
+        for k in PATH_KEYS
+        if isinstance(fields.get(k), str)
+    }
+    for out in outputs.values():
+        if os.path.realpath(out) in inputs:
+            raise ValueError(
+                f"{out}: is an input of {manifest_path}; choose another out_dir"
+            )
+
+    written, failed = [], []
+    for uid, fields in tqdm(entries.items(), desc=name, unit="file"):
+        out = outputs[uid]
+        if os.path.exists(out) and not overwrite:
+            continue
+        try:
+            if key not in fields:
+                raise AudioError(f"{uid}: manifest entry has no {key}")
+            wav, sr = load_audio(fields[key])
+            enhanced = wav if fn is None else fn(wav, sr)
+            if enhanced.shape != wav.shape:
+                raise RuntimeError(f"output shape {tuple(enhanced.shape)}")
+            save_audio(out, enhanced, sr, overwrite=overwrite)
+        except AudioError as e:
+            failed.append((uid, str(e)))
+        except Exception as e:  # keep going over the other files
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            failed.append((uid, f"{fields.get(key)}: {name} failed ({reason})"))
+        else:
+            written.append(out)
+            continue
+        logger.error(failed[-1][1])
+    logger.info(
+        "%s: wrote %d, failed %d, skipped %d of %d",
+        name, len(written), len(failed),
+        len(entries) - len(written) - len(failed), len(entries),
+    )
+    return written, failed
+
+
+def main(argv=None):
+    """``gense-baselines METHOD MANIFEST -o OUT_DIR [--overwrite]``."""
+    parser = argparse.ArgumentParser(
+        prog="gense-baselines",
+        description="Writes the output of a classical baseline for each "
+        "entry of a manifest, as OUT_DIR/{id}.wav.",
+    )
+    parser.add_argument("method", choices=[*BASELINES, CLEAN])
+    parser.add_argument("manifest", help="SpeechBrain JSON manifest")
+    parser.add_argument("-o", "--out-dir", required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        written, failed = enhance_manifest(
+            args.method, args.manifest, args.out_dir, overwrite=args.overwrite
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"gense-baselines: {e}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

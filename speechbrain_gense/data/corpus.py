@@ -1,0 +1,357 @@
+"""The embedded noisy-speech corpus: built here, from Debian TTS voices.
+
+No speech dataset can be downloaded where this project runs, so
+:func:`build_corpus` (and the ``gense-corpus`` command) makes one:
+
+- clean 16 kHz speech from the voices of :mod:`speechbrain_gense.data.voices`,
+  saying sentences composed by :mod:`speechbrain_gense.data.text`, each at a
+  random level between -30 and -18 dBFS;
+- noise of seven families (:mod:`speechbrain_gense.data.noise`), babble made
+  from voices heard nowhere else, and shoebox-room impulse responses;
+- train / valid / test splits with disjoint speakers (valid and test speakers
+  are never in train), disjoint sentences for test, and noise and RIR files
+  drawn from disjoint seeds per split;
+- fixed noisy mixtures for valid and test, made by the same
+  :class:`~speechbrain_gense.data.degrade.Degrader` that training uses on the
+  fly (GenSE protocol by default: noise p = 0.8 at SNR ~ U(-5, 20) dB, RIR
+  p = 0.5, at least one of the two);
+- SpeechBrain JSON manifests (``train.json`` clean-only for on-the-fly mixing;
+  ``valid.json`` and ``test.json`` with the mixtures; ``noise_<split>.json``,
+  ``rir_<split>.json``) and ``corpus_info.json``.
+
+The same arguments give the same files, byte for byte.
+
+Example
+-------
+>>> paths = build_corpus(tmpdir, minutes=0.3, seed=1, progress=False)  # doctest: +SKIP
+>>> sorted(paths)  # doctest: +SKIP
+['noise_test', 'noise_train', 'noise_valid', 'rir_test', ..., 'test', 'train', 'valid']
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import zlib
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from ..audio import save_audio
+from .degrade import Degrader
+from .manifest import write_manifest
+from .noise import NOISE_FAMILIES, room_impulse_response, synth_noise
+from .text import compose_sentences, normalize_words
+from .voices import BABBLE_VOICES, SPLIT_SPEAKERS, VOICES, check_engines, synthesize, trim_silence
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "valid", "test")
+SECONDS_PER_SENTENCE = 2.7  # measured mean over the voices, after trimming
+NOISE_SECONDS = 8.0
+BATCH = 16  # sentences per synthesis job (festival starts once per job)
+
+DEGRADATION_PRESETS = {
+    # GenSE protocol: noise p = 0.8, SNR ~ U(-5, 20) dB; reverberation p = 0.5.
+    "noise_reverb": dict(noise_prob=0.8, snr_low=-5.0, snr_high=20.0, rir_prob=0.5),
+    # Plus the DAC-SE1 tasks.
+    "all": dict(noise_prob=0.8, snr_low=-5.0, snr_high=20.0, rir_prob=0.5,
+                bandwidth_prob=0.2, clip_prob=0.2, packet_loss_prob=0.2),
+}
+
+
+def stable_seed(*parts):
+    """A seed from strings and ints, stable across runs and machines.
+
+    Example
+    -------
+    >>> stable_seed(1, "test", "utt") == stable_seed(1, "test", "utt")
+    True
+    """
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) + 7919 * int(parts[0])
+
+
+def _level(wav, rng):
+    target_db = rng.uniform(-30.0, -18.0)
+    rms = np.sqrt(np.mean(wav**2)) + 1e-12
+    wav = wav * (10 ** (target_db / 20) / rms)
+    peak = np.abs(wav).max()
+    return wav * (0.95 / peak) if peak > 0.95 else wav
+
+
+def _speak_job(job):
+    """Worker: synthesise a batch for one voice, post-process, write wavs."""
+    voice_name, items, seed = job
+    voice = VOICES.get(voice_name) or next(
+        v for vs in BABBLE_VOICES.values() for v in vs if v.name == voice_name)
+    out = []
+    for (uid, text, path), (wav, sr) in zip(items, synthesize(voice, [t for _, t, _ in items])):
+        if sr != SAMPLE_RATE:
+            g = math.gcd(sr, SAMPLE_RATE)
+            wav = resample_poly(wav, SAMPLE_RATE // g, sr // g).astype(np.float32)
+        wav = trim_silence(wav, SAMPLE_RATE)
+        wav = _level(wav, np.random.default_rng(stable_seed(seed, uid)))
+        if path is None:
+            out.append((uid, wav))
+        else:
+            save_audio(path, wav, SAMPLE_RATE, overwrite=True)
+            out.append((uid, len(wav) / SAMPLE_RATE))
+    return out
+
+
+def _run_jobs(jobs, workers, desc, progress):
+    results = []
+    total = sum(len(j[1]) for j in jobs)
+    bar = tqdm(total=total, desc=desc, unit="utt", disable=not progress)
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            for res in pool.imap_unordered(_speak_job, jobs):
+                results.extend(res)
+                bar.update(len(res))
+    else:
+        for job in jobs:
+            res = _speak_job(job)
+            results.extend(res)
+            bar.update(len(res))
+    bar.close()
+    return results
+
+
+def _plan_utterances(out_dir, minutes, ratios, seed):
+    """Sentences and speakers for each split; test sentences are unseen in train/valid."""
+    plan = {}
+    used = set()
+    for split_id, split in enumerate(("train", "valid", "test")):
+        count = max(len(SPLIT_SPEAKERS[split]),
+                    math.ceil(minutes * 60 * ratios[split_id] / SECONDS_PER_SENTENCE))
+        sentences = compose_sentences(count, stable_seed(seed, "text", split), avoid=used)
+        used.update(sentences)
+        rng = np.random.default_rng(stable_seed(seed, "speakers", split))
+        speakers = list(SPLIT_SPEAKERS[split])
+        order = [speakers[i % len(speakers)] for i in range(count)]
+        rng.shuffle(order)
+        plan[split] = [
+            (f"{split}_{spk}_{i:05d}", spk, text,
+             os.path.join(out_dir, "clean", split, f"{split}_{spk}_{i:05d}.wav"))
+            for i, (spk, text) in enumerate(zip(order, sentences))
+        ]
+    return plan
+
+
+def _jobs(items_by_voice, seed):
+    jobs = []
+    for voice, items in sorted(items_by_voice.items()):
+        for i in range(0, len(items), BATCH):
+            jobs.append((voice, items[i : i + BATCH], seed))
+    return jobs
+
+
+def _make_noises(out_dir, split, split_id, seed, per_family, talkers):
+    entries = {}
+    length = int(NOISE_SECONDS * SAMPLE_RATE)
+    for fam_id, family in enumerate(NOISE_FAMILIES):
+        for i in range(per_family):
+            rng = np.random.default_rng([seed, split_id, fam_id, i])
+            if family == "babble":
+                pick = rng.choice(len(talkers), size=min(len(talkers), int(rng.integers(3, 7))),
+                                  replace=False)
+                wav = synth_noise(family, rng, length, SAMPLE_RATE, [talkers[j] for j in pick])
+            else:
+                wav = synth_noise(family, rng, length, SAMPLE_RATE)
+            uid = f"{split}_{family}_{i:03d}"
+            path = os.path.join(out_dir, "noise", split, uid + ".wav")
+            save_audio(path, wav, SAMPLE_RATE, overwrite=True)
+            entries[uid] = {"wav": path, "length": NOISE_SECONDS, "family": family}
+    return entries
+
+
+def _make_rirs(out_dir, split, split_id, seed, count):
+    entries = {}
+    for i in range(count):
+        rir, info = room_impulse_response(np.random.default_rng([seed, split_id, 99, i]),
+                                          SAMPLE_RATE)
+        uid = f"{split}_rir_{i:03d}"
+        path = os.path.join(out_dir, "rir", split, uid + ".wav")
+        save_audio(path, rir, SAMPLE_RATE, overwrite=True, subtype="FLOAT")
+        entries[uid] = {"wav": path, "length": round(len(rir) / SAMPLE_RATE, 4), **info}
+    return entries
+
+
+def _mixtures(out_dir, split, entries, degrader, seed, progress):
+    """Fixed, seeded noisy versions of ``entries`` (in place: adds noisy_wav & info)."""
+    import soundfile as sf
+
+    for uid in tqdm(sorted(entries), desc=f"mixing {split}", disable=not progress):
+        entry = entries[uid]
+        clean = torch.from_numpy(sf.read(entry["clean_wav"], dtype="float32")[0])
+        gen = torch.Generator().manual_seed(stable_seed(seed, "mix", uid))
+        noisy, info = degrader(clean, gen)
+        path = os.path.join(out_dir, "noisy", split, uid + ".wav")
+        save_audio(path, noisy, SAMPLE_RATE, overwrite=True)
+        entry["noisy_wav"] = path
+        entry.update({k: v for k, v in info.items() if v is not None})
+
+
+def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
+                 noises_per_family=(6, 2, 2), rirs=(24, 6, 6), degradations="noise_reverb",
+                 workers=None, overwrite=False, progress=True):
+    """Builds (or reuses) the embedded corpus in ``out_dir``.
+
+    Arguments
+    ---------
+    out_dir : str
+        Output folder.
+    minutes : float
+        Total minutes of clean speech over the three splits.
+    seed : int
+        Fixes sentences, speakers, levels, noises, RIRs and mixtures.
+    split_ratios : tuple
+        Share of the minutes for train, valid, test.
+    noises_per_family : tuple
+        Noise files per family for train, valid, test.
+    rirs : tuple
+        Impulse responses for train, valid, test.
+    degradations : str or dict
+        Test/valid mixtures: a preset of :data:`DEGRADATION_PRESETS` or
+        :class:`Degrader` keyword arguments.
+    workers : int
+        Synthesis processes (default: number of CPUs, at most 4).
+    overwrite : bool
+        Rebuild even when a corpus with the same settings is there.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        Manifest paths: ``train``, ``valid``, ``test``, ``noise_<split>``, ``rir_<split>``.
+    """
+    out_dir = os.path.abspath(out_dir)
+    config = {"minutes": minutes, "seed": seed, "split_ratios": list(split_ratios),
+              "noises_per_family": list(noises_per_family), "rirs": list(rirs),
+              "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 1}
+    paths = {s: os.path.join(out_dir, f"{s}.json") for s in SPLITS}
+    for split in SPLITS:
+        paths[f"noise_{split}"] = os.path.join(out_dir, f"noise_{split}.json")
+        paths[f"rir_{split}"] = os.path.join(out_dir, f"rir_{split}.json")
+    info_path = os.path.join(out_dir, "corpus_info.json")
+    if os.path.exists(info_path) and not overwrite:
+        with open(info_path) as f:
+            old = json.load(f).get("config")
+        if old == config and all(os.path.exists(p) for p in paths.values()):
+            logger.info("Corpus in %s is up to date; skipping.", out_dir)
+            return paths
+        raise FileExistsError(
+            f"{out_dir} holds a corpus built with other settings; "
+            "choose another folder or pass overwrite=True (--overwrite)")
+    if isinstance(degradations, str):
+        if degradations not in DEGRADATION_PRESETS:
+            raise ValueError(f"degradations must be one of {sorted(DEGRADATION_PRESETS)}")
+        degrade_kwargs = DEGRADATION_PRESETS[degradations]
+    else:
+        degrade_kwargs = dict(degradations)
+    all_voices = [VOICES[s] for ss in SPLIT_SPEAKERS.values() for s in ss]
+    check_engines(all_voices + [v for vs in BABBLE_VOICES.values() for v in vs])
+    workers = workers or min(4, os.cpu_count() or 1)
+    start = time.time()
+
+    # 1. Clean speech.
+    plan = _plan_utterances(out_dir, minutes, split_ratios, seed)
+    by_voice = {}
+    for split in SPLITS:
+        for uid, spk, text, path in plan[split]:
+            by_voice.setdefault(spk, []).append((uid, text, path))
+    lengths = dict(_run_jobs(_jobs(by_voice, seed), workers, "speaking", progress))
+
+    # 2. Babble talkers (voices used nowhere else), then noises and RIRs.
+    babble_items = {}
+    for split_id, split in enumerate(SPLITS):
+        texts = compose_sentences(4 * len(BABBLE_VOICES[split]),
+                                  stable_seed(seed, "babble", split))
+        for i, voice in enumerate(BABBLE_VOICES[split]):
+            babble_items[voice.name] = [(f"{split}_{voice.name}_{j}", t, None)
+                                        for j, t in enumerate(texts[4 * i : 4 * i + 4])]
+    babble = _run_jobs(_jobs(babble_items, seed), workers, "babble talkers", progress)
+    talkers = {split: [w for uid, w in sorted(babble, key=lambda x: x[0])
+                       if uid.startswith(split + "_")] for split in SPLITS}
+    noise_entries, rir_entries = {}, {}
+    for split_id, split in enumerate(SPLITS):
+        noise_entries[split] = _make_noises(out_dir, split, split_id, seed,
+                                            noises_per_family[split_id], talkers[split])
+        rir_entries[split] = _make_rirs(out_dir, split, split_id, seed, rirs[split_id])
+        write_manifest(paths[f"noise_{split}"], noise_entries[split], out_dir)
+        write_manifest(paths[f"rir_{split}"], rir_entries[split], out_dir)
+
+    # 3. Manifests, with fixed mixtures for valid and test.
+    total = {}
+    for split in SPLITS:
+        entries = {
+            uid: {"clean_wav": path, "length": round(lengths[uid], 4),
+                  "words": normalize_words(text), "speaker": spk}
+            for uid, spk, text, path in plan[split]
+        }
+        if split != "train":
+            degrader = Degrader(
+                noise_files=[e["wav"] for e in noise_entries[split].values()],
+                rir_files=[e["wav"] for e in rir_entries[split].values()],
+                sample_rate=SAMPLE_RATE, ensure_one=True, **degrade_kwargs)
+            _mixtures(out_dir, split, entries, degrader, seed, progress)
+        write_manifest(paths[split], entries, out_dir)
+        total[split] = round(sum(e["length"] for e in entries.values()) / 60, 2)
+
+    info = {"config": config, "minutes_built": total,
+            "speakers": SPLIT_SPEAKERS,
+            "babble_voices": {s: [v.name for v in vs] for s, vs in BABBLE_VOICES.items()},
+            "noise_families": list(NOISE_FAMILIES),
+            "text": "composed by speechbrain_gense.data.text (grammar over ~440 common words)",
+            "build_seconds": round(time.time() - start, 1)}
+    with open(info_path, "w") as f:
+        json.dump(info, f, indent=2)
+    logger.info("Built corpus in %s: %s minutes in %.1f s", out_dir, total, info["build_seconds"])
+    return paths
+
+
+def main(argv=None):
+    """``gense-corpus``: builds the embedded corpus."""
+    parser = argparse.ArgumentParser(
+        prog="gense-corpus", description="Build the embedded noisy-speech corpus (TTS voices, "
+        "synthetic noise, simulated rooms) with SpeechBrain JSON manifests.")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--minutes", type=float, default=5.0,
+                        help="minutes of clean speech over all splits (default 5)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--degradations", default="noise_reverb",
+                        choices=sorted(DEGRADATION_PRESETS),
+                        help="degradations of the fixed valid/test mixtures")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.minutes <= 0:
+        parser.error("--minutes must be positive")
+    try:
+        paths = build_corpus(args.out, args.minutes, args.seed, degradations=args.degradations,
+                             workers=args.workers, overwrite=args.overwrite,
+                             progress=not args.quiet)
+    except (FileExistsError, RuntimeError, ValueError, OSError) as e:
+        print(f"gense-corpus: error: {e}", file=sys.stderr)
+        return 2
+    with open(os.path.join(os.path.abspath(args.out), "corpus_info.json")) as f:
+        info = json.load(f)
+    print(f"corpus: {os.path.abspath(args.out)}  minutes: {info['minutes_built']}  "
+          f"built in {info['build_seconds']} s")
+    for name in SPLITS:
+        print(f"  {name}: {paths[name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Text-to-speech voices from Debian packages, the speakers of the embedded corpus.
+
+Sixteen target voices: four flite voices (kal16, awb, rms, slt), two festival
+voices (kal diphone, HTS slt) and ten espeak-ng variants with their own pitch
+and rate; plus espeak-ng voices used only to make babble noise. Voices that
+are renditions of one person (flite ``kal16`` and festival ``kal``; flite
+``slt`` and festival HTS ``slt``) share a ``group`` so that splits never put
+one person on both sides.
+
+Needs the Debian packages ``flite``, ``festival``, ``festvox-kallpc16k``,
+``festvox-us-slt-hts`` and ``espeak-ng`` (``make setup`` installs them).
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One TTS voice.
+
+    Arguments
+    ---------
+    name : str
+        Speaker id used in manifests.
+    engine : str
+        ``flite``, ``festival`` or ``espeak``.
+    voice : str
+        The engine's voice name (``slt``, ``kal_diphone``, ``en-us+f2`` ...).
+    gender : str
+        ``M`` or ``F``.
+    pitch, rate : int
+        espeak-ng pitch (0-99) and speed (words per minute).
+    group : str
+        Person behind the voice, for speaker-disjoint splits.
+    """
+
+    name: str
+    engine: str
+    voice: str
+    gender: str
+    pitch: int = 50
+    rate: int = 165
+    group: str = field(default="")
+
+    @property
+    def person(self):
+        return self.group or self.name
+
+
+def _espeak(name, voice, gender, pitch, rate):
+    return Voice(name, "espeak", voice, gender, pitch, rate)
+
+
+VOICES = {
+    v.name: v
+    for v in [
+        Voice("flite_kal16", "flite", "kal16", "M", group="kal"),
+        Voice("flite_awb", "flite", "awb", "M"),
+        Voice("flite_rms", "flite", "rms", "M"),
+        Voice("flite_slt", "flite", "slt", "F", group="slt"),
+        Voice("festival_kal", "festival", "kal_diphone", "M", group="kal"),
+        Voice("festival_slt_hts", "festival", "cmu_us_slt_arctic_hts", "F", group="slt"),
+        _espeak("espeak_us_m1", "en-us+m1", "M", 45, 165),
+        _espeak("espeak_us_f2", "en-us+f2", "F", 65, 155),
+        _espeak("espeak_gb_m3", "en-gb+m3", "M", 35, 150),
+        _espeak("espeak_gb_f4", "en-gb+f4", "F", 70, 160),
+        _espeak("espeak_sc_m2", "en-gb-scotland+m2", "M", 40, 145),
+        _espeak("espeak_rp_f1", "en-gb-x-rp+f1", "F", 55, 170),
+        _espeak("espeak_car_m4", "en-029+m4", "M", 50, 155),
+        _espeak("espeak_nyc_f5", "en-us-nyc+f5", "F", 60, 165),
+        _espeak("espeak_us_m7", "en-us+m7", "M", 30, 140),
+        _espeak("espeak_lanc_m6", "en-gb-x-gbclan+m6", "M", 45, 160),
+    ]
+}
+
+# Speaker-disjoint splits: valid and test speakers never appear in train.
+SPLIT_SPEAKERS = {
+    "train": ["flite_kal16", "flite_rms", "flite_slt", "festival_kal",
+              "festival_slt_hts", "espeak_us_m1", "espeak_us_f2",
+              "espeak_gb_m3", "espeak_sc_m2", "espeak_car_m4"],
+    "valid": ["espeak_rp_f1", "espeak_lanc_m6"],
+    "test": ["flite_awb", "espeak_gb_f4", "espeak_us_m7", "espeak_nyc_f5"],
+}
+
+# Voices heard only in babble noise, again disjoint between train and test.
+BABBLE_VOICES = {
+    "train": [_espeak("babble_klatt2", "en-us+klatt2", "M", 50, 170),
+              _espeak("babble_gb_m5", "en-gb+m5", "M", 40, 180),
+              _espeak("babble_us_f3", "en-us+f3", "F", 60, 175),
+              _espeak("babble_m8", "en+m8", "M", 45, 160),
+              _espeak("babble_wm_f5", "en-gb-x-gbcwmd+f5", "F", 70, 170),
+              _espeak("babble_car_f1", "en-029+f1", "F", 55, 165)],
+    "valid": [_espeak("babble_klatt4", "en-us+klatt4", "M", 50, 170),
+              _espeak("babble_sc_f4", "en-gb-scotland+f4", "F", 65, 170),
+              _espeak("babble_m2", "en+m2", "M", 40, 175)],
+    "test": [_espeak("babble_klatt3", "en-us+klatt3", "M", 55, 165),
+             _espeak("babble_rp_f3", "en-gb-x-rp+f3", "F", 60, 175),
+             _espeak("babble_us_m5", "en-us+m5", "M", 35, 170),
+             _espeak("babble_nyc_f1", "en-us-nyc+f1", "F", 70, 160)],
+}
+
+REQUIRED_PROGRAMS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng"}
+
+
+def check_engines(voices):
+    """Raises a clear error when a TTS program needed by ``voices`` is missing."""
+    missing = sorted({REQUIRED_PROGRAMS[v.engine] for v in voices
+                      if shutil.which(REQUIRED_PROGRAMS[v.engine]) is None})
+    if missing:
+        raise RuntimeError(
+            "missing TTS programs: " + ", ".join(missing)
+            + " (install them with `make setup`, or apt-get install flite "
+            "festival festvox-kallpc16k festvox-us-slt-hts espeak-ng)"
+        )
+
+
+def _run(cmd):
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {res.stderr.decode(errors='replace')[:200]}")
+
+
+def synthesize(voice, texts):
+    """Speaks each text with ``voice``.
+
+    Arguments
+    ---------
+    voice : Voice
+        The voice to use.
+    texts : list of str
+        Sentences (letters, spaces and apostrophes).
+
+    Returns
+    -------
+    list of (numpy.ndarray, int)
+        Float32 mono signal and its sample rate, one per text.
+
+    Example
+    -------
+    >>> wav, sr = synthesize(VOICES["flite_slt"], ["hello there"])[0]
+    >>> sr, wav.ndim
+    (16000, 1)
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, f"{i}.wav") for i in range(len(texts))]
+        if voice.engine == "festival":
+            # One festival process for all texts: its start-up dominates.
+            script = [f"(voice_{voice.voice})"]
+            for text, path in zip(texts, paths):
+                script.append(
+                    f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)'
+                )
+            scm = os.path.join(tmp, "script.scm")
+            with open(scm, "w") as f:
+                f.write("\n".join(script) + "\n")
+            _run(["festival", "-b", scm])
+        else:
+            for text, path in zip(texts, paths):
+                if voice.engine == "flite":
+                    _run(["flite", "-voice", voice.voice, "-t", text, "-o", path])
+                elif voice.engine == "espeak":
+                    _run(["espeak-ng", "-v", voice.voice, "-p", str(voice.pitch),
+                          "-s", str(voice.rate), "-w", path, text])
+                else:
+                    raise ValueError(f"unknown TTS engine {voice.engine!r}")
+        out = []
+        for path in paths:
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
+            out.append((data.mean(axis=1), sr))
+    return out
+
+
+def trim_silence(wav, sample_rate, threshold_db=-40.0, margin_s=0.15):
+    """Trims leading and trailing frames quieter than ``threshold_db`` re. the peak.
+
+    Example
+    -------
+    >>> x = np.concatenate([np.zeros(16000), np.ones(1600), np.zeros(16000)])
+    >>> len(trim_silence(x.astype(np.float32), 16000, margin_s=0.1))
+    4800
+    """
+    frame = int(0.01 * sample_rate)
+    n = len(wav) // frame
+    if n == 0:
+        return wav
+    energy = (wav[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
+    loud = np.flatnonzero(energy > energy.max() * 10 ** (threshold_db / 10))
+    margin = int(margin_s * sample_rate)
+    start = max(0, loud[0] * frame - margin)
+    end = min(len(wav), (loud[-1] + 1) * frame + margin)
+    return wav[start:end]
