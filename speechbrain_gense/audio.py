@@ -109,7 +109,9 @@ def save_audio(path, wav, sample_rate, overwrite=False, subtype="PCM_16"):
     overwrite : bool
         Replace ``path`` when it exists (default: raise :class:`AudioError`).
     subtype : str
-        libsndfile subtype (``PCM_16`` by default, ``FLOAT`` for exact values).
+        libsndfile subtype (``PCM_16`` by default; ``PCM_24`` for more precision;
+        ``FLOAT`` files carry a time-stamped PEAK chunk, so their bytes differ
+        from run to run).
 
     Example
     -------

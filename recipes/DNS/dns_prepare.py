@@ -47,13 +47,10 @@ logger = logging.getLogger(__name__)
 MANIFESTS = ("train", "valid", "noise_train", "rir_train",
              "test_no_reverb", "test_with_reverb", "test_real")
 CLEAN_FIELDS = ("clean_wav", "length", "speaker")
-TEST_FIELDS = ("noisy_wav", "clean_wav", "length", "snr", "degradation")
 CONDITIONS = {"no_reverb": "noise", "with_reverb": "noise+reverb"}
 FILEID = re.compile(r"fileid_(\d+)$")
 SNR = re.compile(r"(?:^|_)snr(-?\d+(?:\.\d+)?)(?=_|$)")
 READER = re.compile(r"reader_(\d+)")
-# SLR28 (RIRS_NOISES) keeps noises next to its RIRs.
-RIR_EXCLUDE = ("pointsource_noises", "_noise_", "isotropic_noise")
 
 
 def prepare_dns(data_folder, save_folder, valid_ratio=0.05, seed=1234,
@@ -163,7 +160,10 @@ def _from_dns(data_folder, valid_ratio, seed, sample_rate):
     sets["noise_train"] = signal_manifest(list_audio(noise_dir), noise_dir, sample_rate, "noise")
     rir_dir = os.path.join(root, "impulse_responses")
     if os.path.isdir(rir_dir):
-        rirs = list_audio(rir_dir, exclude=RIR_EXCLUDE)
+        # SLR28 (RIRS_NOISES) keeps noises next to its RIRs: pointsource_noises/
+        # and real_rirs_isotropic_noises/*_noise_*.wav are not impulse responses.
+        rirs = [p for p in list_audio(rir_dir, exclude=("pointsource_noises",))
+                if "noise" not in os.path.basename(p).lower()]
         sets["rir_train"] = signal_manifest(rirs, rir_dir, sample_rate, "RIRs")
     test_dir = os.path.join(root, "test_set")
     for cond, degradation in CONDITIONS.items():
@@ -220,9 +220,10 @@ def _from_corpus(save_folder, seed, corpus_opts):
             "noise_train": corpus["noise_train"]}
     if corpus.get("rir_train"):
         sets["rir_train"] = corpus["rir_train"]
-    test = keep_fields(corpus["test"], TEST_FIELDS)
-    sets["test_no_reverb"] = {u: e for u, e in test.items() if not corpus["test"][u].get("rir")}
-    sets["test_with_reverb"] = {u: e for u, e in test.items() if corpus["test"][u].get("rir")}
+    # Test entries keep all their fields (words, speaker, noise, rir, gain ...).
+    test = corpus["test"]
+    sets["test_no_reverb"] = {u: e for u, e in test.items() if not e.get("rir")}
+    sets["test_with_reverb"] = {u: e for u, e in test.items() if e.get("rir")}
     return sets
 
 

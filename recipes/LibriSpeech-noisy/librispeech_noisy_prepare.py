@@ -49,6 +49,8 @@ from speechbrain_gense.data.prepare_utils import (
 logger = logging.getLogger(__name__)
 
 CLEAN_FIELDS = ("clean_wav", "length", "words", "speaker")
+# Test entries have at least these (plus ``gain`` when the mixture was scaled
+# down to avoid clipping, and the parameters of any extra effect).
 TEST_FIELDS = ("noisy_wav",) + CLEAN_FIELDS + ("snr", "degradation", "noise", "rir")
 SIGNALS = ("noise_train", "noise_test", "rir_train", "rir_test")
 
@@ -197,6 +199,9 @@ def _signal_split(folder, what, ratio, seed, sample_rate):
 def _from_librispeech(data_folder, save_folder, noise_folder, rir_folder, train_splits,
                       valid_splits, test_splits, ratio, seed, sample_rate, degrader_opts):
     libri = _libri_dir(data_folder)
+    if os.path.commonpath([os.path.abspath(save_folder), libri]) == libri:
+        raise ValueError(f"save_folder {save_folder} is inside the data folder {libri}: "
+                         "choose another one (the data folder is never written to)")
     if noise_folder is None:
         raise ValueError("LibriSpeech-noisy needs noise recordings: pass noise_folder "
                          "(e.g. DNS-Challenge datasets/noise, MUSAN noise or WHAM!)")
@@ -228,7 +233,7 @@ def _from_corpus(save_folder, test_name, seed, corpus_opts):
     corpus = embedded_corpus(save_folder, **{"seed": seed, **corpus_opts})
     sets = {"train": keep_fields(corpus["train"], CLEAN_FIELDS),
             "valid": keep_fields(corpus["valid"], CLEAN_FIELDS),
-            test_name: keep_fields(corpus["test"], TEST_FIELDS)}
+            test_name: corpus["test"]}  # already in the test schema
     for name in SIGNALS:
         if corpus.get(name):
             sets[name] = corpus[name]

@@ -179,7 +179,7 @@ def _make_rirs(out_dir, split, split_id, seed, count):
                                           SAMPLE_RATE)
         uid = f"{split}_rir_{i:03d}"
         path = os.path.join(out_dir, "rir", split, uid + ".wav")
-        save_audio(path, rir, SAMPLE_RATE, overwrite=True, subtype="FLOAT")
+        save_audio(path, rir, SAMPLE_RATE, overwrite=True, subtype="PCM_24")
         entries[uid] = {"wav": path, "length": round(len(rir) / SAMPLE_RATE, 4), **info}
     return entries
 

@@ -20,7 +20,6 @@ import os
 
 import torch
 import torchaudio
-from speechbrain.processing.signal_processing import reverberate
 
 from ..audio import load_audio
 
@@ -92,9 +91,12 @@ def mix_at_snr(speech, noise, snr_db):
 def apply_rir(speech, rir):
     """Convolves ``speech`` (``[S]``) with ``rir`` (``[R]``), aligned and level-kept.
 
-    The output keeps the input's length; the direct path of the RIR (its peak)
-    lands on the original time axis, so the dry signal stays a valid
-    time-aligned target. Uses SpeechBrain's ``reverberate``.
+    Linear (not circular) convolution: the output keeps the input's length,
+    the direct path of the RIR (its peak) lands on the original time axis so
+    the dry signal stays a time-aligned target, the tail past the end is
+    dropped, and the mean absolute amplitude of the input is kept.
+    (SpeechBrain's ``reverberate`` convolves circularly, which wraps the tail
+    of the utterance around to its start, hence this function.)
 
     Example
     -------
@@ -103,8 +105,11 @@ def apply_rir(speech, rir):
     >>> torch.allclose(apply_rir(x, rir), x, atol=1e-4)
     True
     """
-    out = reverberate(speech.unsqueeze(0), rir.unsqueeze(0), rescale_amp="avg")
-    return out.squeeze(0)
+    direct = int(rir.abs().argmax())
+    wet = torchaudio.functional.fftconvolve(speech, rir)
+    wet = wet[direct : direct + speech.shape[-1]]
+    gain = speech.abs().mean() / wet.abs().mean().clamp_min(EPS)
+    return wet * gain
 
 
 def bandwidth_limit(wav, sample_rate, cutoff_hz):
@@ -119,8 +124,10 @@ def bandwidth_limit(wav, sample_rate, cutoff_hz):
     low_rate = int(2 * cutoff_hz)
     if low_rate >= sample_rate:
         return wav.clone()
-    low = torchaudio.functional.resample(wav, sample_rate, low_rate)
-    out = torchaudio.functional.resample(low, low_rate, sample_rate)
+    # A sharp filter (about 50 dB down 5 % above the cutoff), like a codec's.
+    sharp = dict(lowpass_filter_width=16, rolloff=0.95)
+    low = torchaudio.functional.resample(wav, sample_rate, low_rate, **sharp)
+    out = torchaudio.functional.resample(low, low_rate, sample_rate, **sharp)
     return fit_length_end(out, wav.shape[-1])
 
 
@@ -352,10 +359,12 @@ class Degrader:
             info["loss_rate"] = round(plan["loss_rate"], 3)
             kinds.append("packet_loss")
         info["degradation"] = "+".join(kinds) if kinds else "none"
-        # Keep the result in range without changing the SNR.
+        # Keep the result in range without changing the SNR; the gain is
+        # reported so that a caller can apply it to the clean target too.
         peak = float(wav.abs().max())
         if peak > 0.99:
-            wav = wav * (0.99 / peak)
+            info["gain"] = 0.99 / peak
+            wav = wav * info["gain"]
         return wav, info
 
     def __call__(self, clean, generator=None):

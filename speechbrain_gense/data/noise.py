@@ -158,6 +158,10 @@ def room_impulse_response(rng, sample_rate=16000, rt60_range=(0.2, 0.9)):
     room.add_microphone(mic)
     room.compute_rir()
     rir = np.asarray(room.rir[0][0], dtype=np.float32)
+    # pyroomacoustics' zero-phase high-pass leaves a slow ramp before the
+    # direct path; start 2.5 ms (its fractional-delay half-width) before it.
+    start = max(0, int(np.abs(rir).argmax()) - int(0.0025 * sample_rate))
+    rir = rir[start:]
     rir = rir / (np.abs(rir).max() + 1e-12)
     info = {"rt60": round(rt60, 3), "room": [round(float(d), 2) for d in dims],
             "distance": round(float(np.linalg.norm(src - mic)), 2)}

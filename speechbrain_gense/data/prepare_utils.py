@@ -50,7 +50,8 @@ def list_audio(folder, exts=AUDIO_EXTS, exclude=()):
     exts : tuple
         File endings to keep (case-insensitive).
     exclude : tuple
-        Paths containing any of these substrings are left out.
+        Files whose path under ``folder`` contains any of these substrings
+        are left out.
 
     Example
     -------
@@ -63,7 +64,8 @@ def list_audio(folder, exts=AUDIO_EXTS, exclude=()):
         dirs.sort()
         for name in files:
             path = os.path.abspath(os.path.join(root, name))
-            if name.lower().endswith(exts) and not any(x in path for x in exclude):
+            rel = os.path.relpath(path, folder)
+            if name.lower().endswith(exts) and not any(x in rel for x in exclude):
                 out.append(path)
     return sorted(out)
 
@@ -134,7 +136,7 @@ def split_items(items, ratio, seed):
     Example
     -------
     >>> split_items(["a", "b", "c", "d"], 0.25, seed=1)
-    (['a', 'b', 'd'], ['c'])
+    (['a', 'b', 'c'], ['d'])
     """
     items = sorted(items)
     n_out = int(round(ratio * len(items)))
@@ -198,8 +200,11 @@ def write_mixtures(entries, out_dir, degrader, seed, sample_rate=16000, desc=Non
     Returns
     -------
     dict
-        The entries with ``noisy_wav`` and the degradation info
-        (``snr``, ``degradation``, ``noise``, ``rir``; other effects when applied).
+        The entries with ``noisy_wav`` and the degradation info: always
+        ``snr``, ``degradation``, ``noise``, ``rir`` (``None`` when not
+        applied); ``gain`` when the mixture was scaled down to avoid clipping
+        (multiply the clean target by it to keep the pair level-matched), and
+        the parameters of any other effect applied.
 
     Example
     -------
@@ -234,12 +239,20 @@ def embedded_corpus(save_folder, **corpus_opts):
     -------
     dict
         ``{name: entries}`` for every manifest of the corpus (``train``,
-        ``valid``, ``test``, ``noise_train`` ...), with absolute paths.
+        ``valid``, ``test``, ``noise_train`` ...), with absolute paths; every
+        mixture has ``snr``, ``degradation``, ``noise`` and ``rir`` (``None``
+        when not applied), as :func:`write_mixtures` writes them.
     """
     from speechbrain_gense.data.corpus import build_corpus
 
     paths = build_corpus(os.path.join(save_folder, "corpus"), **corpus_opts)
-    return {name: read_manifest(path) for name, path in paths.items() if path}
+    sets = {name: read_manifest(path) for name, path in paths.items() if path}
+    for entries in sets.values():
+        for entry in entries.values():
+            if "noisy_wav" in entry:
+                for key in MIXTURE_FIELDS:
+                    entry.setdefault(key, None)
+    return sets
 
 
 def _options_file(save_folder, name):

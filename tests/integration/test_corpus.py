@@ -1,0 +1,139 @@
+"""The embedded corpus: manifests, splits, determinism, CLI errors."""
+
+import hashlib
+import json
+import os
+
+import pytest
+import soundfile as sf
+import torch
+
+from speechbrain_gense.data.corpus import build_corpus, main
+from speechbrain_gense.data.manifest import read_manifest
+from speechbrain_gense.data.pipelines import build_dataset
+from speechbrain_gense.data.degrade import Degrader
+from speechbrain_gense.data.voices import VOICES, SPLIT_SPEAKERS, check_engines
+
+try:
+    check_engines(list(VOICES.values()))
+    HAVE_TTS = True
+except RuntimeError:
+    HAVE_TTS = False
+needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="Debian TTS voices not installed")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    paths = build_corpus(out, minutes=1.0, seed=7, progress=False, workers=2)
+    return out, paths
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            if name == "corpus_info.json":
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()
+
+
+@needs_tts
+def test_manifests_and_files(corpus):
+    out, paths = corpus
+    assert set(paths) == {"train", "valid", "test", "noise_train", "noise_valid",
+                          "noise_test", "rir_train", "rir_valid", "rir_test"}
+    raw = json.load(open(paths["test"]))
+    assert all(e["clean_wav"].startswith("{data_root}/clean/test/") for e in raw.values())
+    for split in ("train", "valid", "test"):
+        entries = read_manifest(paths[split])
+        assert len(entries) >= len(SPLIT_SPEAKERS[split])
+        for uid, e in entries.items():
+            info = sf.info(e["clean_wav"])
+            assert info.samplerate == 16000 and info.channels == 1
+            assert abs(info.frames / 16000 - e["length"]) < 1e-3
+            assert e["words"] == e["words"].upper() and len(e["words"].split()) >= 4
+            assert e["speaker"] in SPLIT_SPEAKERS[split]
+            if split == "train":
+                assert "noisy_wav" not in e  # mixed on the fly
+            else:
+                assert sf.info(e["noisy_wav"]).frames == info.frames
+                assert e["degradation"] in ("noise", "reverb", "noise+reverb")
+                if "noise" in e["degradation"]:
+                    assert -5.0 <= e["snr"] <= 20.0 and e["noise"].startswith(split)
+                if "reverb" in e["degradation"]:
+                    assert e["rir"].startswith(split)
+    info = json.load(open(os.path.join(out, "corpus_info.json")))
+    assert 0.7 < sum(info["minutes_built"].values()) < 1.3
+
+
+@needs_tts
+def test_splits_are_disjoint(corpus):
+    _, paths = corpus
+    m = {s: read_manifest(paths[s]) for s in ("train", "valid", "test")}
+    persons = {s: {VOICES[e["speaker"]].person for e in m[s].values()} for s in m}
+    assert not persons["train"] & persons["test"]
+    assert not persons["train"] & persons["valid"]
+    assert not persons["valid"] & persons["test"]
+    sentences = {s: {e["words"] for e in m[s].values()} for s in m}
+    assert not sentences["test"] & (sentences["train"] | sentences["valid"])
+    # Noise and RIR files of the test split are different signals from train's.
+    def digests(manifest):
+        return {hashlib.sha256(open(e["wav"], "rb").read()[44:]).hexdigest()
+                for e in read_manifest(manifest).values()}
+    assert not digests(paths["noise_test"]) & digests(paths["noise_train"])
+    assert not digests(paths["rir_test"]) & digests(paths["rir_train"])
+    families = {e["family"] for e in read_manifest(paths["noise_test"]).values()}
+    assert families == {"white", "pink", "brown", "babble", "hum", "bursts", "tonal"}
+    assert len(set(SPLIT_SPEAKERS["train"]) | set(SPLIT_SPEAKERS["valid"])
+               | set(SPLIT_SPEAKERS["test"])) >= 10
+
+
+@needs_tts
+def test_same_seed_same_bytes_and_reuse(corpus, tmp_path):
+    out, _ = corpus
+    again = build_corpus(tmp_path / "again", minutes=1.0, seed=7, progress=False, workers=1)
+    assert _digest(out) == _digest(tmp_path / "again")
+    # A second call with the same settings reuses the folder.
+    stamp = os.path.getmtime(again["test"])
+    build_corpus(tmp_path / "again", minutes=1.0, seed=7, progress=False)
+    assert os.path.getmtime(again["test"]) == stamp
+    # Other settings in the same folder: a clear error, nothing overwritten.
+    with pytest.raises(FileExistsError, match="other settings"):
+        build_corpus(tmp_path / "again", minutes=1.0, seed=8, progress=False)
+    assert os.path.getmtime(again["test"]) == stamp
+
+
+@needs_tts
+def test_on_the_fly_pipeline(corpus):
+    out, paths = corpus
+    degrader = Degrader(noise_files=paths["noise_train"], rir_files=paths["rir_train"],
+                        noise_prob=1.0, rir_prob=0.5)
+    train = build_dataset(paths["train"], degrader, output_keys=("id", "clean_sig",
+                                                                 "noisy_sig", "words"))
+    item = train[0]
+    assert item["clean_sig"].shape == item["noisy_sig"].shape
+    assert not torch.allclose(item["clean_sig"], item["noisy_sig"])
+    assert isinstance(item["words"], str)
+    test = build_dataset(paths["test"])
+    item = test[0]
+    ref, _ = sf.read(read_manifest(paths["test"])[item["id"]]["noisy_wav"], dtype="float32")
+    assert torch.allclose(item["noisy_sig"], torch.from_numpy(ref))
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "x"), "--minutes", "-1"])
+    assert e.value.code == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
+@needs_tts
+def test_cli_refuses_other_settings(corpus, capsys):
+    out, _ = corpus
+    assert main(["--out", str(out), "--minutes", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gense-corpus: error:") and "other settings" in err
+    assert len(err.strip().splitlines()) == 1
