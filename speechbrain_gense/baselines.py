@@ -13,6 +13,7 @@ of them over a SpeechBrain JSON manifest and writes ``{uid}.wav`` files.
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import sys
@@ -288,26 +289,98 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
     return written, failed
 
 
+def run_baselines(manifest, out_dir, systems=("noisy", "clean", "rnnoise", "spectral_gating"),
+                  metrics=None, overwrite=False, progress=True):
+    """Runs each baseline over a manifest and scores it with the evaluation harness.
+
+    Arguments
+    ---------
+    manifest : str
+        Test manifest (``noisy_wav``, ``clean_wav``, ``words``, ``snr``, ``degradation``).
+    out_dir : str
+        Outputs go to ``out_dir/<system>/{id}.wav``; ``results.json`` and
+        ``table.md`` next to them.
+    systems : sequence of str
+        Keys of :data:`BASELINES` and/or ``"clean"``.
+    metrics : sequence of str, optional
+        Metric names (default: the harness defaults).
+    overwrite : bool
+        Re-run systems whose outputs exist.
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    results : dict
+        ``{system: evaluation results}``.
+    table : str
+        The markdown table.
+    """
+    from .metrics.evaluate import DEFAULT_METRICS, evaluate_manifest, format_markdown
+
+    results = {}
+    for system in systems:
+        folder = os.path.join(out_dir, system)
+        _, failed = enhance_manifest(system, manifest, folder, overwrite=overwrite)
+        if failed:
+            logger.warning("%s: %d inputs failed", system, len(failed))
+        results[system] = evaluate_manifest(folder, manifest, metrics or DEFAULT_METRICS,
+                                            progress=progress)
+    table = format_markdown(results)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    return results, table
+
+
 def main(argv=None):
-    """``gense-baselines METHOD MANIFEST -o OUT_DIR [--overwrite]``."""
+    """``gense-baselines``: baseline table on the embedded test split (or a manifest)."""
     parser = argparse.ArgumentParser(
         prog="gense-baselines",
-        description="Writes the output of a classical baseline for each "
-        "entry of a manifest, as OUT_DIR/{id}.wav.",
-    )
-    parser.add_argument("method", choices=[*BASELINES, CLEAN])
-    parser.add_argument("manifest", help="SpeechBrain JSON manifest")
-    parser.add_argument("-o", "--out-dir", required=True)
-    parser.add_argument("--overwrite", action="store_true")
+        description="Builds the embedded corpus when needed, runs the classical "
+        "baselines (noisy input, clean reference, RNNoise, spectral gating) over "
+        "its test split, scores them and prints the table.")
+    parser.add_argument("--corpus", default="corpus",
+                        help="embedded corpus folder, built when missing (default: corpus)")
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="corpus size when it is built (default 10)")
+    parser.add_argument("--seed", type=int, default=1234, help="corpus seed")
+    parser.add_argument("--manifest", help="score this manifest instead of the corpus test split")
+    parser.add_argument("--out", default="results/baselines", help="output folder")
+    parser.add_argument("--systems", default="noisy,clean,rnnoise,spectral_gating",
+                        help="comma-separated, from " + ",".join([*BASELINES, CLEAN]))
+    parser.add_argument("--metrics", help="comma-separated metric names (default: all but MCD)")
+    parser.add_argument("--overwrite", action="store_true", help="re-run existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written, failed = enhance_manifest(
-            args.method, args.manifest, args.out_dir, overwrite=args.overwrite
-        )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gense-baselines: {e}", file=sys.stderr)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in BASELINES and s != CLEAN]
+    if unknown or not systems:
+        print(f"gense-baselines: error: unknown system {unknown[:1]} "
+              f"(choose from {','.join([*BASELINES, CLEAN])})", file=sys.stderr)
         return 2
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    try:
+        manifest = args.manifest
+        if manifest is None:
+            from .data.corpus import build_corpus
+
+            manifest = build_corpus(args.corpus, minutes=args.minutes, seed=args.seed,
+                                    progress=not args.quiet)["test"]
+        elif not os.path.isfile(manifest):
+            raise FileNotFoundError(f"{manifest}: no such manifest")
+        os.makedirs(args.out, exist_ok=True)
+        results, table = run_baselines(manifest, args.out, systems, metrics,
+                                       args.overwrite, not args.quiet)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"gense-baselines: error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nBaselines on {manifest}:\n")
+    print(table)
+    print(f"\nwritten: {os.path.join(args.out, 'table.md')}, {os.path.join(args.out, 'results.json')}")
+    failed = sum(len(r["failed"]) for r in results.values())
     return 1 if failed else 0
 
 

@@ -62,7 +62,8 @@ def make_dns_tree(root):
     for i, name in enumerate(clean):
         write_signal(os.path.join(d, "clean", name), seed=i)
     # ICASSP 2021 puts more speech in sub folders.
-    write_signal(os.path.join(d, "clean", "emotional_speech", "crema_d", "1001_DFA_ANG_XX.wav"), seed=30)
+    crema = os.path.join(d, "clean", "emotional_speech", "crema_d")
+    write_signal(os.path.join(crema, "1001_DFA_ANG_XX.wav"), seed=30)
     write_signal(os.path.join(d, "clean", "resampled_48k.wav"), sample_rate=48000, seed=31)
     noises = ["--9VR_F7CtY.wav", "Door_Knock_1.wav", "AirConditioner_3.wav"]
     for i, name in enumerate(noises):
@@ -76,7 +77,8 @@ def make_dns_tree(root):
         write_signal(os.path.join(ir, rel), seconds=0.1, seed=50 + i, kind="rir")
     not_rirs = [os.path.join("SLR28", "RIRS_NOISES", "real_rirs_isotropic_noises",
                              "RVB2014_type1_noise_largeroom1_1.wav"),
-                os.path.join("SLR28", "RIRS_NOISES", "pointsource_noises", "noise-free-sound-0001.wav")]
+                os.path.join("SLR28", "RIRS_NOISES", "pointsource_noises",
+                             "noise-free-sound-0001.wav")]
     for i, rel in enumerate(not_rirs):
         write_signal(os.path.join(ir, rel), seed=60 + i, kind="noise")
     syn = os.path.join(d, "test_set", "synthetic")
@@ -96,7 +98,8 @@ def make_dns_tree(root):
     write_signal(os.path.join(syn, "with_reverb", "clean", "clean_fileid_77.wav"))
     real = ["audioset_realrec_babycry_2x43exdQ5bo.wav", "ms_realrec_headset_cafe_spk2_3.wav"]
     for i, name in enumerate(real):
-        write_signal(os.path.join(d, "test_set", "real_recordings", name), seed=70 + i, kind="noise")
+        write_signal(os.path.join(d, "test_set", "real_recordings", name),
+                     seed=70 + i, kind="noise")
     return {"clean": clean, "noises": noises, "rirs": rirs, "tests": tests, "real": real,
             "unpaired": ["no_reverb/99", "with_reverb/77"]}
 

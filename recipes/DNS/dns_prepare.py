@@ -3,7 +3,7 @@
 
 Reads the layout of the ``microsoft/DNS-Challenge`` repository::
 
-    <data_folder>/datasets/clean/**/*.wav                (e.g. book_00000_chp_0009_reader_06709_0.wav)
+    <data_folder>/datasets/clean/**/*.wav        (book_00000_chp_0009_reader_06709_0.wav ...)
     <data_folder>/datasets/noise/**/*.wav
     <data_folder>/datasets/impulse_responses/**/*.wav    (optional, ICASSP 2021)
     <data_folder>/datasets/test_set/synthetic/{no_reverb,with_reverb}/{clean,noisy}/*.wav
@@ -36,10 +36,9 @@ import logging
 import os
 import re
 
-from speechbrain_gense.data.manifest import write_manifest
 from speechbrain_gense.data.prepare_utils import (
-    already_prepared, check_folder, embedded_corpus, existing_manifests, file_ids,
-    keep_fields, list_audio, mark_prepared, measure, signal_manifest, split_items,
+    check_folder, embedded_corpus, file_ids, keep_fields, list_audio, measure,
+    prepare_manifests, signal_manifest, split_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,28 +86,17 @@ def prepare_dns(data_folder, save_folder, valid_ratio=0.05, seed=1234,
     >>> paths = prepare_dns(dns_folder, save_folder)        # doctest: +SKIP
     >>> read_manifest(paths["train"], data_root=paths["data_root"])  # doctest: +SKIP
     """
-    data_root = os.path.abspath(data_folder if data_folder is not None else save_folder)
-    if skip_prep:
-        return {**existing_manifests(save_folder, MANIFESTS), "data_root": data_root}
-    options = {"data_folder": data_root if data_folder is not None else None,
-               "valid_ratio": valid_ratio, "seed": seed, "sample_rate": sample_rate,
+    options = {"valid_ratio": valid_ratio, "seed": seed, "sample_rate": sample_rate,
                "corpus_opts": corpus_opts or {}}
-    if already_prepared(save_folder, "dns_prepare", options):
-        logger.info("DNS manifests in %s are up to date, skipping preparation", save_folder)
-        return {**existing_manifests(save_folder, MANIFESTS), "data_root": data_root}
 
-    if data_folder is None:
-        logger.info("No DNS data folder given: using the embedded corpus")
-        sets = _from_corpus(save_folder, seed, corpus_opts or {})
-    else:
-        sets = _from_dns(data_folder, valid_ratio, seed, sample_rate)
-    paths = {}
-    for name, entries in sets.items():
-        paths[name] = os.path.join(save_folder, f"{name}.json")
-        write_manifest(paths[name], entries, data_root=data_root)
-        logger.info("Wrote %s (%d entries)", paths[name], len(entries))
-    mark_prepared(save_folder, "dns_prepare", options, paths.values())
-    return {**paths, "data_root": data_root}
+    def build():
+        if data_folder is None:
+            logger.info("No DNS data folder given: using the embedded corpus")
+            return _from_corpus(save_folder, seed, corpus_opts or {})
+        return _from_dns(data_folder, valid_ratio, seed, sample_rate)
+
+    return prepare_manifests("dns_prepare", data_folder, save_folder, options,
+                             MANIFESTS, build, skip_prep)
 
 
 def speaker_of(path):

@@ -40,10 +40,9 @@ import logging
 import os
 
 from speechbrain_gense.data.degrade import Degrader
-from speechbrain_gense.data.manifest import write_manifest
 from speechbrain_gense.data.prepare_utils import (
-    already_prepared, check_folder, embedded_corpus, existing_manifests, keep_fields,
-    list_audio, mark_prepared, measure, signal_manifest, split_items, write_mixtures,
+    check_folder, embedded_corpus, keep_fields, list_audio, measure, prepare_manifests,
+    signal_manifest, split_items, write_mixtures,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,34 +103,23 @@ def prepare_librispeech_noisy(
     ['data_root', 'noise_test', 'noise_train', 'test-clean', 'train', 'valid']
     """
     train_splits, valid_splits, test_splits = map(list, (train_splits, valid_splits, test_splits))
-    names = ["train", "valid", *SIGNALS, *test_splits]
-    data_root = os.path.abspath(data_folder if data_folder is not None else save_folder)
-    if skip_prep:
-        return {**existing_manifests(save_folder, names), "data_root": data_root}
-    options = {"data_folder": data_root if data_folder is not None else None,
-               "noise_folder": noise_folder and os.path.abspath(noise_folder),
+    options = {"noise_folder": noise_folder and os.path.abspath(noise_folder),
                "rir_folder": rir_folder and os.path.abspath(rir_folder),
                "splits": [train_splits, valid_splits, test_splits],
                "test_noise_ratio": test_noise_ratio, "seed": seed, "sample_rate": sample_rate,
                "degrader_opts": degrader_opts or {}, "corpus_opts": corpus_opts or {}}
-    if already_prepared(save_folder, "librispeech_noisy_prepare", options):
-        logger.info("LibriSpeech-noisy manifests in %s are up to date, skipping", save_folder)
-        return {**existing_manifests(save_folder, names), "data_root": data_root}
 
-    if data_folder is None:
-        logger.info("No LibriSpeech folder given: using the embedded corpus")
-        sets = _from_corpus(save_folder, test_splits[0], seed, corpus_opts or {})
-    else:
-        sets = _from_librispeech(data_folder, save_folder, noise_folder, rir_folder,
+    def build():
+        if data_folder is None:
+            logger.info("No LibriSpeech folder given: using the embedded corpus")
+            return _from_corpus(save_folder, test_splits[0], seed, corpus_opts or {})
+        return _from_librispeech(data_folder, save_folder, noise_folder, rir_folder,
                                  train_splits, valid_splits, test_splits, test_noise_ratio,
                                  seed, sample_rate, degrader_opts or {})
-    paths = {}
-    for name, entries in sets.items():
-        paths[name] = os.path.join(save_folder, f"{name}.json")
-        write_manifest(paths[name], entries, data_root=data_root)
-        logger.info("Wrote %s (%d entries)", paths[name], len(entries))
-    mark_prepared(save_folder, "librispeech_noisy_prepare", options, paths.values())
-    return {**paths, "data_root": data_root}
+
+    names = ["train", "valid", *SIGNALS, *test_splits]
+    return prepare_manifests("librispeech_noisy_prepare", data_folder, save_folder,
+                             options, names, build, skip_prep)
 
 
 def read_transcripts(chapter_dir):

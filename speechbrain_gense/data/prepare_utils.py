@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import load_audio, save_audio
-from .manifest import read_manifest
+from .manifest import read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +253,48 @@ def embedded_corpus(save_folder, **corpus_opts):
                 for key in MIXTURE_FIELDS:
                     entry.setdefault(key, None)
     return sets
+
+
+def prepare_manifests(name, data_folder, save_folder, options, names, build, skip_prep=False):
+    """The flow every preparation script shares: skip, or build and write the manifests.
+
+    Arguments
+    ---------
+    name : str
+        Script name; its options are kept in ``save_folder/<name>_options.json``.
+    data_folder : str or None
+        The dataset folder, which ``{data_root}`` stands for; ``None`` (the
+        embedded corpus in ``save_folder/corpus``): ``save_folder`` is the root.
+    save_folder : str
+        Where the manifests go.
+    options : dict
+        JSON-able arguments of the run; a run with other options prepares again.
+    names : list
+        Names of the manifests the script may write (for ``skip_prep``).
+    build : callable
+        ``build() -> {name: entries}``, called only when preparing.
+    skip_prep : bool
+        Return the existing manifests without checking anything.
+
+    Returns
+    -------
+    dict
+        ``{name: path}`` of the manifests, and ``data_root``.
+    """
+    data_root = os.path.abspath(data_folder if data_folder is not None else save_folder)
+    options = {"data_folder": data_root if data_folder is not None else None, **options}
+    if skip_prep:
+        return {**existing_manifests(save_folder, names), "data_root": data_root}
+    if already_prepared(save_folder, name, options):
+        logger.info("%s: manifests in %s are up to date, skipping", name, save_folder)
+        return {**existing_manifests(save_folder, names), "data_root": data_root}
+    paths = {}
+    for set_name, entries in build().items():
+        paths[set_name] = os.path.join(save_folder, f"{set_name}.json")
+        write_manifest(paths[set_name], entries, data_root=data_root)
+        logger.info("Wrote %s (%d entries)", paths[set_name], len(entries))
+    mark_prepared(save_folder, name, options, paths.values())
+    return {**paths, "data_root": data_root}
 
 
 def _options_file(save_folder, name):

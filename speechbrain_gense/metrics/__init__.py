@@ -148,8 +148,8 @@ def make_metric_stats(names=("ovrl", "pesq", "estoi", "sisdr"), n_jobs=1):
     >>> stats = make_metric_stats(["sisdr"])
     >>> x = torch.randn(2, 16000)
     >>> stats["sisdr"].append(["a", "b"], x, x, torch.tensor([1.0, 0.5]))
-    >>> stats["sisdr"].summarize("average") > 100
-    True
+    >>> stats["sisdr"].summarize("average")
+    100.0
     """
     stats = {}
     for name in names:

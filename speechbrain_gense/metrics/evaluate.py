@@ -257,9 +257,10 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
     ...                {"a": {"clean_wav": clean, "snr": 3.0}, "b": {}})
     >>> res = evaluate_manifest(root, os.path.join(root, "m.json"), ["sisdr"],
     ...                         progress=False)  # b.wav is missing
-    >>> res["overall"]["sisdr"] > 100, list(res["by_snr"]), list(res["failed"])
-    (True, ['0-5'], ['b'])
+    >>> res["overall"]["sisdr"], list(res["by_snr"]), list(res["failed"])
+    (100.0, ['0-5'], ['b'])
     """
+    enhanced_dir, manifest = os.fspath(enhanced_dir), os.fspath(manifest)
     _check_dir(enhanced_dir, "enhanced")
     try:
         entries = read_manifest(manifest, data_root)
@@ -298,6 +299,8 @@ def evaluate_folders(enhanced_dir, clean_dir=None, noisy_dir=None, metrics=DEFAU
     dict
         As :func:`evaluate_manifest`.
     """
+    enhanced_dir, clean_dir, noisy_dir = (
+        None if d is None else os.fspath(d) for d in (enhanced_dir, clean_dir, noisy_dir))
     for path, what in ((enhanced_dir, "enhanced"), (clean_dir, "clean"), (noisy_dir, "noisy")):
         if path is not None:
             _check_dir(path, what)

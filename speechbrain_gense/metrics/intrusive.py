@@ -90,13 +90,14 @@ def estoi(estimate, reference):
     return score
 
 
-def sisdr(estimate, reference, eps=1e-12):
+def sisdr(estimate, reference, max_db=100.0):
     """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019).
 
     Both signals are made zero-mean; with ``a = <x, s> / ||s||^2`` the
-    target is ``a s`` and SI-SDR ``= 10 log10(||a s||^2 / ||x - a s||^2)``.
-    ``eps`` is added to both energies, so identical signals score about
-    ``10 log10(||s||^2 / eps)`` (over 100 dB) rather than infinity.
+    target is ``t = a s``, the error ``e = x - t`` and
+    ``SI-SDR = 10 log10(||t||^2 / (||e||^2 + 10^(-max_db / 10) ||t||^2))``,
+    clipped to ``[-max_db, max_db]``: identical signals score exactly
+    ``max_db`` (not infinity), whatever their level.
 
     Arguments
     ---------
@@ -104,8 +105,8 @@ def sisdr(estimate, reference, eps=1e-12):
         ``[S]`` signal.
     reference : array-like
         ``[S]`` reference.
-    eps : float
-        Added to both energies.
+    max_db : float
+        Bound of the score.
 
     Returns
     -------
@@ -118,16 +119,18 @@ def sisdr(estimate, reference, eps=1e-12):
     >>> n = torch.randn(16000)
     >>> n = n - (n @ s) / (s @ s) * s  # orthogonal to s
     >>> x = s + n * (s.norm() / n.norm()) * 10 ** (-5 / 20)  # 5 dB
-    >>> round(sisdr(x, s), 1), round(sisdr(3 * x, s), 1)
-    (5.0, 5.0)
+    >>> round(sisdr(x, s), 1), round(sisdr(3 * x, s), 1), sisdr(s, s)
+    (5.0, 5.0, 100.0)
     """
     checked = signals("SI-SDR", estimate, reference)
     if checked is None:
         return math.nan
     x, ref = (v - v.mean() for v in checked)
-    target = (x @ ref) / (ref @ ref + eps) * ref
-    noise = x - target
-    return float(10 * np.log10((target @ target + eps) / (noise @ noise + eps)))
+    target = (x @ ref) / (ref @ ref) * ref
+    error = x - target
+    floor, energy = 10 ** (-max_db / 10), target @ target
+    ratio = energy / (error @ error + floor * energy) if energy > 0 else 0.0
+    return float(10 * np.log10(max(ratio, floor)))
 
 
 @lru_cache(maxsize=4)

@@ -155,7 +155,7 @@ def test_dns_accepts_datasets_folder_and_skips(dns_tree, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("manifests were rewritten")
 
-    monkeypatch.setattr(dns, "write_manifest", fail)
+    monkeypatch.setattr(prepare_utils, "write_manifest", fail)
     again = dns.prepare_dns(os.path.join(root, "datasets"), save)  # same options: skipped
     assert again == paths and fake_trees.snapshot(save) == stamp
     assert dns.prepare_dns(None, save, skip_prep=True)["train"] == paths["train"]
@@ -310,7 +310,8 @@ def test_libri_embedded_corpus(fake_corpus, tmp_path):
     assert set(libri.TEST_FIELDS) <= set(test["test_001"])
     assert test["test_001"]["rir"] == "rir_test_1" and test["test_000"]["rir"] is None
     assert os.path.isfile(test["test_001"]["noisy_wav"])
-    assert raw(paths["noise_test"])["noise_test_0"]["wav"].startswith("{data_root}/corpus/noise/test/")
+    noise_test = raw(paths["noise_test"])["noise_test_0"]["wav"]
+    assert noise_test.startswith("{data_root}/corpus/noise/test/")
 
 
 # ---------------------------------------------------------------- real embedded corpus
