@@ -35,17 +35,16 @@ import math
 import os
 import sys
 import time
-import zlib
 from multiprocessing import get_context
 
 import numpy as np
-import torch
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from ..audio import save_audio
 from .degrade import Degrader
 from .manifest import write_manifest
+from .prepare_utils import utterance_seed, write_mixtures
 from .noise import NOISE_FAMILIES, room_impulse_response, synth_noise
 from .text import compose_sentences, normalize_words
 from .voices import BABBLE_VOICES, SPLIT_SPEAKERS, VOICES, check_engines, synthesize, trim_silence
@@ -67,15 +66,15 @@ DEGRADATION_PRESETS = {
 }
 
 
-def stable_seed(*parts):
-    """A seed from strings and ints, stable across runs and machines.
+def stable_seed(seed, *parts):
+    """A seed from ``seed`` and names, stable across runs and machines.
 
     Example
     -------
     >>> stable_seed(1, "test", "utt") == stable_seed(1, "test", "utt")
     True
     """
-    return zlib.crc32("/".join(str(p) for p in parts).encode()) + 7919 * int(parts[0])
+    return utterance_seed(seed, "/".join(str(p) for p in parts))
 
 
 def _level(wav, rng):
@@ -184,21 +183,6 @@ def _make_rirs(out_dir, split, split_id, seed, count):
     return entries
 
 
-def _mixtures(out_dir, split, entries, degrader, seed, progress):
-    """Fixed, seeded noisy versions of ``entries`` (in place: adds noisy_wav & info)."""
-    import soundfile as sf
-
-    for uid in tqdm(sorted(entries), desc=f"mixing {split}", disable=not progress):
-        entry = entries[uid]
-        clean = torch.from_numpy(sf.read(entry["clean_wav"], dtype="float32")[0])
-        gen = torch.Generator().manual_seed(stable_seed(seed, "mix", uid))
-        noisy, info = degrader(clean, gen)
-        path = os.path.join(out_dir, "noisy", split, uid + ".wav")
-        save_audio(path, noisy, SAMPLE_RATE, overwrite=True)
-        entry["noisy_wav"] = path
-        entry.update({k: v for k, v in info.items() if v is not None})
-
-
 def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
                  noises_per_family=(6, 2, 2), rirs=(24, 6, 6), degradations="noise_reverb",
                  workers=None, overwrite=False, progress=True):
@@ -236,7 +220,7 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
     out_dir = os.path.abspath(out_dir)
     config = {"minutes": minutes, "seed": seed, "split_ratios": list(split_ratios),
               "noises_per_family": list(noises_per_family), "rirs": list(rirs),
-              "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 1}
+              "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 2}
     paths = {s: os.path.join(out_dir, f"{s}.json") for s in SPLITS}
     for split in SPLITS:
         paths[f"noise_{split}"] = os.path.join(out_dir, f"noise_{split}.json")
@@ -302,7 +286,8 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
                 noise_files=[e["wav"] for e in noise_entries[split].values()],
                 rir_files=[e["wav"] for e in rir_entries[split].values()],
                 sample_rate=SAMPLE_RATE, ensure_one=True, **degrade_kwargs)
-            _mixtures(out_dir, split, entries, degrader, seed, progress)
+            entries = write_mixtures(entries, os.path.join(out_dir, "noisy", split), degrader,
+                                     seed, SAMPLE_RATE, f"mixing {split}" if progress else None)
         write_manifest(paths[split], entries, out_dir)
         total[split] = round(sum(e["length"] for e in entries.values()) / 60, 2)
 

@@ -14,10 +14,10 @@ SNR is defined on power over the whole utterance:
 (possibly reverberant) speech that the noise is added to.
 """
 
-import json
 import math
 import os
 
+import soundfile as sf
 import torch
 import torchaudio
 
@@ -178,7 +178,7 @@ def _uniform(low, high, generator):
     return low + (high - low) * float(torch.rand(1, generator=generator))
 
 
-def _file_list(files):
+def _file_list(files, data_root=None):
     """Accepts a list of paths, a JSON manifest, or a folder of wav files."""
     if files is None:
         return []
@@ -193,7 +193,7 @@ def _file_list(files):
         if files.endswith(".json"):
             from .manifest import read_manifest
 
-            entries = read_manifest(files)
+            entries = read_manifest(files, data_root)
             return [e.get("wav") or e.get("noise_wav") or e.get("rir_wav")
                     for e in entries.values()]
         return [files]
@@ -207,7 +207,8 @@ class Degrader:
     ---------
     noise_files : list, str or None
         Noise signals: a list of paths, a folder, or a JSON manifest with a
-        ``wav`` field per entry. Loaded once and kept in memory.
+        ``wav`` field per entry. Only the segment drawn is read from disk, so
+        large noise sets (DNS) need no memory.
     rir_files : list, str or None
         Room impulse responses, in the same forms.
     sample_rate : int
@@ -224,6 +225,12 @@ class Degrader:
         Probability of packet loss, range of the loss rate, packet length.
     ensure_one : bool
         Redraw until at least one degradation applies (for test mixtures).
+    noise_signals, rir_signals : list of torch.Tensor, optional
+        In-memory signals instead of files.
+    data_root : str, optional
+        Replaces ``{data_root}`` in JSON manifests (default: their folder).
+    rir_cache : int
+        Impulse responses kept in memory.
 
     Example
     -------
@@ -256,15 +263,20 @@ class Degrader:
         ensure_one=False,
         noise_signals=None,
         rir_signals=None,
+        data_root=None,
+        rir_cache=256,
     ):
         self.sample_rate = sample_rate
-        self.noise_files = _file_list(noise_files)
-        self.rir_files = _file_list(rir_files)
+        self.noise_files = _file_list(noise_files, data_root)
+        self.rir_files = _file_list(rir_files, data_root)
         self._noises = list(noise_signals) if noise_signals is not None else None
         self._rirs = list(rir_signals) if rir_signals is not None else None
-        if noise_prob > 0 and not (self.noise_files or self._noises):
+        self._noise_frames = {}
+        self._rir_cache = {}
+        self.rir_cache = rir_cache
+        if noise_prob > 0 and not self.num_noises:
             raise ValueError("noise_prob > 0 but no noise files were given")
-        if rir_prob > 0 and not (self.rir_files or self._rirs):
+        if rir_prob > 0 and not self.num_rirs:
             raise ValueError("rir_prob > 0 but no RIR files were given")
         self.noise_prob = noise_prob
         self.snr_low, self.snr_high = snr_low, snr_high
@@ -277,20 +289,48 @@ class Degrader:
         self.packet_ms = packet_ms
         self.ensure_one = ensure_one
 
-    def _load(self, files):
-        return [load_audio(f, self.sample_rate, channels="mix")[0] for f in files]
+    @property
+    def num_noises(self):
+        return len(self._noises) if self._noises is not None else len(self.noise_files)
 
     @property
-    def noises(self):
-        if self._noises is None:
-            self._noises = self._load(self.noise_files)
-        return self._noises
+    def num_rirs(self):
+        return len(self._rirs) if self._rirs is not None else len(self.rir_files)
 
-    @property
-    def rirs(self):
-        if self._rirs is None:
-            self._rirs = self._load(self.rir_files)
-        return self._rirs
+    def _load(self, path):
+        return load_audio(path, self.sample_rate, channels="mix", resample=True)[0]
+
+    def noise_segment(self, index, length, offset_fraction):
+        """``length`` samples of noise ``index`` from ``offset_fraction`` of it, tiled.
+
+        Files are not kept in memory: only the segment needed is read (the
+        whole file when it is shorter than ``length`` or at another rate).
+        """
+        if self._noises is not None:
+            noise = self._noises[index]
+            return fit_length(noise, length, int(offset_fraction * noise.shape[-1]))
+        path = self.noise_files[index]
+        if path not in self._noise_frames:
+            info = sf.info(path)
+            self._noise_frames[path] = (info.frames, info.samplerate)
+        frames, rate = self._noise_frames[path]
+        offset = int(offset_fraction * frames)
+        if rate == self.sample_rate and offset + length <= frames:
+            data, _ = sf.read(path, start=offset, frames=length, dtype="float32",
+                              always_2d=True)
+            return torch.from_numpy(data.mean(axis=1))
+        noise = self._load(path)
+        return fit_length(noise, length, int(offset_fraction * noise.shape[-1]))
+
+    def rir(self, index):
+        """Impulse response ``index`` (files cached, at most ``rir_cache`` of them)."""
+        if self._rirs is not None:
+            return self._rirs[index]
+        if index not in self._rir_cache:
+            if len(self._rir_cache) >= self.rir_cache:
+                self._rir_cache.pop(next(iter(self._rir_cache)))
+            self._rir_cache[index] = self._load(self.rir_files[index])
+        return self._rir_cache[index]
 
     def _name(self, files, index):
         if index < len(files):
@@ -313,11 +353,11 @@ class Degrader:
             if not self.ensure_one or any(plan.values()):
                 break
         if plan["noise"]:
-            plan["noise_index"] = int(torch.randint(len(self.noises), (1,), generator=generator))
+            plan["noise_index"] = int(torch.randint(self.num_noises, (1,), generator=generator))
             plan["snr"] = _uniform(self.snr_low, self.snr_high, generator)
             plan["noise_offset"] = float(torch.rand(1, generator=generator))
         if plan["rir"]:
-            plan["rir_index"] = int(torch.randint(len(self.rirs), (1,), generator=generator))
+            plan["rir_index"] = int(torch.randint(self.num_rirs, (1,), generator=generator))
         if plan["bandwidth"]:
             i = int(torch.randint(len(self.bandwidth_cutoffs), (1,), generator=generator))
             plan["cutoff"] = self.bandwidth_cutoffs[i]
@@ -334,13 +374,12 @@ class Degrader:
                 "clip_ratio": None, "loss_rate": None}
         kinds = []
         if plan["rir"]:
-            wav = apply_rir(wav, self.rirs[plan["rir_index"]])
+            wav = apply_rir(wav, self.rir(plan["rir_index"]))
             info["rir"] = self._name(self.rir_files, plan["rir_index"])
             kinds.append("reverb")
         if plan["noise"]:
-            noise = self.noises[plan["noise_index"]]
-            offset = int(plan["noise_offset"] * noise.shape[-1])
-            noise = fit_length(noise, wav.shape[-1], offset)
+            noise = self.noise_segment(plan["noise_index"], wav.shape[-1],
+                                       plan["noise_offset"])
             wav, _ = mix_at_snr(wav, noise, plan["snr"])
             info["snr"] = round(plan["snr"], 2)
             info["noise"] = self._name(self.noise_files, plan["noise_index"])
@@ -372,8 +411,7 @@ class Degrader:
         return self.apply(clean, self.draw(generator), generator)
 
     def __repr__(self):
-        return (f"Degrader(noises={len(self.noise_files or self._noises or [])}, "
-                f"rirs={len(self.rir_files or self._rirs or [])}, "
+        return (f"Degrader(noises={self.num_noises}, rirs={self.num_rirs}, "
                 f"noise_prob={self.noise_prob}, snr=[{self.snr_low}, {self.snr_high}], "
                 f"rir_prob={self.rir_prob}, bandwidth_prob={self.bandwidth_prob}, "
                 f"clip_prob={self.clip_prob}, packet_loss_prob={self.packet_loss_prob})")

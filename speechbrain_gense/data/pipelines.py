@@ -15,7 +15,7 @@ Valid and test manifests carry fixed mixtures (``noisy_wav``), read as they are.
 """
 
 import speechbrain as sb
-import torch
+import torch  # noqa: F401 (doctests)
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from ..audio import load_audio
@@ -53,8 +53,10 @@ def audio_pipeline(degrader=None, sample_rate=16000):
         @sb.utils.data_pipeline.provides("clean_sig", "noisy_sig")
         def pipeline(clean_wav):
             clean = _read(clean_wav)
-            yield clean
-            noisy, _ = degrader(clean)
+            noisy, info = degrader(clean)
+            # The degrader scales a mixture down when it would clip; keep
+            # the pair level-matched.
+            yield clean * info.get("gain", 1.0)
             yield noisy
     else:
         @sb.utils.data_pipeline.takes("clean_wav", "noisy_wav")

@@ -17,10 +17,12 @@ A signal that cannot be scored (silent, too short) gets NaN and a
 :class:`MetricWarning`, never an exception.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional, Tuple
 
 from speechbrain.utils.metric_stats import MetricStats as _MetricStats
 
@@ -66,8 +68,8 @@ class Metric:
     """
 
     fn: Callable
-    needs: Optional[str]
-    columns: Tuple[str, ...]
+    needs: str | None
+    columns: tuple[str, ...]
 
 
 METRICS = {
@@ -99,10 +101,11 @@ class MetricStats(_MetricStats):
 
     Example
     -------
-    >>> import torch
+    >>> import torch, warnings
     >>> stats = MetricStats(metric=sisdr_batch)
     >>> x = torch.randn(2, 8000)
-    >>> stats.append(["a", "b"], x, x * torch.tensor([[1.0], [0.0]]))
+    >>> with warnings.catch_warnings(record=True):  # b: silent reference
+    ...     stats.append(["a", "b"], x, x * torch.tensor([[1.0], [0.0]]))
     >>> stats.summarize("nan_count"), stats.summarize("max_id")
     (1, 'a')
     """
@@ -161,10 +164,35 @@ def make_metric_stats(names=("ovrl", "pesq", "estoi", "sisdr"), n_jobs=1):
 
 
 __all__ = [
-    "ASR", "BATCH_METRICS", "DNSMOS_KEYS", "METRICS", "Metric", "MetricStats",
-    "MetricWarning", "PocketsphinxASR", "SAMPLE_RATE", "SpeechBrainASR", "batchify",
-    "corpus_wer", "dnsmos", "dnsmos_batch", "estoi", "estoi_batch", "make_metric_stats",
-    "mcd", "mcd_batch", "mel_cepstrum", "normalize_text", "pesq_batch", "pesq_wb",
-    "secs", "secs_batch", "sisdr", "sisdr_batch", "speaker_embedding", "wer",
-    "wer_batch", "word_errors",
+    "ASR",
+    "BATCH_METRICS",
+    "DNSMOS_KEYS",
+    "METRICS",
+    "SAMPLE_RATE",
+    "Metric",
+    "MetricStats",
+    "MetricWarning",
+    "PocketsphinxASR",
+    "SpeechBrainASR",
+    "batchify",
+    "corpus_wer",
+    "dnsmos",
+    "dnsmos_batch",
+    "estoi",
+    "estoi_batch",
+    "make_metric_stats",
+    "mcd",
+    "mcd_batch",
+    "mel_cepstrum",
+    "normalize_text",
+    "pesq_batch",
+    "pesq_wb",
+    "secs",
+    "secs_batch",
+    "sisdr",
+    "sisdr_batch",
+    "speaker_embedding",
+    "wer",
+    "wer_batch",
+    "word_errors",
 ]

@@ -183,7 +183,7 @@ def _evaluate(items, metrics, asr=None, progress=True, desc="eval"):
                 scores = score_utterance(estimate, reference, item.get("words"), metrics, asr)
             except AudioError as e:
                 failed[uid] = str(e)
-            except Exception as e:  # a metric crashed: report it, go on
+            except Exception as e:  # noqa: BLE001 -- a metric crashed: report it, go on
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 failed[uid] = f"{item['enhanced']}: scoring failed ({reason})"
             else:

@@ -8,7 +8,7 @@ with ``resemblyzer``) is loaded once, on first use.
 
 import math
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def _one_torch_thread():
         torch.set_num_threads(threads)
 
 
-@lru_cache(maxsize=None)
+@cache
 def voice_encoder(device="cpu"):
     """The Resemblyzer ``VoiceEncoder`` (loaded on the first call, then cached)."""
     from resemblyzer import VoiceEncoder

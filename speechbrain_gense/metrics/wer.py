@@ -9,7 +9,7 @@ offline with the en-us model shipped in ``pocketsphinx`` (the default);
 
 import math
 import re
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ def _resample(wav, sr, target):
     return torchaudio.functional.resample(torch.from_numpy(wav), sr, target).numpy()
 
 
-@lru_cache(maxsize=None)
+@cache
 def default_asr():
     """The shared :class:`PocketsphinxASR` (created once)."""
     return PocketsphinxASR()

@@ -174,3 +174,22 @@ degrader: !new:speechbrain_gense.data.degrade.Degrader
     assert info["snr"] == 0.0 and info["noise"] in ("n0", "n1")
     y = y / info.get("gain", 1.0)
     assert abs(snr_db(x, y - x) - 0.0) < 0.01
+
+
+def test_noise_files_are_read_by_segment_like_in_memory(tmp_path):
+    """Reading only the drawn segment from disk gives the in-memory result."""
+    from speechbrain_gense.audio import load_audio, save_audio
+
+    paths = []
+    for i, n in enumerate([3000, 40000]):  # shorter and longer than the speech
+        paths.append(str(tmp_path / f"n{i}.wav"))
+        save_audio(paths[-1], torch.randn(n) * 0.1, SR)
+    signals = [load_audio(p, SR)[0] for p in paths]
+    from_files = D.Degrader(noise_files=paths, rir_prob=0.0, noise_prob=1.0)
+    in_memory = D.Degrader(noise_signals=signals, rir_prob=0.0, noise_prob=1.0)
+    x = speechlike(9)
+    for seed in range(8):
+        a, ia = from_files(x, torch.Generator().manual_seed(seed))
+        b, _ = in_memory(x, torch.Generator().manual_seed(seed))
+        assert torch.allclose(a, b, atol=1e-6)
+    assert {ia["noise"]} <= {"n0", "n1"}
