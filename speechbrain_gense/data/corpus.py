@@ -17,7 +17,9 @@ No speech dataset can be downloaded where this project runs, so
   p = 0.5, at least one of the two);
 - SpeechBrain JSON manifests (``train.json`` clean-only for on-the-fly mixing;
   ``valid.json`` and ``test.json`` with the mixtures; ``noise_<split>.json``,
-  ``rir_<split>.json``) and ``corpus_info.json``.
+  ``rir_<split>.json``) and ``corpus_info.json``;
+- ``asr_lm.arpa``, a bigram language model of the grammar (valid and test
+  sentences left out) that the metric ASR uses on this corpus.
 
 The same arguments give the same files, byte for byte.
 
@@ -42,6 +44,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from ..audio import save_audio
+from ..metrics.wer import CORPUS_LM, write_bigram_lm
 from .degrade import Degrader
 from .manifest import write_manifest
 from .prepare_utils import utterance_seed, write_mixtures
@@ -56,6 +59,7 @@ SPLITS = ("train", "valid", "test")
 SECONDS_PER_SENTENCE = 2.7  # measured mean over the voices, after trimming
 NOISE_SECONDS = 8.0
 BATCH = 16  # sentences per synthesis job (festival starts once per job)
+LM_SENTENCES = 30000  # grammar samples for the metric ASR's language model
 
 DEGRADATION_PRESETS = {
     # GenSE protocol: noise p = 0.8, SNR ~ U(-5, 20) dB; reverberation p = 0.5.
@@ -215,13 +219,15 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
     Returns
     -------
     dict
-        Manifest paths: ``train``, ``valid``, ``test``, ``noise_<split>``, ``rir_<split>``.
+        Manifest paths: ``train``, ``valid``, ``test``, ``noise_<split>``,
+        ``rir_<split>``, and ``asr_lm`` (the metric ASR's language model).
     """
     out_dir = os.path.abspath(out_dir)
     config = {"minutes": minutes, "seed": seed, "split_ratios": list(split_ratios),
               "noises_per_family": list(noises_per_family), "rirs": list(rirs),
-              "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 2}
+              "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 3}
     paths = {s: os.path.join(out_dir, f"{s}.json") for s in SPLITS}
+    paths["asr_lm"] = os.path.join(out_dir, CORPUS_LM)
     for split in SPLITS:
         paths[f"noise_{split}"] = os.path.join(out_dir, f"noise_{split}.json")
         paths[f"rir_{split}"] = os.path.join(out_dir, f"rir_{split}.json")
@@ -273,7 +279,13 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
         write_manifest(paths[f"noise_{split}"], noise_entries[split], out_dir)
         write_manifest(paths[f"rir_{split}"], rir_entries[split], out_dir)
 
-    # 3. Manifests, with fixed mixtures for valid and test.
+    # 3. A domain language model for the metric ASR, from grammar samples that
+    #    exclude the valid and test sentences.
+    held_out = {text for split in ("valid", "test") for _, _, text, _ in plan[split]}
+    write_bigram_lm(compose_sentences(LM_SENTENCES, stable_seed(seed, "lm"), avoid=held_out),
+                    os.path.join(out_dir, CORPUS_LM))
+
+    # 4. Manifests, with fixed mixtures for valid and test.
     total = {}
     for split in SPLITS:
         entries = {

@@ -45,12 +45,15 @@ def write_manifest(path, entries, data_root=None):
     >>> read_manifest(m)["a"]["clean_wav"] == os.path.join(root, "a.wav")
     True
     """
+    path = os.fspath(path)
     out = {}
     root = os.path.abspath(data_root) if data_root else None
     for uid, fields in entries.items():
         fields = dict(fields)
         for key in PATH_KEYS:
             value = fields.get(key)
+            if isinstance(value, os.PathLike):
+                value = fields[key] = os.fspath(value)
             if root and isinstance(value, str):
                 absval = os.path.abspath(value)
                 if absval == root or absval.startswith(root + os.sep):

@@ -28,7 +28,7 @@ from ..audio import AudioError, load_audio
 from ..data.manifest import read_manifest
 from . import METRICS
 from .common import SAMPLE_RATE, MetricWarning, nanmean
-from .wer import transcribe_errors
+from .wer import asr_for_manifest, transcribe_errors
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,9 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
     metrics : sequence of str
         Keys of :data:`~speechbrain_gense.metrics.METRICS`.
     asr : ASR, optional
-        Recogniser for WER (default: pocketsphinx).
+        Recogniser for WER (default: pocketsphinx, with the domain language
+        model ``asr_lm.arpa`` when one sits next to the manifest, as in the
+        embedded corpus; see :func:`~speechbrain_gense.metrics.wer.asr_for_manifest`).
     data_root : str, optional
         Replaces ``{data_root}`` in the manifest (default: its folder).
     progress : bool
@@ -272,7 +274,13 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
          "snr": fields.get("snr"), "degradation": fields.get("degradation")}
         for uid, fields in entries.items()
     ]
-    return _evaluate(items, metrics, asr, progress, os.path.basename(os.path.normpath(enhanced_dir)))
+    if asr is None and "wer" in metrics:
+        asr = asr_for_manifest(manifest)
+    results = _evaluate(items, metrics, asr, progress,
+                        os.path.basename(os.path.normpath(enhanced_dir)))
+    if "wer" in metrics:
+        results["asr"] = repr(asr)
+    return results
 
 
 def evaluate_folders(enhanced_dir, clean_dir=None, noisy_dir=None, metrics=DEFAULT_METRICS,

@@ -8,7 +8,9 @@ offline with the en-us model shipped in ``pocketsphinx`` (the default);
 """
 
 import math
+import os
 import re
+from collections import Counter
 from functools import cache
 
 import numpy as np
@@ -32,7 +34,9 @@ class PocketsphinxASR(ASR):
     ---------
     **config
         Options of ``pocketsphinx.Decoder`` (e.g. ``hmm``, ``lm``, ``dict``);
-        the default is the bundled en-us model at 16 kHz.
+        the default is the bundled en-us model at 16 kHz. ``lm`` may be an
+        ARPA file such as the embedded corpus's ``asr_lm.arpa``
+        (see :func:`write_bigram_lm`).
 
     Example
     -------
@@ -41,8 +45,12 @@ class PocketsphinxASR(ASR):
     """
 
     def __init__(self, **config):
-        self.config = config
+        self.config = {"logfn": os.devnull, **config}
         self._decoder = None
+
+    def __repr__(self):
+        lm = self.config.get("lm")
+        return f"pocketsphinx ({'LM ' + os.path.basename(lm) if lm else 'en-us LM'})"
 
     def transcribe(self, wav, sr):
         """Transcribes a 1-D signal (resampled to 16 kHz when needed)."""
@@ -106,9 +114,77 @@ def _resample(wav, sr, target):
 
 
 @cache
-def default_asr():
-    """The shared :class:`PocketsphinxASR` (created once)."""
-    return PocketsphinxASR()
+def default_asr(lm=None):
+    """A shared :class:`PocketsphinxASR` per language model (created once)."""
+    return PocketsphinxASR(lm=lm) if lm else PocketsphinxASR()
+
+
+CORPUS_LM = "asr_lm.arpa"
+
+
+def asr_for_manifest(manifest):
+    """The ASR used to score a manifest: pocketsphinx, with the domain LM
+    (``asr_lm.arpa``) when the manifest's folder has one (the embedded corpus
+    writes it), else with the bundled en-us LM."""
+    lm = os.path.join(os.path.dirname(os.path.abspath(manifest)), CORPUS_LM)
+    return default_asr(lm if os.path.isfile(lm) else None)
+
+
+def write_bigram_lm(sentences, path, discount=0.5):
+    """Writes an ARPA bigram LM (absolute discounting with back-off) of ``sentences``.
+
+    Unigram probabilities are interpolated with a uniform floor so that every
+    word seen gets some mass; bigrams seen in the text are discounted by
+    ``discount`` and the freed mass backs off to the unigrams.
+
+    Arguments
+    ---------
+    sentences : iterable of str
+        Training text (one sentence each; case is ignored).
+    path : str
+        ARPA file to write.
+    discount : float
+        Absolute discount of each seen bigram count.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "lm.arpa")
+    >>> write_bigram_lm(["the cat sat", "the dog sat"], path)
+    >>> open(path).read().splitlines()[1:3]
+    ['ngram 1=6', 'ngram 2=6']
+    """
+    unigrams, bigrams = Counter(), Counter()
+    for sentence in sentences:
+        words = ["<s>", *sentence.lower().split(), "</s>"]
+        unigrams.update(words)
+        bigrams.update(zip(words[:-1], words[1:]))
+    total = sum(c for w, c in unigrams.items() if w != "<s>")
+    vocab = len(unigrams)
+    p_uni = {w: 0.99 * (c / total if w != "<s>" else 0.0) + 0.01 / vocab
+             for w, c in unigrams.items()}
+    following = {}
+    for (a, b), c in bigrams.items():
+        following.setdefault(a, {})[b] = c
+    p_bi, backoff = {}, {}
+    for a, nexts in following.items():
+        count = sum(nexts.values())
+        seen = seen_uni = 0.0
+        for b, c in nexts.items():
+            p_bi[(a, b)] = (c - discount) / count
+            seen += p_bi[(a, b)]
+            seen_uni += p_uni[b]
+        backoff[a] = (1.0 - seen) / max(1e-9, 1.0 - seen_uni)
+    lines = ["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(p_bi)}", "",
+             "\\1-grams:"]
+    for w in sorted(unigrams):
+        logp = -99.0 if w == "<s>" else math.log10(p_uni[w])
+        lines.append(f"{logp:.6f} {w} {math.log10(backoff.get(w, 1.0)):.6f}")
+    lines += ["", "\\2-grams:"]
+    lines += [f"{math.log10(p):.6f} {a} {b}" for (a, b), p in sorted(p_bi.items())]
+    lines += ["", "\\end\\", ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
 
 
 def normalize_text(text):

@@ -43,7 +43,7 @@ def _digest(folder):
 @needs_tts
 def test_manifests_and_files(corpus):
     out, paths = corpus
-    assert set(paths) == {"train", "valid", "test", "noise_train", "noise_valid",
+    assert set(paths) == {"train", "valid", "test", "asr_lm", "noise_train", "noise_valid",
                           "noise_test", "rir_train", "rir_valid", "rir_test"}
     raw = json.load(open(paths["test"]))
     assert all(e["clean_wav"].startswith("{data_root}/clean/test/") for e in raw.values())

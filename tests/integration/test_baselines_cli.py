@@ -1,0 +1,63 @@
+"""gense-baselines: bad input gives one-line errors; a bad file does not stop the batch."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from speechbrain_gense.audio import load_audio, save_audio
+from speechbrain_gense.baselines import main
+from speechbrain_gense.data.manifest import write_manifest
+
+
+@pytest.fixture
+def small_manifest(tmp_path):
+    t = torch.arange(32000) / 16000
+    clean = 0.3 * torch.sin(2 * np.pi * 220 * t) * (torch.sin(2 * np.pi * 2 * t) > 0)
+    noisy = clean + 0.05 * torch.randn(len(t), generator=torch.Generator().manual_seed(0))
+    save_audio(tmp_path / "c.wav", clean, 16000)
+    save_audio(tmp_path / "n.wav", noisy, 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....not audio")
+    manifest = str(tmp_path / "m.json")
+    write_manifest(manifest, {
+        "good": {"noisy_wav": tmp_path / "n.wav", "clean_wav": tmp_path / "c.wav",
+                 "snr": 5.0, "degradation": "noise"},
+        "bad": {"noisy_wav": tmp_path / "bad.wav", "clean_wav": tmp_path / "c.wav",
+                "snr": 5.0, "degradation": "noise"},
+    }, data_root=tmp_path)
+    return manifest
+
+
+def test_missing_manifest(tmp_path, capsys):
+    code = main(["--manifest", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("gense-baselines: error:") and "nope.json" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_unknown_system(small_manifest, tmp_path, capsys):
+    code = main(["--manifest", small_manifest, "--systems", "noisy,magic",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "magic" in capsys.readouterr().err
+
+
+def test_bad_file_is_reported_and_the_rest_scored(small_manifest, tmp_path, capsys):
+    out = tmp_path / "o"
+    before = open(os.path.join(os.path.dirname(small_manifest), "n.wav"), "rb").read()
+    code = main(["--manifest", small_manifest, "--systems", "noisy,clean,spectral_gating",
+                 "--metrics", "pesq,sisdr", "--out", str(out), "--quiet"])
+    assert code == 1  # one input failed
+    printed = capsys.readouterr().out
+    assert "| noisy |" in printed and "| spectral_gating |" in printed
+    results = json.load(open(out / "results.json"))
+    assert set(results["noisy"]["failed"]) == {"bad"}
+    assert results["noisy"]["num_scored"] == 1
+    assert results["clean"]["overall"]["pesq"] > 4.5  # clean vs clean
+    assert results["clean"]["num_scored"] == 2  # "bad" has a good clean file
+    # Outputs are at the input's length; inputs untouched.
+    wav, sr = load_audio(out / "spectral_gating" / "good.wav")
+    assert sr == 16000 and wav.shape[0] == 32000
+    assert open(os.path.join(os.path.dirname(small_manifest), "n.wav"), "rb").read() == before
+    assert (out / "table.md").read_text().startswith("| system |")
