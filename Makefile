@@ -3,7 +3,7 @@ PYTHON ?= python3
 APT_PACKAGES = flite festival festvox-kallpc16k festvox-us-slt-hts espeak-ng libsndfile1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORPUS ?= corpus
-MINUTES ?= 10
+MINUTES ?= 20
 RESULTS ?= results/baselines
 
 .PHONY: setup system-packages python-packages demo test

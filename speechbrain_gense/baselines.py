@@ -24,6 +24,7 @@ import torchaudio
 from tqdm import tqdm
 
 from speechbrain_gense.audio import AudioError, load_audio, save_audio
+from speechbrain_gense.data.degrade import fit_length_end
 from speechbrain_gense.data.manifest import PATH_KEYS, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def rnnoise(wav, sample_rate):
     y = torch.from_numpy(_rnnoise_48k(x)[RNNOISE_DELAY:])
     if sample_rate != RNNOISE_SAMPLE_RATE:
         y = torchaudio.functional.resample(y, RNNOISE_SAMPLE_RATE, sample_rate)
-    y = _fit(y, wav.shape[0])
+    y = fit_length_end(y, wav.shape[0])
     return y.to(device=wav.device, dtype=wav.dtype)
 
 
@@ -171,15 +172,8 @@ def spectral_gating(wav, sample_rate):
         return wav.clone()
     x = wav.detach().cpu().double().numpy()
     y = noisereduce.reduce_noise(y=x, sr=sample_rate, stationary=False)
-    y = _fit(torch.from_numpy(np.asarray(y, dtype=np.float32)), wav.shape[0])
+    y = fit_length_end(torch.from_numpy(np.asarray(y, dtype=np.float32)), wav.shape[0])
     return y.to(device=wav.device, dtype=wav.dtype)
-
-
-def _fit(y, length):
-    """Crops or zero-pads ``y`` at the end to ``length`` samples."""
-    if y.shape[0] >= length:
-        return y[:length]
-    return torch.nn.functional.pad(y, (0, length - y.shape[0]))
 
 
 BASELINES = {
@@ -343,8 +337,8 @@ def main(argv=None):
         "its test split, scores them and prints the table.")
     parser.add_argument("--corpus", default="corpus",
                         help="embedded corpus folder, built when missing (default: corpus)")
-    parser.add_argument("--minutes", type=float, default=10.0,
-                        help="corpus size when it is built (default 10)")
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="corpus size when it is built (default 20)")
     parser.add_argument("--seed", type=int, default=1234, help="corpus seed")
     parser.add_argument("--manifest", help="score this manifest instead of the corpus test split")
     parser.add_argument("--out", default="results/baselines", help="output folder")

@@ -160,7 +160,7 @@ def fake_build_corpus(out_dir, minutes=5.0, seed=1234, **kwargs):
     Writes ``clean/{train,valid,test}``, ``noisy/{valid,test}``,
     ``noise/{split}``, ``rir/{split}`` and the manifests, with ``{data_root}``
     standing for ``out_dir``; half of the valid/test entries carry a RIR
-    (the others have no ``rir`` field, as in the real corpus).
+    (the others have ``rir: null``, as in the real corpus).
     """
     from speechbrain_gense.data.manifest import write_manifest
 
@@ -188,9 +188,7 @@ def fake_build_corpus(out_dir, minutes=5.0, seed=1234, **kwargs):
                 e = {"noisy_wav": write_signal(os.path.join(out_dir, "noisy", split, f"{uid}.wav"),
                                                seed=seed + 50 + i, kind="noise"), **e,
                      "snr": 5.0 + i, "degradation": "noise+reverb" if reverb else "noise",
-                     "noise": f"noise_{split}_0"}
-                if reverb:  # like the real corpus, fields of effects not applied are left out
-                    e["rir"] = f"rir_{split}_1"
+                     "noise": f"noise_{split}_0", "rir": f"rir_{split}_1" if reverb else None}
             entries[uid] = e
         paths[split] = os.path.join(out_dir, f"{split}.json")
         write_manifest(paths[split], entries, data_root=out_dir)

@@ -239,20 +239,14 @@ def embedded_corpus(save_folder, **corpus_opts):
     -------
     dict
         ``{name: entries}`` for every manifest of the corpus (``train``,
-        ``valid``, ``test``, ``noise_train`` ...), with absolute paths; every
-        mixture has ``snr``, ``degradation``, ``noise`` and ``rir`` (``None``
-        when not applied), as :func:`write_mixtures` writes them.
+        ``valid``, ``test``, ``noise_train`` ...), with absolute paths; the
+        corpus writes its mixtures with :func:`write_mixtures`.
     """
     from speechbrain_gense.data.corpus import build_corpus
 
     paths = build_corpus(os.path.join(save_folder, "corpus"), **corpus_opts)
-    sets = {name: read_manifest(path) for name, path in paths.items() if path}
-    for entries in sets.values():
-        for entry in entries.values():
-            if "noisy_wav" in entry:
-                for key in MIXTURE_FIELDS:
-                    entry.setdefault(key, None)
-    return sets
+    return {name: read_manifest(path) for name, path in paths.items()
+            if path.endswith(".json")}
 
 
 def prepare_manifests(name, data_folder, save_folder, options, names, build, skip_prep=False):
