@@ -316,10 +316,11 @@ def run_baselines(manifest, out_dir, systems=("noisy", "clean", "rnnoise", "spec
     for system in systems:
         folder = os.path.join(out_dir, system)
         _, failed = enhance_manifest(system, manifest, folder, overwrite=overwrite)
-        if failed:
-            logger.warning("%s: %d inputs failed", system, len(failed))
         results[system] = evaluate_manifest(folder, manifest, metrics or DEFAULT_METRICS,
                                             progress=progress)
+        # An input that could not be enhanced is reported with its own error,
+        # not as a missing output.
+        results[system]["failed"].update(dict(failed))
     table = format_markdown(results)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

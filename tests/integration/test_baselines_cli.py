@@ -20,12 +20,19 @@ def small_manifest(tmp_path):
     save_audio(tmp_path / "c.wav", clean, 16000)
     save_audio(tmp_path / "n.wav", noisy, 16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....not audio")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    save_audio(tmp_path / "stereo.wav", torch.stack([noisy, noisy]), 16000)
+    save_audio(tmp_path / "n8k.wav", noisy[::2], 8000)
     manifest = str(tmp_path / "m.json")
     write_manifest(manifest, {
         "good": {"noisy_wav": tmp_path / "n.wav", "clean_wav": tmp_path / "c.wav",
                  "snr": 5.0, "degradation": "noise"},
         "bad": {"noisy_wav": tmp_path / "bad.wav", "clean_wav": tmp_path / "c.wav",
                 "snr": 5.0, "degradation": "noise"},
+        "empty": {"noisy_wav": tmp_path / "empty.wav", "clean_wav": tmp_path / "c.wav"},
+        "stereo": {"noisy_wav": tmp_path / "stereo.wav", "clean_wav": tmp_path / "c.wav"},
+        "missing": {"noisy_wav": tmp_path / "gone.wav", "clean_wav": tmp_path / "c.wav"},
+        "rate8k": {"noisy_wav": tmp_path / "n8k.wav", "clean_wav": tmp_path / "c.wav"},
     }, data_root=tmp_path)
     return manifest
 
@@ -48,14 +55,22 @@ def test_bad_file_is_reported_and_the_rest_scored(small_manifest, tmp_path, caps
     before = open(os.path.join(os.path.dirname(small_manifest), "n.wav"), "rb").read()
     code = main(["--manifest", small_manifest, "--systems", "noisy,clean,spectral_gating",
                  "--metrics", "pesq,sisdr", "--out", str(out), "--quiet"])
-    assert code == 1  # one input failed
-    printed = capsys.readouterr().out
-    assert "| noisy |" in printed and "| spectral_gating |" in printed
+    assert code == 1  # some inputs failed
+    captured = capsys.readouterr()
+    assert "| noisy |" in captured.out and "| spectral_gating |" in captured.out
     results = json.load(open(out / "results.json"))
-    assert set(results["noisy"]["failed"]) == {"bad"}
-    assert results["noisy"]["num_scored"] == 1
+    assert set(results["noisy"]["failed"]) == {"bad", "empty", "stereo", "missing"}
+    for uid, message in results["noisy"]["failed"].items():
+        assert len(message.splitlines()) == 1
+    assert "empty" in results["noisy"]["failed"]["empty"]
+    assert "channels" in results["noisy"]["failed"]["stereo"]
+    assert "no such file" in results["noisy"]["failed"]["missing"]
+    # An 8 kHz input is enhanced at 8 kHz and resampled for scoring.
+    assert results["noisy"]["num_scored"] == 2
+    assert sorted(results["noisy"]["utterances"]) == ["good", "rate8k"]
     assert results["clean"]["overall"]["pesq"] > 4.5  # clean vs clean
-    assert results["clean"]["num_scored"] == 2  # "bad" has a good clean file
+    assert results["clean"]["num_scored"] == 6  # every entry has a good clean file
+    assert load_audio(out / "noisy" / "rate8k.wav")[1] == 8000
     # Outputs are at the input's length; inputs untouched.
     wav, sr = load_audio(out / "spectral_gating" / "good.wav")
     assert sr == 16000 and wav.shape[0] == 32000
