@@ -1,0 +1,3 @@
+"""Audio tokenizers: one ``[B, T, K]`` contract over every codec of the project."""
+
+from .base import AudioTokenizer  # noqa: F401
