@@ -51,6 +51,13 @@ setup(
         # baselines
         "pyrnnoise>=0.4",
         "noisereduce>=3.0",
+        # codec tokenizers: BigCodec's architecture (pure torch + einops).
+        # DAC uses SpeechBrain's port (speechbrain.lobes.models.discrete.dac) or,
+        # when installed, descript-audio-codec. Do NOT list descript-audio-codec
+        # here: its descript-audiotools pins protobuf<3.20, so a fresh resolve
+        # downgrades protobuf to 3.19.6 and backtracks onnxruntime to 1.26.0.
+        "bigcodec>=0.0.3",
+        "einops",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],

@@ -1,0 +1,224 @@
+"""Tests of the semantic (k-means) tokenizer and its recipe.
+
+SSL features are tested with a tiny random WavLM saved with
+``save_pretrained`` and loaded back by path, the way transformers tests
+itself: no weights are downloaded.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from speechbrain_gense.tokenizers.base import AudioTokenizer
+from speechbrain_gense.tokenizers.semantic import (
+    KMeansTokenizer, SpectralFeatures, SSLFeatures, build_features, cluster_usage,
+    tiny_wavlm_config,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "semantic_kmeans")
+
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
+
+
+@pytest.fixture(scope="module")
+def wavlm_dir(tmp_path_factory):
+    from transformers import WavLMModel
+
+    torch.manual_seed(0)
+    folder = str(tmp_path_factory.mktemp("tiny_wavlm"))
+    WavLMModel(tiny_wavlm_config()).eval().save_pretrained(folder)
+    return folder
+
+
+def blobs(n_per=100, dim=8, seed=0):
+    """4 well-separated Gaussian blobs, ``[4 * n_per, dim]`` and true labels."""
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.zeros(4, dim)
+    for i in range(4):
+        centers[i, i] = 10.0
+    labels = torch.arange(4).repeat_interleave(n_per)
+    return centers[labels] + 0.3 * torch.randn(len(labels), dim, generator=gen), labels
+
+
+class Fixed(torch.nn.Module):
+    """Identity 'features' for k-means tests: [B, T, dim] in, same out."""
+
+    sample_rate, frame_rate, dim = 16000, 50.0, 8
+
+    def config(self):
+        return {"name": "spectral"}
+
+    def forward(self, x, lens=None):
+        return x
+
+
+# ----------------------------------------------------------------- SSL features
+def test_ssl_features_layer_from_local_folder(wavlm_dir):
+    from transformers import AutoModel
+
+    wav = torch.randn(2, 16000)
+    ref = AutoModel.from_pretrained(wavlm_dir).eval()
+    with torch.no_grad():
+        hidden = ref(wav, output_hidden_states=True).hidden_states
+    for layer in (0, 1, 2):
+        ssl = SSLFeatures(wavlm_dir, layer=layer)
+        feats = ssl(wav)
+        assert feats.shape == (2, 49, 32)  # T ~ S / 320, H
+        # pruned layers above `layer` do not change the chosen hidden state
+        torch.testing.assert_close(feats, hidden[layer], atol=1e-5, rtol=1e-4)
+    assert ssl.frame_rate == 50.0 and ssl.dim == 32 and ssl.sample_rate == 16000
+    assert not any(p.requires_grad for p in ssl.parameters())
+    assert not ssl.lobe.model.training
+    assert ssl.normalize is False  # no preprocessor_config.json in the folder
+
+
+def test_ssl_features_normalisation_from_preprocessor_config(wavlm_dir, tmp_path):
+    import shutil
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    folder = str(tmp_path / "with_preproc")
+    shutil.copytree(wavlm_dir, folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
+    ssl = SSLFeatures(folder, layer=1)
+    assert ssl.normalize is True
+    wav = torch.randn(1, 8000)
+    # per-utterance normalisation: the level of the input does not matter
+    torch.testing.assert_close(ssl(wav), ssl(wav * 7.0), atol=1e-4, rtol=1e-3)
+
+
+def test_ssl_missing_path_and_bad_layer(wavlm_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot be downloaded here; pass a local folder"):
+        SSLFeatures("microsoft/wavlm-base-plus")
+    with pytest.raises(FileNotFoundError, match="local folder"):
+        SSLFeatures(str(tmp_path))  # a folder without config.json
+    with pytest.raises(ValueError, match="layer must be in"):
+        SSLFeatures(wavlm_dir, layer=3)
+
+
+def test_ssl_tokenizer_encode_save_load(wavlm_dir, tmp_path):
+    tok = KMeansTokenizer(SSLFeatures(wavlm_dir, layer=2), n_clusters=8, seed=0)
+    wav = torch.randn(3, 16000)
+    tok.fit([tok.feature_frames(wav)])
+    tokens, lens = tok.encode(wav[:2], torch.tensor([1.0, 0.5]))
+    assert tokens.shape == (2, 49, 1) and tokens.dtype == torch.long
+    assert lens.tolist() == pytest.approx([1.0, 25 / 49])  # ceil(8000 / 320) of 49
+    path = str(tmp_path / "ssl_kmeans.pt")
+    tok.save(path)
+    again = KMeansTokenizer.load(path)
+    assert again.features.config() == tok.features.config()
+    assert torch.equal(again.encode(wav[:2], torch.tensor([1.0, 0.5]))[0], tokens)
+    with pytest.raises(FileNotFoundError, match="pass a local folder"):
+        KMeansTokenizer.load(path, source=str(tmp_path / "moved"))
+
+
+# ---------------------------------------------------------------------- k-means
+def test_kmeans_recovers_blobs_and_is_deterministic():
+    x, labels = blobs()
+    tok = KMeansTokenizer(Fixed(), n_clusters=4, seed=3)
+    info = tok.fit([x[::2], x[1::2]])
+    assert info["frames"] == 400
+    pred = tok.predict(x)
+    assert pred.dtype == torch.long and pred.shape == (400,)
+    assert len(set(pred.tolist())) == 4
+    for i in range(4):  # each blob gets one label
+        assert len(set(pred[labels == i].tolist())) == 1
+    # batched prediction keeps shapes, chunking does not change results
+    assert torch.equal(tok.predict(x.reshape(4, 100, 8)).reshape(-1), pred)
+    assert torch.equal(tok.predict(x, chunk_size=7), pred)
+    other = KMeansTokenizer(Fixed(), n_clusters=4, seed=3)
+    other.fit([x[::2], x[1::2]])
+    assert torch.equal(other.centroids, tok.centroids)
+
+
+def test_kmeans_errors():
+    tok = KMeansTokenizer(Fixed(), n_clusters=16)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        tok.encode(torch.randn(1, 16))
+    with pytest.raises(ValueError, match="cannot be split into 16 clusters"):
+        tok.fit([torch.randn(10, 8)])
+    with pytest.raises(ValueError, match="dims"):
+        tok.fit([torch.randn(100, 3)])
+
+
+# -------------------------------------------------------------------- tokenizer
+@pytest.fixture(scope="module")
+def mfcc_tok():
+    torch.manual_seed(0)
+    tok = KMeansTokenizer(n_clusters=32, seed=0)
+    wav = torch.randn(4, 16000) * torch.linspace(0.1, 1.0, 16000)
+    tok.fit([tok.feature_frames(wav)])
+    return tok
+
+
+def test_encode_contract(mfcc_tok):
+    assert isinstance(mfcc_tok, AudioTokenizer)
+    assert (mfcc_tok.vocab_size, mfcc_tok.num_codebooks) == (32, 1)
+    assert (mfcc_tok.sample_rate, mfcc_tok.frame_rate) == (16000, 50.0)
+    wav = torch.randn(2, 16000)
+    tokens, lens = mfcc_tok.encode(wav, torch.tensor([1.0, 0.5]))
+    assert tokens.shape == (2, 51, 1) and tokens.dtype == torch.long
+    assert 0 <= int(tokens.min()) and int(tokens.max()) < 32
+    assert lens.tolist() == [1.0, 0.5]
+    # a padded item gets the tokens it gets alone (frames away from its end)
+    alone, _ = mfcc_tok.encode(wav[1:, :8000])
+    assert torch.equal(tokens[1, :23], alone[0, :23])
+    # other sample rates are resampled at the boundary
+    tokens8k, _ = mfcc_tok.encode(torch.randn(1, 8000), sample_rate=8000)
+    assert tokens8k.shape == (1, 51, 1)
+
+
+def test_decode_raises(mfcc_tok):
+    tokens, lens = mfcc_tok.encode(torch.randn(1, 3200))
+    with pytest.raises(NotImplementedError, match="not invertible"):
+        mfcc_tok.decode(tokens, lens)
+
+
+def test_save_load_round_trip(mfcc_tok, tmp_path):
+    path = str(tmp_path / "kmeans.pt")
+    mfcc_tok.save(path)
+    assert os.path.getsize(path) < 50_000  # centroids + config, no pickled model
+    again = KMeansTokenizer.load(path)
+    wav = torch.randn(3, 12000)
+    lens = torch.tensor([1.0, 0.7, 0.2])
+    assert torch.equal(again.encode(wav, lens)[0], mfcc_tok.encode(wav, lens)[0])
+    assert again.features.config() == mfcc_tok.features.config()
+    with pytest.raises(FileNotFoundError):
+        KMeansTokenizer.load(str(tmp_path / "nope.pt"))
+
+
+def test_spectral_features_and_usage():
+    fb = build_features({"name": "spectral", "kind": "fbank", "n_mels": 40})
+    assert fb(torch.randn(1, 3200)).shape == (1, 11, 40)
+    with pytest.raises(ValueError):
+        SpectralFeatures("cqt")
+    usage = cluster_usage(torch.tensor([0, 0, 1, 1]), 1024, frame_rate=50)
+    assert usage["used"] == 2 and usage["entropy_bits"] == 1.0
+    assert usage["bits_per_s"] == 500.0 and usage["entropy_bits_per_s"] == 50.0
+
+
+# ----------------------------------------------------------------------- recipe
+def test_recipe_debug_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "train.py", "hparams/mfcc_kmeans.yaml", "--debug",
+           "--output_folder", str(out), "--data_save_folder", str(tmp_path / "data"),
+           "--seed", "1", "--n_clusters", "8"]
+    run = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(out / "kmeans_report.json") as f:
+        report = json.load(f)
+    assert report["fit"]["frames"] >= 8
+    for split in ("train", "valid"):
+        usage = report[split]
+        assert usage["n_clusters"] == 8 and 1 <= usage["used"] <= 8
+        assert usage["tokens_per_s"] == 50.0 and usage["bits_per_s"] == 150.0
+    tok = KMeansTokenizer.load(str(out / "kmeans.pt"))
+    assert tok.vocab_size == 8
+    tokens, _ = tok.encode(torch.randn(1, 16000))
+    assert tokens.shape == (1, 51, 1) and int(tokens.max()) < 8
