@@ -16,8 +16,6 @@ from speechbrain_gense.tokenizers.semantic import (
     tiny_wavlm_config,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECIPE = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "semantic_kmeans")
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
 
