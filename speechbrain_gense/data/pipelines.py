@@ -98,6 +98,7 @@ def build_dataset(manifest, degrader=None, data_root=None, sample_rate=16000,
         # Entries without a fixed mixture fall back to the clean signal.
         for entry in dataset.data.values():
             entry.setdefault("noisy_wav", "")
+        dataset.pipeline.add_static_keys(["noisy_wav"])
     dataset.add_dynamic_item(audio_pipeline(degrader, sample_rate))
     dataset.set_output_keys(list(output_keys))
     return dataset

@@ -126,11 +126,14 @@ class AudioTokenizer(torch.nn.Module):
                 or tokens.shape[2] != self.num_codebooks:
             raise RuntimeError(f"{type(self).__name__}._encode returned {tuple(tokens.shape)}, "
                                f"expected [B, T, {self.num_codebooks}]")
-        # Frame lengths from sample lengths; relative to the longest item.
+        if lens.shape[0] != wav.shape[0]:
+            raise ValueError(f"{lens.shape[0]} lengths for a batch of {wav.shape[0]}")
+        # Frame lengths from sample lengths, relative to the padded token
+        # tensor (SpeechBrain's convention).
         samples = lens.float().cpu() * wav.shape[1]
         frames = torch.tensor([min(tokens.shape[1], self.num_frames(int(round(float(s)))))
                                for s in samples], dtype=torch.float)
-        return tokens, frames / max(1.0, float(frames.max()))
+        return tokens, frames / max(1, tokens.shape[1])
 
     @torch.no_grad()
     def decode(self, tokens, lens=None, sample_rate=None):

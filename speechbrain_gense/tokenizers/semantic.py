@@ -27,8 +27,8 @@ Example
 >>> wavs = torch.randn(4, 16000)
 >>> info = tok.fit(tok.feature_frames(wavs, torch.ones(4)))
 >>> tokens, lens = tok.encode(wavs[:2], torch.tensor([1.0, 0.5]))
->>> tokens.shape, tokens.dtype, lens.tolist()
-(torch.Size([2, 51, 1]), torch.int64, [1.0, 0.5])
+>>> tokens.shape, tokens.dtype, [round(x, 3) for x in lens.tolist()]
+(torch.Size([2, 51, 1]), torch.int64, [1.0, 0.51])
 """
 
 import logging
@@ -121,6 +121,17 @@ class SpectralFeatures(torch.nn.Module):
         """Arguments that rebuild these features (stored with a fitted tokenizer)."""
         return dict(self._config)
 
+    def num_frames(self, num_samples):
+        """Frames for ``num_samples`` samples (centred STFT: one per hop, plus one).
+
+        Example
+        -------
+        >>> SpectralFeatures("mfcc").num_frames(16000)
+        51
+        """
+        hop = int(round(self._config["hop_length"] * self.sample_rate / 1000))
+        return num_samples // hop + 1
+
     @torch.no_grad()
     def forward(self, wav, lens=None):
         """``wav[B, S]`` -> features ``[B, T, dim]`` (``lens`` unused: frames are local)."""
@@ -194,6 +205,11 @@ class SSLFeatures(torch.nn.Module):
         self.frame_rate = self.sample_rate / float(np.prod(config.conv_stride))
         self.dim = int(config.hidden_size)
         self.model_type = config.model_type
+
+    def num_frames(self, num_samples):
+        """Frames the SSL model's convolutional front end gives for ``num_samples``."""
+        model = self.lobe.model
+        return int(model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
 
     def config(self):
         """Arguments that rebuild these features (the weights stay in ``source``)."""
@@ -384,11 +400,15 @@ class KMeansTokenizer(AudioTokenizer):
         return feats, _frame_mask(self._frame_lens(lens, wav.shape[1], feats.shape[1]),
                                   feats.shape[1], feats.device)
 
+    def num_frames(self, num_samples):
+        """Feature (= token) frames for ``num_samples`` samples."""
+        return self.features.num_frames(num_samples)
+
     def _frame_lens(self, lens, num_samples, num_frames):
-        # Same convention as AudioTokenizer.encode: relative to the longest item.
+        # Same convention as AudioTokenizer.encode: relative to the padded frames.
         frames = torch.tensor([min(num_frames, self.num_frames(int(round(float(s)))))
                                for s in lens.float().cpu() * num_samples], dtype=torch.float)
-        return frames / max(1.0, float(frames.max()))
+        return frames / max(1, num_frames)
 
     @torch.no_grad()
     def feature_frames(self, wav, lens=None):

@@ -137,3 +137,15 @@ def test_cli_refuses_other_settings(corpus, capsys):
     err = capsys.readouterr().err
     assert err.startswith("gense-corpus: error:") and "other settings" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_dataset_without_mixtures_uses_clean(tmp_path):
+    """A clean-only manifest without a degrader gives noisy_sig == clean_sig."""
+    from speechbrain_gense.audio import save_audio
+    from speechbrain_gense.data.manifest import write_manifest
+
+    save_audio(tmp_path / "a.wav", torch.randn(800) * 0.1, 16000)
+    write_manifest(str(tmp_path / "m.json"), {"a": {"clean_wav": str(tmp_path / "a.wav")}},
+                   data_root=str(tmp_path))
+    item = build_dataset(str(tmp_path / "m.json"))[0]
+    assert torch.equal(item["clean_sig"], item["noisy_sig"])
