@@ -17,6 +17,8 @@ import math
 import torch
 import torchaudio
 
+from ..data.degrade import fit_length_end
+
 
 class AudioTokenizer(torch.nn.Module):
     """Base class (a SpeechBrain-style lobe) for discrete audio tokenizers.
@@ -58,12 +60,22 @@ class AudioTokenizer(torch.nn.Module):
 
     @property
     def hop_length(self):
-        """Samples per token frame at :attr:`sample_rate`."""
-        return self.sample_rate / self.frame_rate
+        """Samples per token frame at :attr:`sample_rate` (an ``int`` when whole)."""
+        hop = self.sample_rate / self.frame_rate
+        return int(round(hop)) if abs(hop - round(hop)) < 1e-6 else hop
 
     def num_frames(self, num_samples):
         """Token frames for ``num_samples`` samples at :attr:`sample_rate`."""
         return math.ceil(num_samples / self.hop_length)
+
+    def pad_to_frames(self, wav):
+        """Zero-pads ``wav[B, S]`` at the end to a whole number of frames."""
+        length = self.num_frames(wav.shape[-1]) * int(self.hop_length)
+        return fit_length_end(wav, length)
+
+    def fit_to_frames(self, wav, num_frames):
+        """Pads or crops decoded ``wav[B, S']`` to exactly ``num_frames`` frames."""
+        return fit_length_end(wav, num_frames * int(self.hop_length))
 
     def freeze(self):
         """Eval mode, no gradients (tokenizers are frozen everywhere)."""

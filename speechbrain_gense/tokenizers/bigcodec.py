@@ -202,7 +202,6 @@ class BigCodecTokenizer(AudioTokenizer):
             num_codebooks=int(quantizer.num_quantizers),
             vocab_size=int(quantizer.layers[0].codebook_size),
         )
-        self._hop = hop
         self.config = self_config
         self.encoder = encoder
         self.decoder = decoder
@@ -212,28 +211,14 @@ class BigCodecTokenizer(AudioTokenizer):
             self.decoder.load_state_dict(dec_state, strict=True)
         self.freeze()
 
-    @property
-    def hop_length(self):
-        """Samples per frame (an int, product of the encoder strides)."""
-        return self._hop
-
-    def num_frames(self, num_samples):
-        return math.ceil(num_samples / self._hop)
-
     def _encode(self, wav):
-        length = wav.shape[1]
-        pad = self.num_frames(length) * self._hop - length
-        emb = self.encoder(torch.nn.functional.pad(wav, (0, pad)).unsqueeze(1))
+        emb = self.encoder(self.pad_to_frames(wav).unsqueeze(1))
         codes = self.decoder(emb, vq=True)[1]  # [K, B, T]
         return codes.permute(1, 2, 0)
 
     def _decode(self, tokens):
         emb = self.decoder.quantizer.vq2emb(tokens).transpose(1, 2)  # [B, D, T]
-        wav = self.decoder(emb, vq=False)[:, 0]
-        length = tokens.shape[1] * self._hop
-        if wav.shape[1] < length:
-            wav = torch.nn.functional.pad(wav, (0, length - wav.shape[1]))
-        return wav[:, :length]
+        return self.fit_to_frames(self.decoder(emb, vq=False)[:, 0], tokens.shape[1])
 
     def save_pretrained(self, path):
         """Writes the original ``bigcodec.pt`` layout (+ ``config``); returns the file.

@@ -29,7 +29,6 @@ the package imports and SpeechBrain's port otherwise; the tokens are the same.
 No weights are downloaded here: pass a local checkpoint path.
 """
 
-import math
 import os
 from pathlib import Path
 
@@ -272,33 +271,18 @@ class DACTokenizer(AudioTokenizer):
             num_codebooks=int(num_codebooks),
             vocab_size=int(model.codebook_size),
         )
-        self._hop = hop
         self.model = model
         self.freeze()
 
-    @property
-    def hop_length(self):
-        """Samples per frame (an int, product of the encoder strides)."""
-        return self._hop
-
-    def num_frames(self, num_samples):
-        return math.ceil(num_samples / self._hop)
-
     def _encode(self, wav):
-        length = wav.shape[1]
-        pad = self.num_frames(length) * self._hop - length
-        x = torch.nn.functional.pad(wav, (0, pad)).unsqueeze(1)
+        x = self.pad_to_frames(wav).unsqueeze(1)
         codes = self.model.encode(x, n_quantizers=self.num_codebooks)[1]
         return codes[:, : self.num_codebooks].transpose(1, 2)
 
     def _decode(self, tokens):
         z = self.model.quantizer.from_codes(tokens.transpose(1, 2))[0]
-        wav = self.model.decode(z)[:, 0]
         # Odd strides (the 16/24 kHz models) make the decoder a few samples short.
-        length = tokens.shape[1] * self._hop
-        if wav.shape[1] < length:
-            wav = torch.nn.functional.pad(wav, (0, length - wav.shape[1]))
-        return wav[:, :length]
+        return self.fit_to_frames(self.model.decode(z)[:, 0], tokens.shape[1])
 
     def save_pretrained(self, path):
         """Writes the model as a DAC weights file (descript layout) and returns its path.

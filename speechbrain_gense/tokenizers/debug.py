@@ -102,11 +102,6 @@ class DebugTokenizer(AudioTokenizer):
         self.freeze()
 
     @property
-    def hop_length(self):
-        """Samples per token frame (an exact ``int``)."""
-        return self.hop
-
-    @property
     def config(self):
         """The constructor arguments (used e.g. by the token cache fingerprint)."""
         return {"sample_rate": self.sample_rate, "hop": self.hop,
