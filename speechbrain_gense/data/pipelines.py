@@ -14,6 +14,8 @@ Training manifests are clean-only; the noisy signal is made on the fly by a
 Valid and test manifests carry fixed mixtures (``noisy_wav``), read as they are.
 """
 
+import os
+
 import speechbrain as sb
 import torch  # noqa: F401 (doctests)
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -89,8 +91,6 @@ def build_dataset(manifest, degrader=None, data_root=None, sample_rate=16000,
     -------
     DynamicItemDataset
     """
-    import os
-
     if data_root is None:
         data_root = os.path.dirname(os.path.abspath(manifest))
     dataset = DynamicItemDataset.from_json(manifest, replacements={"data_root": data_root})
