@@ -67,6 +67,7 @@ setup(
             "gense-corpus=speechbrain_gense.data.corpus:main",
             "gense-eval=speechbrain_gense.metrics.evaluate:main",
             "gense-baselines=speechbrain_gense.baselines:main",
+            "gense-codec-eval=speechbrain_gense.codec_eval:main",
         ]
     },
     classifiers=[

@@ -1,0 +1,1 @@
+"""SpeechBrain ``Brain`` classes of the project (training loops only)."""

@@ -1,0 +1,834 @@
+"""How well each codec resynthesises clean speech, at what rate and speed: ``gense-codec-eval``.
+
+Every clean utterance of the test split (or of a manifest) is encoded and
+decoded by each codec, one at a time; the resynthesised signal is written to
+``OUT/<codec>/{id}.wav`` (at the manifest's rate and length) and scored
+against the clean reference with the evaluation harness
+(:func:`~speechbrain_gense.metrics.evaluate.evaluate_manifest`: DNSMOS, PESQ,
+ESTOI, SI-SDR, MCD, SECS, WER). A ``clean`` row (the reference scored against
+itself) is the ceiling, as in ``gense-baselines``. Next to quality, each codec
+gets its rate and speed:
+
+- frame rate, codebooks ``K``, ``vocab`` (codes per codebook);
+- tokens/s ``= frame_rate * K``, nominal bits/s ``= tokens/s * log2(vocab)``;
+- entropy bits/s: ``frame_rate * sum_k H_k``, with ``H_k`` the empirical
+  (unigram) entropy of codebook ``k`` on the test split, from
+  :func:`~speechbrain_gense.tokenizers.semantic.cluster_usage`;
+- codes used: distinct ``(codebook, code)`` pairs seen on the test split,
+  out of ``K * vocab``;
+- encode and decode real-time factors: compute seconds / audio seconds
+  (``time.perf_counter``, after one warm-up utterance; resampling at the
+  tokenizer's boundary included; torch's thread count is left as it is).
+
+Semantic (k-means) tokenizers have no decoder: ``--semantic`` rows have the
+rate columns and the encode RTF only.
+
+Codecs are named on the command line by a *spec* (see :func:`load_tokenizer`)::
+
+    gense-codec-eval --corpus corpus --minutes 20 \\
+        --codec simcodec=pretrained/simcodec --codec dac=dac:/path/to/dac \\
+        --semantic pretrained/semantic_kmeans/kmeans.pt --out results/codec
+
+writes ``OUT/codec_results.json`` (everything, per utterance too, and a flat
+``summary`` per system), ``OUT/codec_table.md`` (the table it prints) and
+``OUT/codec_input.json`` (the utterances used, as the harness reads them).
+The wavs of ``OUT/<codec>/`` are rewritten on every run (timings and token
+statistics are measured while making them); inputs are never written over.
+Exit status: 0 when every file was processed and scored, 1 when some failed
+(each reported on one line), 2 for bad usage (unknown spec, missing file ...).
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .audio import AudioError, load_audio
+from .baselines import CLEAN, enhance_manifest
+from .data.degrade import fit_length_end
+from .data.manifest import read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+PROG = "gense-codec-eval"
+#: The harness metrics scored by default (all of them: MCD included).
+DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "mcd", "secs", "wer")
+#: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
+KINDS = ("simcodec", "dac", "bigcodec", "kmeans", "debug")
+#: The manifest the harness scores (the utterances used), in ``OUT``.
+INPUT_MANIFEST = "codec_input.json"
+RESULTS_FILE = "codec_results.json"
+TABLE_FILE = "codec_table.md"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class SpecError(ValueError):
+    """A codec spec or name that cannot be used (one-line message)."""
+
+
+# ---------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------
+
+
+def _value(text):
+    """``"8000"`` -> 8000, ``"0.5"`` -> 0.5, ``"true"`` -> True, else the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec):
+    """Splits a spec into ``(kind, path, options)``.
+
+    Grammar (see :func:`load_tokenizer`)::
+
+        SPEC := KIND [":" PATH] ["?" KEY=VALUE ("," KEY=VALUE)*]  |  PATH
+
+    A bare ``PATH`` has kind ``None`` (guessed from the files by
+    :func:`load_tokenizer`).
+
+    Example
+    -------
+    >>> parse_spec("debug?num_codebooks=2,sample_rate=8000")
+    ('debug', None, {'num_codebooks': 2, 'sample_rate': 8000})
+    >>> parse_spec("dac:/models/dac_16khz.pth?num_codebooks=4")
+    ('dac', '/models/dac_16khz.pth', {'num_codebooks': 4})
+    >>> parse_spec("pretrained/simcodec")
+    (None, 'pretrained/simcodec', {})
+    >>> parse_spec("magic:x")
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.codec_eval.SpecError: unknown codec kind 'magic' in 'magic:x' (choose from simcodec, dac, bigcodec, kmeans, debug)
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SpecError("empty codec spec")
+    body, _, opts = spec.partition("?")
+    options = {}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"bad option {item!r} in {spec!r} (expected KEY=VALUE)")
+        options[key.strip()] = _value(value.strip())
+    kind, colon, path = body.partition(":")
+    if not colon:
+        if body.lower() in KINDS:
+            return body.lower(), None, options
+        if options:
+            raise SpecError(f"options need a codec kind: write KIND:PATH?... in {spec!r}")
+        return None, body, {}
+    if kind.lower() not in KINDS:
+        raise SpecError(f"unknown codec kind {kind!r} in {spec!r} "
+                        f"(choose from {', '.join(KINDS)})")
+    return kind.lower(), path or None, options
+
+
+def guess_kind(path):
+    """The tokenizer kind of a bare path, from the files it holds (``None``: unknown).
+
+    A folder with ``simcodec.ckpt`` or a ``.ckpt`` file is SimCodec; a folder
+    with DAC's (``dac.pth``, ``weights.pth``, ``dac/weights.pth``) or
+    BigCodec's (``bigcodec.pt`` ...) checkpoint names is that codec.
+
+    Example
+    -------
+    >>> guess_kind("model.ckpt"), guess_kind("/nonexistent")
+    ('simcodec', None)
+    """
+    from .tokenizers.bigcodec import CHECKPOINT_NAMES as BIGCODEC_NAMES
+    from .tokenizers.dac import CHECKPOINT_NAMES as DAC_NAMES
+    from .tokenizers.simcodec import CHECKPOINT_NAME as SIMCODEC_NAME
+
+    if path.endswith(".ckpt"):
+        return "simcodec"
+    if os.path.isdir(path):
+        for kind, names in (("simcodec", (SIMCODEC_NAME,)), ("dac", DAC_NAMES),
+                            ("bigcodec", BIGCODEC_NAMES)):
+            if any(os.path.isfile(os.path.join(path, n)) for n in names):
+                return kind
+    return None
+
+
+def load_tokenizer(spec, device="cpu"):
+    """Builds a tokenizer from a spec string.
+
+    Grammar::
+
+        SPEC := KIND [":" PATH] ["?" KEY=VALUE ("," KEY=VALUE)*]  |  PATH
+
+    - ``simcodec:PATH``: :class:`~.tokenizers.simcodec.SimCodecTokenizer`
+      (a ``.ckpt`` file or a folder with ``simcodec.ckpt``); option
+      ``flatten``;
+    - ``dac:PATH``: :class:`~.tokenizers.dac.DACTokenizer` (a weights file,
+      a folder holding one, or a released name in the local DAC cache);
+      options ``num_codebooks``, ``backend``;
+    - ``bigcodec:PATH``: :class:`~.tokenizers.bigcodec.BigCodecTokenizer`;
+    - ``kmeans:PATH``: a fitted
+      :class:`~.tokenizers.semantic.KMeansTokenizer` file (no decoder);
+      options replace stored feature arguments (e.g. ``source=``);
+    - ``debug``: :class:`~.tokenizers.debug.DebugTokenizer`; options are its
+      arguments (``sample_rate``, ``hop``, ``num_codebooks``, ``vocab_size``,
+      ``dim``, ``seed``, ``scale``);
+    - a bare ``PATH``: the kind is guessed from its files (:func:`guess_kind`;
+      a folder with ``simcodec.ckpt`` is SimCodec).
+
+    Option values are read as int, float, ``true``/``false``, else text.
+    Nothing is downloaded.
+
+    Arguments
+    ---------
+    spec : str
+        The spec.
+    device : str
+        Device to put the tokenizer on.
+
+    Returns
+    -------
+    AudioTokenizer
+        Frozen, in eval mode, on ``device``, with the spec as ``spec``.
+
+    Raises
+    ------
+    SpecError
+        For a spec that does not parse, a missing path or an unknown option.
+
+    Example
+    -------
+    >>> tok = load_tokenizer("debug?num_codebooks=2,vocab_size=256")
+    >>> tok.spec, tok.num_codebooks, tok.vocab_size, tok.frame_rate
+    ('debug?num_codebooks=2,vocab_size=256', 2, 256, 80.0)
+    >>> load_tokenizer("simcodec:/nonexistent")
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.codec_eval.SpecError: simcodec:/nonexistent: no such file or folder
+    """
+    kind, path, options = parse_spec(spec)
+    if kind is None:
+        if not os.path.exists(path):
+            raise SpecError(f"{spec}: no such file or folder (or write KIND:PATH, KIND in "
+                            f"{', '.join(KINDS)})")
+        kind = guess_kind(path)
+        if kind is None:
+            raise SpecError(f"{spec}: cannot tell which codec it holds; write KIND:PATH "
+                            f"with KIND in {', '.join(k for k in KINDS if k != 'debug')}")
+    if kind == "debug":
+        if path:
+            raise SpecError(f"{spec}: the debug tokenizer takes no path (write debug?KEY=VALUE)")
+    elif not path:
+        raise SpecError(f"{spec}: {kind} needs a path ({kind}:PATH)")
+    elif kind != "dac" and not os.path.exists(path):
+        # (dac also accepts a released name found in its local cache)
+        raise SpecError(f"{spec}: no such file or folder")
+    try:
+        if kind == "debug":
+            from .tokenizers.debug import DebugTokenizer
+
+            tok = DebugTokenizer(**options)
+        elif kind == "simcodec":
+            from .tokenizers.simcodec import SimCodecTokenizer
+
+            tok = SimCodecTokenizer(path, map_location="cpu", **options)
+        elif kind == "dac":
+            from .tokenizers.dac import DACTokenizer
+
+            tok = DACTokenizer(path=path, **options)
+        elif kind == "bigcodec":
+            from .tokenizers.bigcodec import BigCodecTokenizer
+
+            if options:
+                raise TypeError(f"unexpected options {sorted(options)}")
+            tok = BigCodecTokenizer(path=path)
+        else:
+            from .tokenizers.semantic import KMeansTokenizer
+
+            tok = KMeansTokenizer.load(path, **options)
+    except TypeError as e:  # an option the constructor does not take
+        raise SpecError(f"{spec}: bad option ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 -- any loading failure is a bad spec here
+        raise SpecError(f"{spec}: cannot load {kind} ({_first_line(e)})") from None
+    tok = tok.to(device).freeze()
+    tok.spec = spec
+    return tok
+
+
+def _first_line(error):
+    text = str(error)
+    if isinstance(error, KeyError) and error.args:
+        text = f"missing key {error.args[0]!r}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def parse_named(arg, default_kind=None):
+    """Splits ``[NAME=]SPEC`` into ``(name, spec)``; the name defaults to the kind.
+
+    A bare path given with ``default_kind`` (``--semantic``) becomes
+    ``default_kind:PATH``.
+
+    Example
+    -------
+    >>> parse_named("sc=pretrained/simcodec")
+    ('sc', 'pretrained/simcodec')
+    >>> parse_named("dac:/a/b=c.pth")
+    ('dac', 'dac:/a/b=c.pth')
+    >>> parse_named("semantic_kmeans/kmeans.pt", default_kind="kmeans")
+    ('kmeans', 'kmeans:semantic_kmeans/kmeans.pt')
+    """
+    name, eq, spec = arg.partition("=")
+    if not eq or not _NAME.match(name):  # the "=" is part of the spec (an option, a path)
+        name, spec = None, arg
+    kind, path, _ = parse_spec(spec)
+    if kind is None and default_kind is not None:
+        spec, kind = f"{default_kind}:{spec}", default_kind
+    if name is None:
+        name = kind or guess_kind(path) or os.path.basename(os.path.normpath(path))
+    return name, spec
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TimedTokenizer:
+    """Runs a tokenizer one utterance at a time, timing encode and decode, keeping the tokens.
+
+    Called as ``runner(wav[S], sample_rate) -> wav[S]`` it resynthesises
+    (encode, decode, back to ``sample_rate``, same length): the form of a
+    ``method`` of :func:`~speechbrain_gense.baselines.enhance_manifest`.
+    :meth:`encode` only encodes (semantic tokenizers). The first call runs
+    once untimed (warm-up).
+
+    Arguments
+    ---------
+    tokenizer : AudioTokenizer
+        The codec.
+    name : str
+        Its name (progress bars).
+
+    Example
+    -------
+    >>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
+    >>> run = TimedTokenizer(DebugTokenizer(sample_rate=8000), "debug")
+    >>> run(0.1 * torch.randn(16000), 16000).shape
+    torch.Size([16000])
+    >>> run.tokens[0].shape, run.audio_s, run.encode_s > 0, run.decode_s > 0
+    (torch.Size([40, 1]), 1.0, True, True)
+    """
+
+    def __init__(self, tokenizer, name):
+        self.tokenizer = tokenizer
+        self.__name__ = name
+        self.tokens = []
+        self.audio_s = self.encode_s = self.decode_s = 0.0
+        self._warm = False
+
+    def _run(self, wav, sample_rate, decode):
+        tok = self.tokenizer
+        device = tok.device
+        batch = wav.reshape(1, -1)
+        _sync(device)
+        start = time.perf_counter()
+        tokens, _ = tok.encode(batch, sample_rate=sample_rate)
+        _sync(device)
+        encoded = time.perf_counter()
+        out = None
+        if decode:
+            out = tok.decode(tokens, sample_rate=sample_rate)
+            _sync(device)
+        return tokens, out, encoded - start, time.perf_counter() - encoded
+
+    def _measure(self, wav, sample_rate, decode):
+        if not self._warm:
+            self._run(wav, sample_rate, decode)
+            self._warm = True
+        tokens, out, encode_s, decode_s = self._run(wav, sample_rate, decode)
+        self.tokens.append(tokens[0].cpu())
+        self.audio_s += wav.shape[-1] / sample_rate
+        self.encode_s += encode_s
+        self.decode_s += decode_s if decode else 0.0
+        return tokens, out
+
+    def encode(self, wav, sample_rate):
+        """Encodes (timed) one ``[S]`` signal; returns ``tokens[T, K]``."""
+        return self._measure(wav, sample_rate, decode=False)[0][0]
+
+    def __call__(self, wav, sample_rate):
+        _, out = self._measure(wav, sample_rate, decode=True)
+        return fit_length_end(out[0].cpu(), wav.shape[-1]).to(wav.dtype)
+
+    def timing(self, decoded=True):
+        """Seconds of audio and compute, and real-time factors."""
+        audio = self.audio_s
+
+        def rtf(seconds):
+            return seconds / audio if audio > 0 else None
+
+        return {"utterances": len(self.tokens), "audio_s": round(audio, 3),
+                "encode_s": self.encode_s, "encode_rtf": rtf(self.encode_s),
+                "decode_s": self.decode_s if decoded else None,
+                "decode_rtf": rtf(self.decode_s) if decoded else None}
+
+
+def token_statistics(tokenizer, tokens=()):
+    """Nominal rate of a tokenizer, and empirical figures from its tokens.
+
+    Arguments
+    ---------
+    tokenizer : AudioTokenizer
+        Gives ``frame_rate``, ``num_codebooks`` (``K``) and ``vocab_size``.
+    tokens : sequence of torch.Tensor
+        ``[T, K]`` tokens of each utterance (valid frames only).
+
+    Returns
+    -------
+    dict
+        ``sample_rate``, ``frame_rate``, ``num_codebooks``, ``vocab_size``,
+        ``tokens_per_s`` (``frame_rate * K``), ``bits_per_s``
+        (``tokens_per_s * log2 vocab``) and, with tokens: ``frames``,
+        ``entropy_bits_per_s`` (``frame_rate`` times the sum over codebooks
+        of each codebook's unigram entropy), ``codes_used`` (distinct
+        ``(codebook, code)`` pairs), ``codes_total`` (``K * vocab``),
+        ``usage`` (their ratio) and ``per_codebook``
+        (:func:`~speechbrain_gense.tokenizers.semantic.cluster_usage` of each).
+
+    Example
+    -------
+    >>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
+    >>> tok = DebugTokenizer(num_codebooks=2, vocab_size=4)
+    >>> s = token_statistics(tok, [torch.tensor([[0, 0], [1, 0], [2, 0], [3, 0]])])
+    >>> s["tokens_per_s"], s["bits_per_s"], s["entropy_bits_per_s"], s["codes_used"], s["usage"]
+    (160.0, 320.0, 160.0, 5, 0.625)
+    """
+    from .tokenizers.semantic import cluster_usage
+
+    k, vocab, frame_rate = tokenizer.num_codebooks, tokenizer.vocab_size, tokenizer.frame_rate
+    out = {"sample_rate": tokenizer.sample_rate, "frame_rate": frame_rate,
+           "num_codebooks": k, "vocab_size": vocab, "tokens_per_s": frame_rate * k,
+           "bits_per_s": frame_rate * k * math.log2(vocab)}
+    tokens = [t.reshape(-1, k) for t in tokens]
+    if not tokens:
+        return out
+    flat = torch.cat(tokens)
+    per_codebook = [cluster_usage(flat[:, i], vocab) for i in range(k)]
+    used = sum(u["used"] for u in per_codebook)
+    out.update(frames=int(flat.shape[0]),
+               entropy_bits_per_s=frame_rate * sum(u["entropy_bits"] for u in per_codebook),
+               codes_used=used, codes_total=k * vocab, usage=used / (k * vocab),
+               per_codebook=per_codebook)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------
+
+
+def write_input_manifest(manifest, path, max_utts=None, seed=1234):
+    """Writes the clean utterances to resynthesise, as the harness reads them.
+
+    Each entry keeps ``clean_wav`` (the reference), ``words``, ``length``
+    and ``speaker``; ``noisy_wav`` is set to ``clean_wav`` because it is the
+    input :func:`~speechbrain_gense.baselines.enhance_manifest` feeds to a
+    system (here: the clean file). SNR and degradation are dropped: they
+    describe the noisy mixtures, not what the codecs hear.
+
+    Arguments
+    ---------
+    manifest : str
+        Source manifest (entries without ``clean_wav`` are left out).
+    path : str
+        Manifest to write.
+    max_utts : int, optional
+        Keep this many entries, drawn at random (``seed``), in manifest order.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    dict
+        The entries written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> write_manifest(os.path.join(root, "m.json"), {
+    ...     u: {"clean_wav": f"{root}/{u}.wav", "noisy_wav": "n.wav", "snr": 3.0, "words": "HI"}
+    ...     for u in "abc"})
+    >>> entries = write_input_manifest(os.path.join(root, "m.json"),
+    ...                                os.path.join(root, "in.json"), max_utts=2)
+    >>> len(entries), sorted(entries["b" if "b" in entries else "a"])
+    (2, ['clean_wav', 'noisy_wav', 'words'])
+    """
+    entries = read_manifest(manifest)
+    if os.path.realpath(path) == os.path.realpath(manifest):
+        raise ValueError(f"{manifest}: would be overwritten; choose another output folder")
+    usable = [uid for uid, f in entries.items() if isinstance(f.get("clean_wav"), str)]
+    if not usable:
+        raise ValueError(f"{manifest}: no entry has a clean_wav")
+    if len(usable) < len(entries):
+        logger.warning("%s: %d entries without clean_wav left out",
+                       manifest, len(entries) - len(usable))
+    if max_utts is not None and max_utts < len(usable):
+        keep = set(random.Random(seed).sample(usable, max_utts))
+        usable = [uid for uid in usable if uid in keep]
+    out = {}
+    for uid in usable:
+        fields = entries[uid]
+        out[uid] = {"noisy_wav": fields["clean_wav"], "clean_wav": fields["clean_wav"],
+                    **{k: fields[k] for k in ("words", "length", "speaker") if k in fields}}
+    write_manifest(path, out)
+    return out
+
+
+def encode_manifest(runner, manifest, progress=True):
+    """Encodes (timed) the clean file of every entry; returns ``{uid: message}`` of failures."""
+    failed = {}
+    for uid, fields in tqdm(read_manifest(manifest).items(), desc=runner.__name__,
+                            unit="file", disable=not progress):
+        try:
+            wav, sr = load_audio(fields["clean_wav"])
+            runner.encode(wav, sr)
+        except AudioError as e:
+            failed[uid] = str(e)
+        except Exception as e:  # noqa: BLE001 -- report it, go on with the others
+            failed[uid] = f"{fields['clean_wav']}: {runner.__name__} failed ({_first_line(e)})"
+        else:
+            continue
+        logger.error(failed[uid])
+    return failed
+
+
+def run_codec_eval(manifest, out_dir, codecs=(), semantic=(), metrics=DEFAULT_METRICS,
+                   max_utts=None, seed=1234, progress=True):
+    """Resynthesises the clean utterances with each codec, scores them, measures rates.
+
+    Arguments
+    ---------
+    manifest : str
+        Manifest with ``clean_wav`` (and ``words`` for WER); the metric ASR
+        uses the ``asr_lm.arpa`` next to it when there is one.
+    out_dir : str
+        ``out_dir/<name>/{id}.wav`` (replaced on each run: timings and token
+        statistics are measured while writing them), ``codec_input.json``,
+        ``codec_results.json`` and ``codec_table.md``.
+    codecs : sequence of (str, AudioTokenizer)
+        Named codecs to resynthesise with (a ``clean`` row comes first).
+    semantic : sequence of (str, AudioTokenizer)
+        Named tokenizers measured for rate and encode speed only.
+    metrics : sequence of str
+        Harness metrics (keys of :data:`~speechbrain_gense.metrics.METRICS`).
+    max_utts : int, optional
+        Use at most this many utterances (a seeded draw).
+    seed : int
+        Seed of that draw.
+    progress : bool
+        Progress bars of the scoring and encoding loops.
+
+    Returns
+    -------
+    results : dict
+        ``manifest``, ``metrics``, ``device``, ``torch_threads``,
+        ``systems`` (``{name: {"kind", "spec", "rate", "timing", "quality"}}``,
+        ``quality`` being the :func:`evaluate_manifest` result or None) and
+        ``summary`` (``{name: flat row}``, see :func:`summary_row`).
+    table : str
+        The markdown table (:func:`format_codec_table`).
+    """
+    from .metrics.evaluate import evaluate_manifest
+    from .metrics.wer import asr_for_manifest
+
+    names = [n for n, _ in [*codecs, *semantic]]
+    check_names(names)
+    os.makedirs(out_dir, exist_ok=True)
+    input_manifest = os.path.join(out_dir, INPUT_MANIFEST)
+    entries = write_input_manifest(manifest, input_manifest, max_utts, seed)
+    asr = asr_for_manifest(manifest) if "wer" in metrics else None
+    systems = {}
+
+    def score(name, failed):
+        quality = evaluate_manifest(os.path.join(out_dir, name), input_manifest, metrics,
+                                    asr=asr, progress=progress)
+        # An input that could not be resynthesised is reported with its own
+        # error, not as a missing output.
+        quality["failed"].update(dict(failed))
+        return quality
+
+    folder = os.path.join(out_dir, CLEAN)
+    _, failed = enhance_manifest(CLEAN, input_manifest, folder, overwrite=True)
+    systems[CLEAN] = {"kind": "reference", "spec": None, "rate": None, "timing": None,
+                      "quality": score(CLEAN, failed)}
+    for name, tokenizer in codecs:
+        runner = TimedTokenizer(tokenizer, name)
+        _, failed = enhance_manifest(runner, input_manifest, os.path.join(out_dir, name),
+                                     overwrite=True)
+        systems[name] = {"kind": "codec", "spec": getattr(tokenizer, "spec", None),
+                         "rate": token_statistics(tokenizer, runner.tokens),
+                         "timing": runner.timing(), "quality": score(name, failed)}
+    for name, tokenizer in semantic:
+        runner = TimedTokenizer(tokenizer, name)
+        failed = encode_manifest(runner, input_manifest, progress)
+        systems[name] = {"kind": "semantic", "spec": getattr(tokenizer, "spec", None),
+                         "rate": token_statistics(tokenizer, runner.tokens),
+                         "timing": runner.timing(decoded=False), "quality": None,
+                         "num_files": len(entries), "failed": failed}
+    devices = {str(t.device) for _, t in [*codecs, *semantic]} or {"cpu"}
+    results = {"manifest": os.path.abspath(manifest), "num_utterances": len(entries),
+               "metrics": list(metrics), "device": ",".join(sorted(devices)),
+               "torch_threads": torch.get_num_threads(),
+               "asr": repr(asr) if asr is not None else None,
+               "summary": {name: summary_row(system) for name, system in systems.items()},
+               "systems": systems}
+    table = format_codec_table(results)
+    with open(os.path.join(out_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out_dir, TABLE_FILE), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    return results, table
+
+
+def check_names(names):
+    """Raises :class:`SpecError` for a duplicate, reserved or unsafe system name.
+
+    Example
+    -------
+    >>> check_names(["simcodec", "dac"])
+    >>> check_names(["debug", "debug"])
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.codec_eval.SpecError: two systems named 'debug': name them, e.g. --codec debug2=SPEC
+    """
+    seen = set()
+    for name in names:
+        if name == CLEAN:
+            raise SpecError(f"the name {CLEAN!r} is taken by the reference row: "
+                            "name the codec, e.g. --codec mycodec=SPEC")
+        if not _NAME.match(name):
+            raise SpecError(f"bad system name {name!r} (letters, digits, _ . + - only)")
+        if name in seen:
+            raise SpecError(f"two systems named {name!r}: name them, e.g. "
+                            f"--codec {name}2=SPEC")
+        seen.add(name)
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+#: Rate columns of the table: key of a summary row -> (header, format).
+RATE_COLUMNS = {
+    "frame_rate": ("frames/s", "{:g}"),
+    "num_codebooks": ("K", "{:d}"),
+    "vocab_size": ("vocab", "{:d}"),
+    "tokens_per_s": ("tokens/s", "{:g}"),
+    "bits_per_s": ("bits/s", "{:.0f}"),
+    "entropy_bits_per_s": ("entropy bits/s", "{:.0f}"),
+    "codes_used": ("codes used", None),
+    "encode_rtf": ("enc RTF", "{:.3g}"),
+    "decode_rtf": ("dec RTF", "{:.3g}"),
+}
+
+
+def summary_row(system):
+    """One flat row of numbers for a system of :func:`run_codec_eval`.
+
+    Keys: ``kind``, ``files``, ``failed``, the :data:`RATE_COLUMNS` and
+    ``codes_total``/``usage`` (None for the reference), and the overall
+    score of each harness column (None for semantic tokenizers).
+    """
+    rate, timing, quality = system["rate"] or {}, system["timing"] or {}, system["quality"]
+    if quality is not None:
+        files, failed = quality["num_scored"], len(quality["failed"])
+        scores = {c: quality["overall"].get(c) for c in quality["columns"]}
+    else:
+        files = system["num_files"] - len(system["failed"])
+        failed, scores = len(system["failed"]), {}
+    row = {"kind": system["kind"], "files": files, "failed": failed}
+    for key in (*RATE_COLUMNS, "codes_total", "usage"):
+        row[key] = rate.get(key, timing.get(key))
+    return {**row, **scores}
+
+
+def format_codec_table(results):
+    """The markdown table: rate columns, then the harness's score columns.
+
+    Quality columns follow :func:`~speechbrain_gense.metrics.evaluate.format_markdown`
+    (same headers, decimals and WER in %); a blank (``–``) is a value a
+    system does not have (rates of the reference, quality of semantic
+    tokenizers).
+
+    Example
+    -------
+    >>> res = {"summary": {
+    ...     "clean": {"kind": "reference", "files": 3, "failed": 0, "pesq": 4.64},
+    ...     "debug": {"kind": "codec", "files": 3, "failed": 0, "frame_rate": 80.0,
+    ...               "num_codebooks": 1, "vocab_size": 64, "tokens_per_s": 80.0,
+    ...               "bits_per_s": 480.0, "entropy_bits_per_s": 401.2, "codes_used": 50,
+    ...               "codes_total": 64, "encode_rtf": 0.0012, "decode_rtf": 0.0004,
+    ...               "pesq": 1.2}}}
+    >>> print(format_codec_table(res))
+    | system | files | frames/s | K | vocab | tokens/s | bits/s | entropy bits/s | codes used | enc RTF | dec RTF | PESQ |
+    |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+    | clean | 3 | – | – | – | – | – | – | – | – | – | 4.64 |
+    | debug | 3 | 80 | 1 | 64 | 80 | 480 | 401 | 50/64 | 0.0012 | 0.0004 | 1.20 |
+    """
+    from .metrics.evaluate import COLUMNS, _fmt, _table
+
+    rows = results["summary"]
+    present = {c for row in rows.values() for c in row}
+    quality = [c for c in COLUMNS if c in present]
+    lines = []
+    for name, row in rows.items():
+        cells = [name, str(row["files"]) + (f" ({row['failed']} failed)" if row["failed"] else "")]
+        for key, (_, fmt) in RATE_COLUMNS.items():
+            value = row.get(key)
+            if value is None:
+                cells.append("–")
+            elif key == "codes_used":
+                cells.append(f"{value}/{row['codes_total']}")
+            else:
+                cells.append(fmt.format(value))
+        cells += [_fmt(row.get(c), c) for c in quality]
+        lines.append(cells)
+    header = ["system", "files", *(h for h, _ in RATE_COLUMNS.values()),
+              *(COLUMNS[c][0] for c in quality)]
+    return "\n".join(_table(header, lines))
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """``gense-codec-eval``: codec resynthesis quality, rate and speed on clean speech."""
+    from .metrics import METRICS
+    from .tokenizers.semantic import KMeansTokenizer
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Encodes and decodes the clean test utterances with each codec, scores\n"
+        "the resynthesis against the clean reference (DNSMOS, PESQ, ESTOI, SI-SDR, MCD,\n"
+        "SECS, WER) and reports token rates (tokens/s, nominal and entropy bits/s, codes\n"
+        "used) and encode/decode real-time factors, in one table. Semantic tokenizers\n"
+        "(no decoder) get the rate columns only.",
+        epilog="codec SPEC: KIND[:PATH][?KEY=VALUE,...] or a bare PATH, with KIND one of "
+        f"{', '.join(KINDS)}.\n  simcodec:PATH  SimCodec .ckpt or folder with simcodec.ckpt "
+        "(a bare PATH folder with simcodec.ckpt works too)\n  dac:PATH       DAC weights "
+        "(options: num_codebooks, backend)\n  bigcodec:PATH  BigCodec checkpoint\n"
+        "  debug          random DebugTokenizer (options: its arguments, e.g. "
+        "debug?num_codebooks=2)\n  kmeans:PATH    fitted k-means semantic tokenizer "
+        "(with --semantic)\nexamples:\n  gense-codec-eval --codec simcodec=pretrained/simcodec "
+        "--codec dac:/models/dac16k.pth \\\n      --semantic pretrained/semantic_kmeans/kmeans.pt "
+        "--out results/codec")
+    parser.add_argument("--codec", action="append", default=[], metavar="[NAME=]SPEC",
+                        help="a codec to resynthesise with (repeatable); NAME defaults to "
+                        "the kind")
+    parser.add_argument("--semantic", action="append", default=[], metavar="[NAME=]PATH",
+                        help="a k-means semantic tokenizer file (or any SPEC), rate and "
+                        "encode speed only (repeatable)")
+    parser.add_argument("--corpus", default="corpus",
+                        help="embedded corpus folder, built when missing (default: corpus)")
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="corpus size when it is built (default 20)")
+    parser.add_argument("--seed", type=int, default=1234,
+                        help="corpus seed, and seed of --max-utts (default 1234)")
+    parser.add_argument("--manifest", help="use the clean_wav (and words) of this manifest "
+                        "instead of the corpus test split")
+    parser.add_argument("--max-utts", type=int, help="use at most this many utterances")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                        help=f"comma-separated, from {','.join(METRICS)} "
+                        f"(default {','.join(DEFAULT_METRICS)})")
+    parser.add_argument("--device", default="cpu", help="device of the codecs (default cpu)")
+    parser.add_argument("--out", default="results/codec", help="output folder "
+                        "(default results/codec)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def usage_error(message):
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+    if not args.codec and not args.semantic:
+        return usage_error("nothing to evaluate: give at least one --codec or --semantic")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        return usage_error(f"unknown metric {unknown[0] if unknown else ''!r} "
+                           f"(choose from {','.join(METRICS)})")
+    if args.max_utts is not None and args.max_utts < 1:
+        return usage_error(f"--max-utts must be >= 1, got {args.max_utts}")
+    if args.manifest and not os.path.isfile(args.manifest):
+        return usage_error(f"{args.manifest}: no such manifest")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        return usage_error(f"bad --device {args.device!r} (e.g. cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return usage_error(f"--device {args.device}: CUDA is not available")
+
+    # Load every tokenizer first: a bad spec fails before any long work.
+    codecs, semantic = [], []
+    try:
+        named = [(*parse_named(a), "--codec", codecs) for a in args.codec]
+        named += [(*parse_named(a, "kmeans"), "--semantic", semantic) for a in args.semantic]
+        check_names([n for n, *_ in named])
+        for name, spec, option, target in named:
+            tokenizer = load_tokenizer(spec, device)
+            if option == "--codec" and isinstance(tokenizer, KMeansTokenizer):
+                raise SpecError(f"{spec}: k-means tokens have no decoder; pass it with "
+                                "--semantic")
+            target.append((name, tokenizer))
+    except SpecError as e:
+        return usage_error(e)
+
+    try:
+        with logging_redirect_tqdm():
+            manifest = args.manifest
+            if manifest is None:
+                from .data.corpus import build_corpus
+
+                manifest = build_corpus(args.corpus, minutes=args.minutes, seed=args.seed,
+                                        progress=not args.quiet)["test"]
+            results, table = run_codec_eval(manifest, args.out, codecs, semantic, metrics,
+                                            args.max_utts, args.seed, not args.quiet)
+    except (ValueError, OSError, RuntimeError) as e:
+        return usage_error(_first_line(e))
+    print(f"\nCodec resynthesis of the clean utterances of {manifest} "
+          f"({results['num_utterances']} files, device {results['device']}):\n")
+    print(table)
+    print(f"\nwritten: {os.path.join(args.out, TABLE_FILE)}, "
+          f"{os.path.join(args.out, RESULTS_FILE)}")
+    failed = sum(row["failed"] for row in results["summary"].values())
+    if failed:
+        print(f"{PROG}: {failed} files failed (see the errors above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
