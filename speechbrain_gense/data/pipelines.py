@@ -70,6 +70,66 @@ def audio_pipeline(degrader=None, sample_rate=16000):
     return pipeline
 
 
+def token_crop_pipeline(cache, degrader=None, segment_frames=None, sample_rate=16000):
+    """Clean tokens from a token cache, with the matching audio crop (training).
+
+    Gives ``clean_tokens`` ``[T, K]`` (read from ``cache``, encoded once per
+    utterance), ``clean_sig`` and ``noisy_sig``. With ``segment_frames``, a
+    random window of that many token frames is cut from longer utterances and
+    the audio cut at the same place (frame ``f`` starts at sample
+    ``f * hop_length`` of the tokenizer), so tokens and audio stay aligned.
+    The noisy signal is made from the crop by ``degrader`` (or is the clean
+    crop without one); the clean crop is scaled by the degrader's anti-clipping
+    gain, as in :func:`audio_pipeline`. Tokens come from the unscaled file.
+
+    Arguments
+    ---------
+    cache : TokenCache
+        Token cache of the (frozen) tokenizer.
+    degrader : Degrader, optional
+        On-the-fly degradation.
+    segment_frames : int, optional
+        Crop length in token frames (None: whole utterances).
+    sample_rate : int
+        Rate of the signals (must be the tokenizer's).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_gense.tokenizers.cache import TokenCache
+    >>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
+    >>> pipe = token_crop_pipeline(TokenCache(tempfile.mkdtemp(), DebugTokenizer()))
+    >>> pipe.provides
+    ('clean_tokens', 'clean_sig', 'noisy_sig')
+    """
+    hop = cache.tokenizer.hop_length
+    if segment_frames is not None and not isinstance(hop, int):
+        raise ValueError("segment_frames needs a tokenizer with an integer hop length")
+    if cache.tokenizer.sample_rate != sample_rate:
+        raise ValueError(f"token_crop_pipeline: sample_rate {sample_rate} differs from the "
+                         f"tokenizer's {cache.tokenizer.sample_rate}")
+
+    @sb.utils.data_pipeline.takes("id", "clean_wav")
+    @sb.utils.data_pipeline.provides("clean_tokens", "clean_sig", "noisy_sig")
+    def pipeline(uid, clean_wav):
+        clean = load_audio(clean_wav, sample_rate, channels="mix", resample=True)[0]
+        tokens = cache.get(uid, clean_wav)
+        if segment_frames is not None and tokens.shape[0] > segment_frames:
+            start = int(torch.randint(0, tokens.shape[0] - segment_frames + 1, ()))
+            tokens = tokens[start:start + segment_frames]
+            clean = clean[start * hop:(start + segment_frames) * hop]
+        gain = 1.0
+        noisy = clean
+        if degrader is not None:
+            noisy, info = degrader(clean)
+            gain = info.get("gain", 1.0)
+        yield tokens
+        yield clean * gain
+        yield noisy
+
+    return pipeline
+
+
 def build_dataset(manifest, degrader=None, data_root=None, sample_rate=16000,
                   output_keys=("id", "clean_sig", "noisy_sig")):
     """A ``DynamicItemDataset`` over a manifest with the audio pipeline attached.

@@ -1,0 +1,248 @@
+"""MAGE: the parts of the masked generative enhancer wired together.
+
+:class:`MAGE` holds a frozen :class:`~speechbrain_gense.tokenizers.base.AudioTokenizer`,
+the :class:`~speechbrain_gense.models.masked_enhancer.MaskedEnhancer`, an
+optional :class:`~speechbrain_gense.models.corrector.Corrector`, an optional
+frozen speaker encoder and the token-frequency table of scarcity-aware
+masking. It has exactly two entry points, used by the training Brain, the
+validation decoding and the pretrained interface alike:
+
+- :meth:`MAGE.forward_train`: masks clean tokens with the one masking module
+  (:func:`~speechbrain_gense.masking.sample_training_mask`) and predicts them
+  from the masked sequence and the noisy-speech conditioning;
+- :meth:`MAGE.enhance`: noisy waveform -> tokens by the one decoding module
+  (:func:`~speechbrain_gense.decoding.iterative_decode`) -> waveform, with a
+  per-frame confidence.
+
+Conditioning (:meth:`MAGE.condition`): the noisy signal's codec tokens, the
+noisy waveform itself (read by the enhancer's band-aware spectrogram
+encoder, when it has one) and the speaker embedding of the noisy signal
+(when a speaker encoder is given).
+
+Example
+-------
+>>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
+>>> from speechbrain_gense.models.masked_enhancer import MaskedEnhancer, TINY_CONFIG
+>>> tok = DebugTokenizer()
+>>> mage = MAGE(tok, MaskedEnhancer(tok.vocab_size, **TINY_CONFIG), mask_strategy="random")
+>>> noisy, clean = torch.randn(2, 1600), torch.randn(2, 1600)
+>>> lens = torch.tensor([1.0, 0.5])
+>>> out = mage.forward_train(mage.tokenize(clean, lens)[0], mage.condition(noisy, lens))
+>>> out["logits"].shape, out["mask"].shape
+(torch.Size([2, 8, 1, 64]), torch.Size([2, 8, 1]))
+>>> enhanced = mage.enhance(noisy, lens, steps=2, generator=torch.Generator().manual_seed(0))
+>>> enhanced["wav"].shape, enhanced["confidence"].shape
+(torch.Size([2, 1600]), torch.Size([2, 8]))
+"""
+
+import torch
+from torch import nn
+
+from ..data.degrade import fit_length_end
+from ..decoding import iterative_decode
+from ..masking import TokenFrequency, apply_mask, sample_training_mask
+
+
+class MAGE(nn.Module):
+    """Tokenizer + masked enhancer (+ corrector, speaker encoder, frequency table).
+
+    Arguments
+    ---------
+    tokenizer : AudioTokenizer
+        Frozen codec (single codebook in MAGE).
+    enhancer : MaskedEnhancer
+        The bidirectional token model (``vocab_size`` = the tokenizer's).
+    corrector : Corrector, optional
+        Flags wrong predictions; used to re-mask at inference.
+    speaker_encoder : nn.Module, optional
+        Frozen ``(wav[B, S], lens) -> [B, D]``; ``D`` must equal the
+        enhancer's ``speaker_dim``.
+    token_frequency : TokenFrequency or str, optional
+        Frequency table of the training tokens (or a file written by
+        :meth:`TokenFrequency.save`): needed by ``"ctf"``.
+    mask_strategy : str
+        ``"ctf"`` (scarcity-aware coarse-to-fine) or ``"random"`` (MaskGIT).
+    mask_noise : float
+        Noise added to the rarity when choosing ``"ctf"`` training masks.
+    schedule : str
+        Masking schedule (training ratios and decoding steps).
+    decode_opts : dict, optional
+        Defaults of :meth:`enhance` (``steps``, ``temperature``, ``top_k``,
+        ``scarcity_weight``, ``remask_ratio``, ``remask_threshold``,
+        ``corrector_steps``).
+    """
+
+    DECODE_DEFAULTS = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,
+                           remask_ratio=0.1, remask_threshold=None, corrector_steps=None)
+
+    def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
+                 token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
+                 schedule="cosine", decode_opts=None):
+        super().__init__()
+        if enhancer.config["vocab_size"] != tokenizer.vocab_size:
+            raise ValueError(f"enhancer vocab_size {enhancer.config['vocab_size']} != "
+                             f"tokenizer vocab_size {tokenizer.vocab_size}")
+        if mask_strategy not in ("ctf", "random"):
+            raise ValueError(f"mask_strategy must be 'ctf' or 'random', got {mask_strategy!r}")
+        self.tokenizer = tokenizer
+        self.enhancer = enhancer
+        self.corrector = corrector
+        self.speaker_encoder = speaker_encoder
+        if isinstance(token_frequency, (str, bytes)) or hasattr(token_frequency, "__fspath__"):
+            token_frequency = TokenFrequency.load(token_frequency)
+        self.token_frequency = token_frequency
+        self.mask_strategy, self.mask_noise, self.schedule = mask_strategy, mask_noise, schedule
+        self.decode_opts = {**self.DECODE_DEFAULTS, **(decode_opts or {})}
+
+    @property
+    def device(self):
+        return next(self.enhancer.parameters()).device
+
+    # -- conditioning ------------------------------------------------------
+
+    @torch.no_grad()
+    def tokenize(self, wav, lens=None):
+        """Codec tokens ``([B, T, K], token lens)`` of ``wav[B, S]`` (tokenizer rate)."""
+        return self.tokenizer.encode(wav, lens)
+
+    @torch.no_grad()
+    def condition(self, noisy_wav, lens=None, noisy_tokens=None):
+        """Conditioning of the enhancer from the noisy signal ``[B, S]``.
+
+        Returns
+        -------
+        dict
+            ``noisy_tokens`` ``[B, T, K]``, ``lens`` (token lens), ``noisy_wav``
+            (for the band-aware encoder, or None), ``speaker`` ``[B, D]`` or None.
+        """
+        if lens is None:
+            lens = torch.ones(noisy_wav.shape[0], device=noisy_wav.device)
+        if noisy_tokens is None:
+            noisy_tokens, tok_lens = self.tokenize(noisy_wav, lens)
+        else:
+            tok_lens = lens
+        speaker = None
+        if self.speaker_encoder is not None:
+            speaker = self.speaker_encoder(noisy_wav, lens).to(noisy_wav.dtype)
+        band = self.enhancer.config.get("band_encoder") is not None
+        use_noisy_tokens = bool(self.enhancer.config.get("noisy_vocab_size", 1) != 0)
+        return {"noisy_tokens": noisy_tokens if use_noisy_tokens else None,
+                "lens": tok_lens, "noisy_wav": noisy_wav if band else None,
+                "speaker": speaker, "num_frames": noisy_tokens.shape[1]}
+
+    def predict(self, tokens, cond):
+        """Enhancer outputs (``logits``, ``hidden``) for ``tokens`` given ``cond``."""
+        return self.enhancer(tokens, lens=cond["lens"], noisy_tokens=cond["noisy_tokens"],
+                             noisy_wav=cond["noisy_wav"], speaker=cond["speaker"])
+
+    # -- training ----------------------------------------------------------
+
+    def forward_train(self, clean_tokens, cond, ratio=None, generator=None):
+        """Masks ``clean_tokens[B, T, K]`` and predicts them.
+
+        Returns
+        -------
+        dict
+            ``logits`` ``[B, T, K, V]``, ``hidden``, ``mask`` (True = masked),
+            ``ratio`` ``[B]``, ``targets`` (the clean tokens), ``lens`` and,
+            with a corrector, ``predicted`` (argmax at masked positions, the
+            clean token elsewhere) and ``corrector_logits`` ``[B, T, K]``.
+        """
+        T = min(clean_tokens.shape[1], cond["num_frames"])
+        clean_tokens = clean_tokens[:, :T]
+        cond = self._crop(cond, T)
+        mask, ratio = sample_training_mask(
+            clean_tokens, cond["lens"], strategy=self.mask_strategy, freq=self.token_frequency,
+            ratio=ratio, schedule=self.schedule, noise=self.mask_noise, generator=generator)
+        out = self.predict(apply_mask(clean_tokens, mask, self.enhancer.mask_id), cond)
+        out.update(mask=mask, ratio=ratio, targets=clean_tokens, lens=cond["lens"])
+        if self.corrector is not None:
+            predicted = torch.where(mask, out["logits"].detach().argmax(-1), clean_tokens)
+            out["predicted"] = predicted
+            out["corrector_logits"] = self.corrector(out["hidden"].detach(), predicted,
+                                                     cond["lens"])
+        return out
+
+    def losses(self, out, corrector_weight=1.0):
+        """Masked-token cross-entropy (+ ``corrector_weight`` x corrector BCE).
+
+        Returns
+        -------
+        dict
+            ``loss`` (total), ``ce``, ``acc`` (masked-token accuracy) and,
+            with a corrector, ``corrector_loss`` and ``corrector_acc``.
+        """
+        ce = self.enhancer.loss(out["logits"], out["targets"], out["mask"])
+        res = {"loss": ce["loss"], "ce": ce["loss"].detach(), "acc": ce["acc"]}
+        if "corrector_logits" in out:
+            c = self.corrector.loss(out["corrector_logits"], out["predicted"], out["targets"],
+                                    out["mask"])
+            res["loss"] = res["loss"] + corrector_weight * c["loss"]
+            res["corrector_loss"] = c["loss"].detach()
+            res["corrector_acc"] = c["acc"]
+        return res
+
+    # -- inference ---------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, cond, generator=None, strategy=None, use_corrector=True, **opts):
+        """Clean tokens for ``cond`` by iterative masked decoding.
+
+        ``strategy`` defaults to ``"ctf"`` when a frequency table is set
+        (``"confidence"``, MaskGIT, otherwise); other keyword arguments
+        override :attr:`decode_opts`.
+
+        Returns
+        -------
+        dict
+            The output of :func:`~speechbrain_gense.decoding.iterative_decode`.
+        """
+        o = {**self.decode_opts, **opts}
+        if strategy is None:
+            strategy = "ctf" if self.token_frequency is not None else "confidence"
+        corrector_fn = None
+        if use_corrector and self.corrector is not None:
+            def corrector_fn(hidden, tokens):
+                return self.corrector.confidence(hidden, tokens, cond["lens"])
+        noisy = cond["noisy_tokens"]
+        B, T = noisy.shape[0] if noisy is not None else cond["lens"].shape[0], cond["num_frames"]
+        shape = (B, T, self.enhancer.config["num_codebooks"])
+        return iterative_decode(
+            lambda tokens: self.predict(tokens, cond), shape, cond["lens"],
+            self.enhancer.mask_id, steps=o["steps"], schedule=self.schedule,
+            strategy=strategy, freq=self.token_frequency, scarcity_weight=o["scarcity_weight"],
+            temperature=o["temperature"], top_k=o["top_k"], generator=generator,
+            corrector_fn=corrector_fn,
+            remask_ratio=o["remask_ratio"] if corrector_fn else None,
+            remask_threshold=o["remask_threshold"] if corrector_fn else None,
+            corrector_steps=o["corrector_steps"])
+
+    @torch.no_grad()
+    def enhance(self, noisy_wav, lens=None, generator=None, **opts):
+        """Enhances ``noisy_wav[B, S]`` (tokenizer rate): the whole chain.
+
+        Returns
+        -------
+        dict
+            ``wav`` ``[B, S]`` (same length as the input), ``tokens``
+            ``[B, T, K]``, ``confidence`` ``[B, T]`` (per frame), ``lens``
+            (token lens).
+        """
+        cond = self.condition(noisy_wav, lens)
+        out = self.generate(cond, generator=generator, **opts)
+        wav = self.tokenizer.decode(out["tokens"], cond["lens"])
+        wav = fit_length_end(wav, noisy_wav.shape[-1])
+        return {"wav": wav, "tokens": out["tokens"], "confidence": out["confidence"],
+                "lens": cond["lens"]}
+
+    @staticmethod
+    def _crop(cond, T):
+        if cond["num_frames"] == T:
+            return cond
+        cond = dict(cond, num_frames=T)
+        if cond["noisy_tokens"] is not None:
+            cond["noisy_tokens"] = cond["noisy_tokens"][:, :T]
+        return cond
+
+
+__all__ = ["MAGE"]

@@ -1,0 +1,217 @@
+"""Tokenizers by name: ``load_tokenizer("simcodec:pretrained/simcodec")``.
+
+A *spec* names a tokenizer kind, a local path and options (see
+:func:`load_tokenizer`); recipes (``!apply:...load_tokenizer``), the codec
+evaluation command and the inference interface build tokenizers from it.
+"""
+
+import os
+
+#: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
+KINDS = ("simcodec", "dac", "bigcodec", "kmeans", "debug")
+
+
+class SpecError(ValueError):
+    """A codec spec or name that cannot be used (one-line message)."""
+
+
+# ---------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------
+
+
+def _value(text):
+    """``"8000"`` -> 8000, ``"0.5"`` -> 0.5, ``"true"`` -> True, else the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec):
+    """Splits a spec into ``(kind, path, options)``.
+
+    Grammar (see :func:`load_tokenizer`)::
+
+        SPEC := KIND [":" PATH] ["?" KEY=VALUE ("," KEY=VALUE)*]  |  PATH
+
+    A bare ``PATH`` has kind ``None`` (guessed from the files by
+    :func:`load_tokenizer`).
+
+    Example
+    -------
+    >>> parse_spec("debug?num_codebooks=2,sample_rate=8000")
+    ('debug', None, {'num_codebooks': 2, 'sample_rate': 8000})
+    >>> parse_spec("dac:/models/dac_16khz.pth?num_codebooks=4")
+    ('dac', '/models/dac_16khz.pth', {'num_codebooks': 4})
+    >>> parse_spec("pretrained/simcodec")
+    (None, 'pretrained/simcodec', {})
+    >>> parse_spec("magic:x")
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.tokenizers.registry.SpecError: unknown codec kind 'magic' in 'magic:x' (choose from simcodec, dac, bigcodec, kmeans, debug)
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SpecError("empty codec spec")
+    body, _, opts = spec.partition("?")
+    options = {}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"bad option {item!r} in {spec!r} (expected KEY=VALUE)")
+        options[key.strip()] = _value(value.strip())
+    kind, colon, path = body.partition(":")
+    if not colon:
+        if body.lower() in KINDS:
+            return body.lower(), None, options
+        if options:
+            raise SpecError(f"options need a codec kind: write KIND:PATH?... in {spec!r}")
+        return None, body, {}
+    if kind.lower() not in KINDS:
+        raise SpecError(f"unknown codec kind {kind!r} in {spec!r} "
+                        f"(choose from {', '.join(KINDS)})")
+    return kind.lower(), path or None, options
+
+
+def guess_kind(path):
+    """The tokenizer kind of a bare path, from the files it holds (``None``: unknown).
+
+    A folder with ``simcodec.ckpt`` or a ``.ckpt`` file is SimCodec; a folder
+    with DAC's (``dac.pth``, ``weights.pth``, ``dac/weights.pth``) or
+    BigCodec's (``bigcodec.pt`` ...) checkpoint names is that codec.
+
+    Example
+    -------
+    >>> guess_kind("model.ckpt"), guess_kind("/nonexistent")
+    ('simcodec', None)
+    """
+    from .bigcodec import CHECKPOINT_NAMES as BIGCODEC_NAMES
+    from .dac import CHECKPOINT_NAMES as DAC_NAMES
+    from .simcodec import CHECKPOINT_NAME as SIMCODEC_NAME
+
+    if path.endswith(".ckpt"):
+        return "simcodec"
+    if os.path.isdir(path):
+        for kind, names in (("simcodec", (SIMCODEC_NAME,)), ("dac", DAC_NAMES),
+                            ("bigcodec", BIGCODEC_NAMES)):
+            if any(os.path.isfile(os.path.join(path, n)) for n in names):
+                return kind
+    return None
+
+
+def load_tokenizer(spec, device="cpu"):
+    """Builds a tokenizer from a spec string.
+
+    Grammar::
+
+        SPEC := KIND [":" PATH] ["?" KEY=VALUE ("," KEY=VALUE)*]  |  PATH
+
+    - ``simcodec:PATH``: :class:`~.tokenizers.simcodec.SimCodecTokenizer`
+      (a ``.ckpt`` file or a folder with ``simcodec.ckpt``); option
+      ``flatten``;
+    - ``dac:PATH``: :class:`~.tokenizers.dac.DACTokenizer` (a weights file,
+      a folder holding one, or a released name in the local DAC cache);
+      options ``num_codebooks``, ``backend``;
+    - ``bigcodec:PATH``: :class:`~.tokenizers.bigcodec.BigCodecTokenizer`;
+    - ``kmeans:PATH``: a fitted
+      :class:`~.tokenizers.semantic.KMeansTokenizer` file (no decoder);
+      options replace stored feature arguments (e.g. ``source=``);
+    - ``debug``: :class:`~.tokenizers.debug.DebugTokenizer`; options are its
+      arguments (``sample_rate``, ``hop``, ``num_codebooks``, ``vocab_size``,
+      ``dim``, ``seed``, ``scale``);
+    - a bare ``PATH``: the kind is guessed from its files (:func:`guess_kind`;
+      a folder with ``simcodec.ckpt`` is SimCodec).
+
+    Option values are read as int, float, ``true``/``false``, else text.
+    Nothing is downloaded.
+
+    Arguments
+    ---------
+    spec : str
+        The spec.
+    device : str
+        Device to put the tokenizer on.
+
+    Returns
+    -------
+    AudioTokenizer
+        Frozen, in eval mode, on ``device``, with the spec as ``spec``.
+
+    Raises
+    ------
+    SpecError
+        For a spec that does not parse, a missing path or an unknown option.
+
+    Example
+    -------
+    >>> tok = load_tokenizer("debug?num_codebooks=2,vocab_size=256")
+    >>> tok.spec, tok.num_codebooks, tok.vocab_size, tok.frame_rate
+    ('debug?num_codebooks=2,vocab_size=256', 2, 256, 80.0)
+    >>> load_tokenizer("simcodec:/nonexistent")
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.tokenizers.registry.SpecError: simcodec:/nonexistent: no such file or folder
+    """
+    kind, path, options = parse_spec(spec)
+    if kind is None:
+        if not os.path.exists(path):
+            raise SpecError(f"{spec}: no such file or folder (or write KIND:PATH, KIND in "
+                            f"{', '.join(KINDS)})")
+        kind = guess_kind(path)
+        if kind is None:
+            raise SpecError(f"{spec}: cannot tell which codec it holds; write KIND:PATH "
+                            f"with KIND in {', '.join(k for k in KINDS if k != 'debug')}")
+    if kind == "debug":
+        if path:
+            raise SpecError(f"{spec}: the debug tokenizer takes no path (write debug?KEY=VALUE)")
+    elif not path:
+        raise SpecError(f"{spec}: {kind} needs a path ({kind}:PATH)")
+    elif kind != "dac" and not os.path.exists(path):
+        # (dac also accepts a released name found in its local cache)
+        raise SpecError(f"{spec}: no such file or folder")
+    try:
+        if kind == "debug":
+            from .debug import DebugTokenizer
+
+            tok = DebugTokenizer(**options)
+        elif kind == "simcodec":
+            from .simcodec import SimCodecTokenizer
+
+            tok = SimCodecTokenizer(path, map_location="cpu", **options)
+        elif kind == "dac":
+            from .dac import DACTokenizer
+
+            tok = DACTokenizer(path=path, **options)
+        elif kind == "bigcodec":
+            from .bigcodec import BigCodecTokenizer
+
+            if options:
+                raise TypeError(f"unexpected options {sorted(options)}")
+            tok = BigCodecTokenizer(path=path)
+        else:
+            from .semantic import KMeansTokenizer
+
+            tok = KMeansTokenizer.load(path, **options)
+    except TypeError as e:  # an option the constructor does not take
+        raise SpecError(f"{spec}: bad option ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 -- any loading failure is a bad spec here
+        raise SpecError(f"{spec}: cannot load {kind} ({_first_line(e)})") from None
+    tok = tok.to(device).freeze()
+    tok.spec = spec
+    return tok
+
+
+def _first_line(error):
+    text = str(error)
+    if isinstance(error, KeyError) and error.args:
+        text = f"missing key {error.args[0]!r}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+__all__ = ["KINDS", "SpecError", "guess_kind", "load_tokenizer", "parse_spec"]

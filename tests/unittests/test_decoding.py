@@ -1,0 +1,324 @@
+"""Token sampling and iterative (MaskGIT / MAGE) decoding (decoding.py)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechbrain_gense.decoding import iterative_decode, sample_logits
+from speechbrain_gense.masking import TokenFrequency, mask_ratio, valid_mask
+
+MASK = 99
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (slow on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Recorder:
+    """A predict_fn returning fixed logits (optionally from a callable) and
+    recording its inputs."""
+
+    def __init__(self, logits, hidden_size=4):
+        self.logits = logits
+        self.hidden_size = hidden_size
+        self.inputs = []
+
+    def __call__(self, tokens):
+        self.inputs.append(tokens.clone())
+        logits = self.logits(len(self.inputs)) if callable(self.logits) else self.logits
+        B, T = tokens.shape[:2]
+        hidden = torch.full((B, T, self.hidden_size), float(len(self.inputs)))
+        return {"logits": logits.clone(), "hidden": hidden}
+
+    def masks(self):
+        return [(x == MASK) for x in self.inputs]
+
+
+def perfect(target, V, scale=30.0):
+    return Recorder(scale * F.one_hot(target, V).float())
+
+
+# --------------------------------------------------------------------------
+# sample_logits
+# --------------------------------------------------------------------------
+
+
+def test_sample_logits_argmax_and_probs():
+    logits = torch.randn(5, 7, 11, generator=gen(1))
+    tokens, probs = sample_logits(logits, temperature=0.0)
+    assert torch.equal(tokens, logits.argmax(-1))
+    expected = logits.softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    assert torch.allclose(probs, expected)
+    # top_k = 1 is the argmax whatever the temperature
+    tokens1, probs1 = sample_logits(logits, temperature=1.0, top_k=1, generator=gen(2))
+    assert torch.equal(tokens1, tokens) and torch.allclose(probs1, probs)
+
+
+def test_sample_logits_follows_tempered_distribution():
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    n = 20000
+    for temperature in (1.0, 2.0, 0.5):
+        tokens, probs = sample_logits(logits.expand(n, 4), temperature, generator=gen(3))
+        freq = torch.bincount(tokens, minlength=4).float() / n
+        expected = (logits / temperature).softmax(-1)
+        assert torch.allclose(freq, expected, atol=0.015), (temperature, freq, expected)
+        # probs are the untempered model probabilities of the chosen tokens
+        assert torch.allclose(probs, logits.softmax(-1)[tokens])
+
+
+def test_sample_logits_top_k_restricts_support():
+    logits = torch.tensor([3.0, 0.0, 2.9, 1.0, 2.8])
+    tokens, _ = sample_logits(logits.expand(5000, 5), 5.0, top_k=3, generator=gen(4))
+    assert set(tokens.tolist()) == {0, 2, 4}
+    with pytest.raises(ValueError):
+        sample_logits(logits, -1.0)
+
+
+def test_sample_logits_reproducible_with_generator():
+    logits = torch.zeros(100, 16)
+    a, _ = sample_logits(logits, generator=gen(5))
+    b, _ = sample_logits(logits, generator=gen(5))
+    c, _ = sample_logits(logits, generator=gen(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --------------------------------------------------------------------------
+# iterative_decode
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "ctf"])
+@pytest.mark.parametrize("steps", [1, 3, 8, 25])
+@pytest.mark.parametrize("K", [1, 3])
+def test_perfect_predictor_reconstructs(strategy, steps, K):
+    B, T, V = 3, 10, 16
+    target = torch.randint(0, V, (B, T, K), generator=gen(steps * K))
+    lens = torch.tensor([1.0, 0.6, 0.25])
+    valid = valid_mask(lens, T, K)
+    freq = TokenFrequency(torch.randint(0, 50, (V,), generator=gen(1)))
+    predict = perfect(target, V)
+    out = iterative_decode(predict, (B, T, K), lens, MASK, steps=steps, strategy=strategy,
+                           freq=freq, generator=gen(2))
+    assert out["tokens"].shape == (B, T, K) and out["tokens"].dtype == torch.long
+    assert torch.equal(out["tokens"][valid], target[valid])
+    assert (out["tokens"][~valid] == 0).all()
+    assert out["steps"] == steps == len(predict.inputs)
+    assert out["confidence"].shape == (B, T) and out["token_confidence"].shape == (B, T, K)
+    assert out["remasked"] is None
+    # the confidence is the probability of the chosen token (~1), 0 on padding
+    assert (out["token_confidence"][valid] > 0.99).all()
+    assert (out["token_confidence"][~valid] == 0).all()
+    assert torch.allclose(out["confidence"], out["token_confidence"].mean(-1))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "square"])
+def test_number_masked_per_step_follows_schedule(schedule):
+    B, T, K, V, S = 2, 9, 2, 8, 5
+    target = torch.randint(0, V, (B, T, K), generator=gen(3))
+    lens = torch.tensor([1.0, 5 / 9])
+    predict = perfect(target, V)
+    iterative_decode(predict, (B, T, K), lens, MASK, steps=S, schedule=schedule,
+                     strategy="confidence", generator=gen())
+    valid = valid_mask(lens, T, K)
+    n_init = valid.sum((1, 2))
+    for s, masked in enumerate(predict.masks()):  # input of step s + 1
+        expected = torch.floor(mask_ratio(s / S, schedule) * n_init.double() + 1e-9).long()
+        assert masked.sum((1, 2)).tolist() == expected.tolist()
+        assert not (masked & ~valid).any()
+        assert (predict.inputs[s][~valid] == 0).all()  # padding is fed as 0
+    # the masks only shrink: committed tokens are never re-masked
+    masks = predict.masks()
+    for before, after in zip(masks[:-1], masks[1:]):
+        assert not (after & ~before).any()
+
+
+def commit_steps(predict):
+    """Step (1-based) at which each position was committed, from the input masks."""
+    masks = predict.masks() + [torch.zeros_like(predict.masks()[0])]
+    step = torch.zeros(masks[0].shape, dtype=torch.long)
+    for s in range(len(masks) - 1):
+        step[masks[s] & ~masks[s + 1]] = s + 1
+    return step
+
+
+def test_ctf_commits_frequent_tokens_first():
+    V, T, S = 8, 8, 4
+    # token v has count 100 - 10 v: rarity increases with the id
+    freq = TokenFrequency(100 - 10 * torch.arange(V))
+    target = torch.tensor([5, 2, 7, 0, 3, 6, 1, 4])[None, :, None]
+    predict = perfect(target, V, scale=10.0)  # same probability everywhere
+    out = iterative_decode(predict, (1, T, 1), None, MASK, steps=S, strategy="ctf",
+                           freq=freq, temperature=0.0)
+    assert torch.equal(out["tokens"], target)
+    # committed per step: 8 - floor(cos(pi/8) 8) = 1, then 7 - 5 = 2, 5 - 3 = 2, 3
+    step = commit_steps(predict)[0, :, 0]
+    by_token = step[target[0, :, 0].argsort()].tolist()  # commit step of token 0, 1, ..., 7
+    assert by_token == [1, 2, 2, 3, 3, 4, 4, 4]
+
+
+def test_confidence_commits_most_probable_first_and_ctf_weight_trades_off():
+    V, T, S = 4, 6, 3
+    target = torch.tensor([0, 1, 2, 3, 0, 1])[None, :, None]
+    # decreasing confidence along time
+    scale = torch.tensor([9.0, 8.0, 7.0, 6.0, 5.0, 4.0])[None, :, None, None]
+    logits = scale * F.one_hot(target, V).float()
+    freq = TokenFrequency(torch.tensor([1, 10, 100, 1000]))  # token 3 most frequent
+    # cosine, n_init 6: keep floor(cos(pi/6) 6) = 5, floor(cos(pi/3) 6) = 3, 0
+    predict = Recorder(logits)
+    iterative_decode(predict, (1, T, 1), None, MASK, steps=S, strategy="confidence",
+                     temperature=0.0)
+    assert commit_steps(predict)[0, :, 0].tolist() == [1, 2, 2, 3, 3, 3]
+    # a zero scarcity weight is the confidence order
+    predict = Recorder(logits)
+    iterative_decode(predict, (1, T, 1), None, MASK, steps=S, strategy="ctf", freq=freq,
+                     scarcity_weight=0.0, temperature=0.0)
+    assert commit_steps(predict)[0, :, 0].tolist() == [1, 2, 2, 3, 3, 3]
+    # a large weight follows the frequency table (3, then 2, then 1 and 0)
+    predict = Recorder(logits)
+    iterative_decode(predict, (1, T, 1), None, MASK, steps=S, strategy="ctf", freq=freq,
+                     scarcity_weight=100.0, temperature=0.0)
+    # (token 1 at t=1 is more probable than token 1 at t=5)
+    assert commit_steps(predict)[0, :, 0].tolist() == [3, 2, 2, 1, 3, 3]
+
+
+def test_ties_committed_by_lower_position():
+    target = torch.zeros(1, 6, 2, dtype=torch.long)
+    predict = perfect(target, 3)
+    iterative_decode(predict, (1, 6, 2), None, MASK, steps=2, schedule="linear",
+                     strategy="confidence", temperature=0.0)
+    # 12 positions, 6 committed at step 1: the first 6 in (t, k) order
+    assert commit_steps(predict)[0].flatten().tolist() == [1] * 6 + [2] * 6
+
+
+def test_seed_reproducibility():
+    B, T, K, V = 2, 16, 2, 8
+    logits = torch.randn(B, T, K, V, generator=gen(1))
+    freq = TokenFrequency(torch.arange(V))
+
+    def run(seed):
+        return iterative_decode(Recorder(logits), (B, T, K), None, MASK, steps=4, freq=freq,
+                                temperature=1.0, generator=gen(seed))["tokens"]
+
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+
+
+def test_top_k_one_equals_argmax():
+    B, T, K, V = 2, 12, 1, 10
+    logits = torch.randn(B, T, K, V, generator=gen(2))
+    freq = TokenFrequency(torch.arange(V))
+    kwargs = {"steps": 4, "freq": freq}
+    a = iterative_decode(Recorder(logits), (B, T, K), None, MASK, top_k=1, generator=gen(3), **kwargs)
+    b = iterative_decode(Recorder(logits), (B, T, K), None, MASK, temperature=0.0, **kwargs)
+    assert torch.equal(a["tokens"], logits.argmax(-1))
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.allclose(a["token_confidence"], logits.softmax(-1).amax(-1))
+
+
+def test_mask_token_logit_is_never_committed():
+    V = 5
+    logits = torch.zeros(1, 4, 1, V + 1)
+    logits[..., V] = 100.0  # the model's own mask-token logit
+    logits[..., 2] = 5.0
+    out = iterative_decode(Recorder(logits), (1, 4, 1), None, V, steps=2,
+                           strategy="confidence", temperature=0.0)
+    assert out["tokens"].flatten().tolist() == [2, 2, 2, 2]
+
+
+def test_init_tokens_and_prefix_are_kept():
+    B, T, K, V = 2, 8, 1, 6
+    target = torch.randint(0, V, (B, T, K), generator=gen(4))
+    prefix = torch.full((B, T, K), 5)
+    init_mask = torch.zeros(B, T, dtype=torch.bool)
+    init_mask[:, 3:] = True  # frames 0-2 are a given prefix
+    lens = torch.tensor([1.0, 0.75])
+    predict = perfect(target, V)
+    out = iterative_decode(predict, (B, T, K), lens, MASK, steps=3, strategy="confidence",
+                           init_tokens=prefix, init_mask=init_mask)
+    valid = valid_mask(lens, T, K)
+    assert (out["tokens"][:, :3] == 5).all()
+    gen_pos = valid & init_mask[..., None]
+    assert torch.equal(out["tokens"][gen_pos], target[gen_pos])
+    assert (out["tokens"][~valid] == 0).all()
+    # the first input masks exactly the positions to generate
+    assert torch.equal(predict.masks()[0], gen_pos)
+    # given tokens have confidence 1
+    assert (out["token_confidence"][:, :3] == 1).all()
+
+
+def test_corrector_remasks_lowest_confidence_and_regenerates():
+    B, T, K, V, S = 2, 10, 2, 8, 4
+    first = torch.randint(0, V, (B, T, K), generator=gen(5))
+    second = (first + 1) % V
+    lens = torch.tensor([1.0, 0.5])
+    valid = valid_mask(lens, T, K)
+    # main pass and corrector scoring predict `first`, the re-pass `second`
+    predict = Recorder(lambda call: 30.0 * F.one_hot(first if call <= S + 1 else second, V).float())
+    conf = torch.rand(B, T, K, generator=gen(6))
+    seen = {}
+
+    def corrector_fn(hidden, tokens):
+        seen["hidden"], seen["tokens"] = hidden.clone(), tokens.clone()
+        return conf
+
+    out = iterative_decode(predict, (B, T, K), lens, MASK, steps=S, strategy="confidence",
+                           corrector_fn=corrector_fn, remask_ratio=0.3, corrector_steps=3,
+                           generator=gen())
+    assert out["steps"] == len(predict.inputs) == S + 1 + 3
+    # the corrector saw the hidden states of the finished (unmasked) main-pass tokens
+    assert torch.equal(predict.inputs[S], seen["tokens"])
+    assert not (predict.inputs[S] == MASK).any()
+    assert (seen["hidden"] == S + 1).all()
+    assert torch.equal(seen["tokens"][valid], first[valid])
+    # exactly floor(0.3 n_valid) lowest-confidence valid positions are re-masked
+    expected = torch.zeros(B, T, K, dtype=torch.bool)
+    for b in range(B):
+        n_valid = int(valid[b].sum())
+        idx = conf[b].masked_fill(~valid[b], math.inf).flatten().argsort()[: int(0.3 * n_valid)]
+        expected[b].view(-1)[idx] = True
+    assert torch.equal(out["remasked"], expected)
+    assert torch.equal(predict.masks()[S + 1], expected)  # first input of the re-pass
+    # re-masked positions are re-generated, the others are kept
+    assert torch.equal(out["tokens"][expected], second[expected])
+    keep = valid & ~expected
+    assert torch.equal(out["tokens"][keep], first[keep])
+    assert (out["tokens"][~valid] == 0).all()
+    # the returned confidence is the corrector's
+    assert torch.equal(out["token_confidence"][valid], conf[valid])
+    assert torch.allclose(out["confidence"], out["token_confidence"].mean(-1))
+
+
+def test_corrector_threshold_and_default_steps():
+    B, T, K, V, S = 1, 6, 1, 4, 5
+    target = torch.tensor([[[0], [1], [2], [3], [0], [1]]])
+    predict = perfect(target, V)
+    conf = torch.tensor([[0.9, 0.2, 0.95, 0.1, 0.5, 0.6]])  # [B, T] accepted
+    out = iterative_decode(predict, (B, T, K), None, MASK, steps=S, strategy="confidence",
+                           corrector_fn=lambda h, t: conf, remask_threshold=0.55)
+    assert out["remasked"][0, :, 0].tolist() == [False, True, False, True, True, False]
+    assert out["steps"] == S + 1 + max(1, S // 2)
+    assert torch.equal(out["tokens"], target)
+    with pytest.raises(ValueError, match="remask"):
+        iterative_decode(predict, (B, T, K), None, MASK, strategy="confidence",
+                         corrector_fn=lambda h, t: conf)
+
+
+def test_errors():
+    predict = perfect(torch.zeros(1, 3, 1, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="freq"):
+        iterative_decode(predict, (1, 3, 1), None, MASK, strategy="ctf")
+    with pytest.raises(ValueError, match="strategy"):
+        iterative_decode(predict, (1, 3, 1), None, MASK, strategy="random", freq=None)
+    with pytest.raises(ValueError, match="logits"):
+        iterative_decode(predict, (1, 4, 1), None, MASK, strategy="confidence")

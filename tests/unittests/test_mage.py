@@ -1,0 +1,100 @@
+"""MAGE glue: one training path and one inference path over the shared modules."""
+
+import pytest
+import torch
+
+from speechbrain_gense.masking import TokenFrequency
+from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.models.mage import MAGE
+from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, BandAwareEncoder, MaskedEnhancer
+from speechbrain_gense.tokenizers.debug import DebugTokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def build(strategy="ctf", corrector=True, band=True):
+    torch.manual_seed(0)
+    tok = DebugTokenizer(vocab_size=32)
+    band_enc = BandAwareEncoder(n_fft=800, hop_length=200, num_bands=2, dim=8,
+                                out_dim=TINY_CONFIG["hidden_size"]) if band else None
+    enh = MaskedEnhancer(32, band_encoder=band_enc, **TINY_CONFIG)
+    corr = Corrector(TINY_CONFIG["hidden_size"], 32, dim=16) if corrector else None
+    freq = TokenFrequency(torch.arange(32, 0, -1))  # token 0 most frequent
+    return MAGE(tok, enh, corrector=corr, token_frequency=freq, mask_strategy=strategy,
+                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
+
+
+def test_vocab_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="vocab_size"):
+        MAGE(DebugTokenizer(vocab_size=32), MaskedEnhancer(16, **TINY_CONFIG))
+
+
+def test_forward_train_masks_only_valid_frames_and_losses_are_finite():
+    mage = build()
+    noisy, clean = torch.randn(2, 3200), torch.randn(2, 3200)
+    lens = torch.tensor([1.0, 0.5])
+    tokens, tok_lens = mage.tokenize(clean, lens)
+    out = mage.forward_train(tokens, mage.condition(noisy, lens))
+    T = tokens.shape[1]
+    n_valid = torch.round(tok_lens * T).long()
+    assert out["mask"][1, n_valid[1]:].sum() == 0
+    assert out["mask"].sum(dim=(1, 2)).min() >= 1
+    # The corrector sees the clean token wherever nothing was masked.
+    assert torch.equal(out["predicted"][~out["mask"]], tokens[~out["mask"]])
+    losses = mage.losses(out)
+    assert torch.isfinite(losses["loss"]) and "corrector_loss" in losses
+    losses["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mage.enhancer.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mage.corrector.parameters())
+
+
+def test_ctf_training_masks_the_rarest_tokens_at_zero_noise():
+    mage = build()
+    mage.mask_noise = 0.0
+    tokens = torch.tensor([[[0], [31], [1], [30], [2], [29]]])
+    cond = mage.condition(torch.randn(1, 1200))
+    out = mage.forward_train(tokens, cond, ratio=0.5)
+    masked = sorted(tokens[out["mask"]].tolist())
+    assert masked == [29, 30, 31]
+
+
+def test_enhance_keeps_length_is_seeded_and_gives_frame_confidence():
+    mage = build()
+    noisy = torch.randn(2, 3000)
+    lens = torch.tensor([1.0, 0.6])
+    a = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(1))
+    b = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(1))
+    c = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(2))
+    assert a["wav"].shape == noisy.shape
+    assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["wav"], b["wav"])
+    assert not torch.equal(a["tokens"], c["tokens"])
+    T = a["tokens"].shape[1]
+    assert a["confidence"].shape == (2, T)
+    n1 = int(torch.round(a["lens"][1] * T))
+    assert torch.all(a["confidence"][1, n1:] == 0) and torch.all(a["tokens"][1, n1:] == 0)
+    assert torch.all((a["confidence"] >= 0) & (a["confidence"] <= 1))
+
+
+def test_generate_counts_model_calls_with_and_without_corrector():
+    mage = build()
+    cond = mage.condition(torch.randn(1, 1600))
+    with_corr = mage.generate(cond, generator=torch.Generator().manual_seed(0))
+    without = mage.generate(cond, generator=torch.Generator().manual_seed(0),
+                            use_corrector=False)
+    assert without["steps"] == 3
+    assert with_corr["steps"] == 3 + 1 + 1
+    assert without["remasked"] is None and with_corr["remasked"].any()
+
+
+def test_random_strategy_without_frequency_table_decodes_by_confidence():
+    mage = build(strategy="random", corrector=False, band=False)
+    mage.token_frequency = None
+    out = mage.enhance(torch.randn(1, 1600), steps=2,
+                       generator=torch.Generator().manual_seed(0))
+    assert out["tokens"].max() < 32
