@@ -235,6 +235,104 @@ class MAGE(nn.Module):
         return {"wav": wav, "tokens": out["tokens"], "confidence": out["confidence"],
                 "lens": cond["lens"]}
 
+    # -- persistence -------------------------------------------------------
+
+    def save(self, folder, tokenizer_spec=None):
+        """Writes the trained parts to ``folder`` (read back by :meth:`load`).
+
+        Files: ``enhancer.ckpt``, ``corrector.ckpt`` (if any),
+        ``token_frequency.pt`` (if any) and ``mage.json`` (tokenizer spec,
+        speaker encoder, masking and decoding settings). A local path in the
+        tokenizer spec is stored relative to ``folder``, so a model folder and
+        its codec can move together.
+
+        Arguments
+        ---------
+        folder : str
+            Output folder (created).
+        tokenizer_spec : str, optional
+            Spec of the tokenizer (default: ``tokenizer.spec`` when the
+            tokenizer came from :func:`~speechbrain_gense.tokenizers.registry.load_tokenizer`).
+        """
+        import json
+        import os
+
+        from ..tokenizers.registry import parse_spec
+
+        spec = tokenizer_spec or getattr(self.tokenizer, "spec", None)
+        if spec is None:
+            raise ValueError("MAGE.save needs the tokenizer spec (tokenizer_spec=...)")
+        kind, path, options = parse_spec(spec)
+        if path and os.path.exists(path):
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+            spec = (f"{kind}:" if kind else "") + rel + (
+                "?" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+        os.makedirs(folder, exist_ok=True)
+        self.enhancer.save(os.path.join(folder, "enhancer.ckpt"))
+        if self.corrector is not None:
+            self.corrector.save(os.path.join(folder, "corrector.ckpt"))
+        if self.token_frequency is not None:
+            self.token_frequency.save(os.path.join(folder, "token_frequency.pt"))
+        speaker = None
+        if self.speaker_encoder is not None:
+            speaker = getattr(self.speaker_encoder, "spec", None) or {"kind": "resemblyzer"}
+        info = {"tokenizer_spec": spec, "speaker_encoder": speaker,
+                "mask_strategy": self.mask_strategy, "mask_noise": self.mask_noise,
+                "schedule": self.schedule, "decode_opts": self.decode_opts}
+        with open(os.path.join(folder, "mage.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        return folder
+
+    @classmethod
+    def load(cls, folder, tokenizer=None, map_location="cpu"):
+        """Builds a MAGE from a folder written by :meth:`save`.
+
+        Arguments
+        ---------
+        folder : str
+            The model folder.
+        tokenizer : AudioTokenizer, optional
+            Use this tokenizer instead of the stored spec (whose relative
+            path is resolved against ``folder``).
+        map_location : str
+            Device of the loaded weights.
+        """
+        import json
+        import os
+
+        from ..tokenizers.registry import load_tokenizer, parse_spec
+        from .corrector import Corrector
+        from .masked_enhancer import MaskedEnhancer
+        from .speaker import build_speaker_encoder
+
+        info_path = os.path.join(folder, "mage.json")
+        if not os.path.isfile(info_path):
+            raise FileNotFoundError(f"no MAGE model in {folder} (mage.json missing)")
+        with open(info_path) as f:
+            info = json.load(f)
+        if tokenizer is None:
+            spec = info["tokenizer_spec"]
+            kind, path, _ = parse_spec(spec)
+            if path and not os.path.isabs(path):
+                local = os.path.normpath(os.path.join(folder, path))
+                spec = spec.replace(path, local, 1)
+            tokenizer = load_tokenizer(spec, device=map_location)
+        enhancer = MaskedEnhancer.load(os.path.join(folder, "enhancer.ckpt"), map_location)
+        corr_path = os.path.join(folder, "corrector.ckpt")
+        corrector = Corrector.load(corr_path, map_location) if os.path.isfile(corr_path) else None
+        freq_path = os.path.join(folder, "token_frequency.pt")
+        freq = TokenFrequency.load(freq_path) if os.path.isfile(freq_path) else None
+        speaker = None
+        if info.get("speaker_encoder"):
+            sp = dict(info["speaker_encoder"])
+            speaker = build_speaker_encoder(sp.pop("kind"), **sp)
+        model = cls(tokenizer, enhancer, corrector=corrector, speaker_encoder=speaker,
+                    token_frequency=freq, mask_strategy=info.get("mask_strategy", "ctf"),
+                    mask_noise=info.get("mask_noise", 0.3),
+                    schedule=info.get("schedule", "cosine"),
+                    decode_opts=info.get("decode_opts"))
+        return model.eval()
+
     @staticmethod
     def _crop(cond, T):
         if cond["num_frames"] == T:

@@ -98,3 +98,23 @@ def test_random_strategy_without_frequency_table_decodes_by_confidence():
     out = mage.enhance(torch.randn(1, 1600), steps=2,
                        generator=torch.Generator().manual_seed(0))
     assert out["tokens"].max() < 32
+
+
+def test_save_load_round_trip_gives_the_same_enhancement(tmp_path):
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+    mage = build()
+    mage.tokenizer = load_tokenizer("debug?vocab_size=32")
+    folder = mage.save(str(tmp_path / "model"))
+    again = MAGE.load(folder)
+    assert again.decode_opts == mage.decode_opts and again.mask_strategy == "ctf"
+    assert torch.equal(again.token_frequency.counts, mage.token_frequency.counts)
+    noisy = torch.randn(1, 2000)
+    a = mage.eval().enhance(noisy, generator=torch.Generator().manual_seed(0))
+    b = again.enhance(noisy, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a["tokens"], b["tokens"]) and torch.allclose(a["wav"], b["wav"])
+
+
+def test_load_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mage.json"):
+        MAGE.load(str(tmp_path))

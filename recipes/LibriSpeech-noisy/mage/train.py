@@ -105,22 +105,6 @@ def dataio_prep(hparams, paths, cache):
     return sets
 
 
-def export(hparams, mage, folder):
-    """Writes the trained parts to ``folder`` (loaded by the inference interface)."""
-    os.makedirs(folder, exist_ok=True)
-    mage.enhancer.save(os.path.join(folder, "enhancer.ckpt"))
-    if mage.corrector is not None:
-        mage.corrector.save(os.path.join(folder, "corrector.ckpt"))
-    if mage.token_frequency is not None:
-        mage.token_frequency.save(os.path.join(folder, "token_frequency.pt"))
-    with open(os.path.join(folder, "mage.json"), "w") as f:
-        json.dump({"tokenizer_spec": hparams["tokenizer_spec"],
-                   "mask_strategy": hparams["mask_strategy"], "schedule": hparams["schedule"],
-                   "decode_opts": mage.decode_opts,
-                   "speaker_encoder": type(mage.speaker_encoder).__name__
-                   if mage.speaker_encoder is not None else None}, f, indent=2)
-
-
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if run_opts.get("debug"):
@@ -157,7 +141,7 @@ def main(argv):
     else:
         brain.checkpointer.recover_if_possible(min_key="loss")
     if sb.utils.distributed.if_main_process():
-        export(hparams, mage, hparams["model_folder"])
+        mage.save(hparams["model_folder"])
         with open(os.path.join(hparams["output_folder"], "test_stats.json"), "w") as f:
             json.dump(brain.last_stats, f, indent=2)
     logger.info("MAGE exported to %s; test %s", hparams["model_folder"], brain.last_stats)
