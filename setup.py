@@ -68,6 +68,8 @@ setup(
             "gense-eval=speechbrain_gense.metrics.evaluate:main",
             "gense-baselines=speechbrain_gense.baselines:main",
             "gense-codec-eval=speechbrain_gense.codec_eval:main",
+            "gense-mage-eval=speechbrain_gense.mage_eval:main",
+            "gense-enhance=speechbrain_gense.cli:main",
         ]
     },
     classifiers=[

@@ -16,10 +16,20 @@ from hyperpyyaml import load_hyperpyyaml
 
 from .brains.masked import MaskedEnhancerBrain
 from .data.pipelines import build_dataset, token_crop_pipeline
+from .inference import write_inference_yaml
 from .masking import TokenFrequency
 from .tokenizers.cache import TokenCache
 
 logger = logging.getLogger(__name__)
+
+#: ``--debug`` settings of the MAGE recipes: debug tokenizer, tiny model and
+#: corpus, 2-step decoding (command-line overrides still win).
+MAGE_DEBUG_OVERRIDES = {
+    "corpus_minutes": 0.3, "tokenizer_spec": "debug?vocab_size=64", "vocab_size": 64,
+    "hidden_size": 32, "num_layers": 2, "num_heads": 2, "segment_frames": 40,
+    "batch_size": 2, "valid_batch_size": 2, "valid_max_files": 2,
+    "valid_decode_utterances": 1,
+    "decode_opts": {"steps": 2, "corrector_steps": 1, "remask_ratio": 0.1}}
 
 
 def load_recipe_hparams(argv, debug_overrides=None):
@@ -141,6 +151,7 @@ def train_mage(hparams, run_opts, paths):
         brain.checkpointer.recover_if_possible(min_key="loss")
     if sb.utils.distributed.if_main_process():
         mage.save(hparams["model_folder"])
+        write_inference_yaml(hparams["model_folder"])
         with open(os.path.join(hparams["output_folder"], "test_stats.json"), "w") as f:
             json.dump({"split": "test" if "test" in sets else "valid (no test set)",
                        **brain.last_stats}, f, indent=2)
@@ -148,4 +159,4 @@ def train_mage(hparams, run_opts, paths):
     return brain
 
 
-__all__ = ["build_token_frequency", "load_recipe_hparams", "mage_datasets", "train_mage"]
+__all__ = ["MAGE_DEBUG_OVERRIDES", "build_token_frequency", "load_recipe_hparams", "mage_datasets", "train_mage"]

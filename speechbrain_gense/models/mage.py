@@ -185,7 +185,8 @@ class MAGE(nn.Module):
     # -- inference ---------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, cond, generator=None, strategy=None, use_corrector=True, **opts):
+    def generate(self, cond, generator=None, strategy=None, use_corrector=True,
+                 init_tokens=None, init_mask=None, **opts):
         """Clean tokens for ``cond`` by iterative masked decoding.
 
         ``strategy`` defaults to ``"ctf"`` when a frequency table is set
@@ -212,13 +213,14 @@ class MAGE(nn.Module):
             self.enhancer.mask_id, steps=o["steps"], schedule=self.schedule,
             strategy=strategy, freq=self.token_frequency, scarcity_weight=o["scarcity_weight"],
             temperature=o["temperature"], top_k=o["top_k"], generator=generator,
-            corrector_fn=corrector_fn,
+            init_tokens=init_tokens, init_mask=init_mask, corrector_fn=corrector_fn,
             remask_ratio=o["remask_ratio"] if corrector_fn else None,
             remask_threshold=o["remask_threshold"] if corrector_fn else None,
             corrector_steps=o["corrector_steps"])
 
     @torch.no_grad()
-    def enhance(self, noisy_wav, lens=None, generator=None, **opts):
+    def enhance(self, noisy_wav, lens=None, generator=None, init_tokens=None, init_mask=None,
+                **opts):
         """Enhances ``noisy_wav[B, S]`` (tokenizer rate): the whole chain.
 
         Returns
@@ -229,7 +231,16 @@ class MAGE(nn.Module):
             (token lens).
         """
         cond = self.condition(noisy_wav, lens)
-        out = self.generate(cond, generator=generator, **opts)
+        if init_tokens is not None:  # fit given tokens to the frame count (pad: to generate)
+            T = cond["num_frames"]
+            init_tokens = init_tokens[:, :T]
+            init_mask = init_mask[:, :T]
+            if init_tokens.shape[1] < T:
+                pad = T - init_tokens.shape[1]
+                init_tokens = torch.nn.functional.pad(init_tokens, (0, 0, 0, pad))
+                init_mask = torch.nn.functional.pad(init_mask, (0, 0, 0, pad), value=True)
+        out = self.generate(cond, generator=generator, init_tokens=init_tokens,
+                            init_mask=init_mask, **opts)
         wav = self.tokenizer.decode(out["tokens"], cond["lens"])
         wav = fit_length_end(wav, noisy_wav.shape[-1])
         return {"wav": wav, "tokens": out["tokens"], "confidence": out["confidence"],

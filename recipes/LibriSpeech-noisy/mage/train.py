@@ -31,17 +31,9 @@ import sys
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_gense.training import load_recipe_hparams, train_mage
+from speechbrain_gense.training import MAGE_DEBUG_OVERRIDES, load_recipe_hparams, train_mage
 
 logger = logging.getLogger(__name__)
-
-# --debug: debug tokenizer, tiny model and corpus (command-line overrides still win).
-DEBUG_OVERRIDES = {"corpus_minutes": 0.3, "tokenizer_spec": "debug?vocab_size=64",
-                   "vocab_size": 64, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                   "segment_frames": 40, "batch_size": 2, "valid_batch_size": 2,
-                   "valid_max_files": 2, "valid_decode_utterances": 1,
-                   "decode_opts": {"steps": 2, "corrector_steps": 1, "remask_ratio": 0.1}}
-
 
 def prepare_data(hparams):
     """Manifest paths (``train``, ``valid``, ``test``, ``noise_train``, ...) and ``data_root``."""
@@ -66,7 +58,7 @@ def prepare_data(hparams):
 
 
 def main(argv):
-    _, run_opts, hparams, _ = load_recipe_hparams(argv, DEBUG_OVERRIDES)
+    _, run_opts, hparams, _ = load_recipe_hparams(argv, MAGE_DEBUG_OVERRIDES)
     train_mage(hparams, run_opts, prepare_data(hparams))
 
 

@@ -1,0 +1,368 @@
+"""Speed of MAGE on this machine: real-time factor of the whole chain, and GFLOP/s.
+
+The chain is what :meth:`~speechbrain_gense.models.mage.MAGE.enhance` runs on
+one utterance: codec encoding of the noisy signal, speaker embedding (when
+the model has a speaker encoder), iterative decoding (``steps`` enhancer
+passes, plus the corrector's pass and its re-generation steps) and codec
+decoding. Each part is timed with ``time.perf_counter`` on ``--seconds`` of
+audio for each number of steps; a timing is the median of ``--runs`` runs,
+after one untimed warm-up of the whole chain, with ``--threads`` torch threads.
+RTF = compute seconds / audio seconds.
+
+Next to it: the FLOPs of one enhancer forward on that input, counted with
+:class:`torch.utils.flop_counter.FlopCounterMode` (the CPU fused attention
+kernel, which it does not know, is counted with its ``sdpa`` formula), the
+GFLOP/s the enhancer achieves (one forward alone, and over the decoding
+loop, where sampling and the corrector also take time), and the machine's
+float32 GEMM rate: a large ``torch.matmul`` with the same threads.
+
+The speed does not depend on training: without ``--model`` (and when
+``pretrained/mage`` is absent) the model is the recipe's default size,
+freshly initialised: ``recipes/LibriSpeech-noisy/mage/hparams/mage.yaml``
+(hidden 256, 6 layers, 4 heads, vocab 8192, band-aware encoder, Resemblyzer
+speaker embedding, BLSTM corrector) with a stage-2 SimCodec of the default
+configuration (``DEFAULT_CONFIG``, 64 x 128 = 8192 codes) as its tokenizer,
+and a uniform token-frequency table so that decoding takes the ``ctf`` path
+of a trained model.
+
+Not part of the test run. Usage::
+
+    python benchmarks/mage_speed.py                      # steps 1,4,8,16, 5 runs, 2 threads
+    python benchmarks/mage_speed.py --quick              # 1 run each
+    python benchmarks/mage_speed.py --model results/mage/1234/model --threads 1 \\
+        --out results/mage_speed.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE_HPARAMS = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage", "hparams",
+                              "mage.yaml")
+DEFAULT_MODEL = os.path.join(REPO, "pretrained", "mage")
+#: Stage-2 SimCodec codebook of the codec recipe: top_n x top_k codes.
+SIMCODEC_TOP_N, SIMCODEC_TOP_K = 64, 128
+
+
+def build_recipe_mage(hparams=RECIPE_HPARAMS):
+    """The MAGE of the recipe, freshly initialised, with a fresh default SimCodec.
+
+    The codec (:data:`~speechbrain_gense.models.simcodec.DEFAULT_CONFIG`,
+    reorganised to one ``64 x 128`` codebook) is written to a temporary
+    folder that the recipe's ``tokenizer_spec`` points to; everything else
+    comes from ``hparams`` as written (``output_folder`` is moved to the
+    temporary folder too, so nothing is written in the repository).
+
+    Returns
+    -------
+    MAGE
+        In eval mode, with a uniform token-frequency table.
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechbrain_gense.masking import TokenFrequency
+    from speechbrain_gense.models.simcodec import DEFAULT_CONFIG, SimCodec, to_stage2
+    from speechbrain_gense.tokenizers.simcodec import SimCodecTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        codec = to_stage2(SimCodec(**DEFAULT_CONFIG), SIMCODEC_TOP_N, SIMCODEC_TOP_K)
+        SimCodecTokenizer(codec).save(os.path.join(tmp, "simcodec"))
+        with open(hparams, encoding="utf-8") as f:
+            hp = load_hyperpyyaml(f, overrides={
+                "tokenizer_spec": f"simcodec:{os.path.join(tmp, 'simcodec')}",
+                "output_folder": os.path.join(tmp, "out")})
+        mage = hp["mage"]
+    mage.token_frequency = TokenFrequency(torch.ones(mage.tokenizer.vocab_size))
+    return mage.eval()
+
+
+def test_signal(seconds, sample_rate, seed=0):
+    """A speech-like test signal: harmonics with a syllabic envelope, in noise.
+
+    Example
+    -------
+    >>> test_signal(0.5, 16000).shape
+    torch.Size([1, 8000])
+    """
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 140.0 + 20.0 * torch.sin(2 * torch.pi * 0.5 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / sample_rate
+    voiced = sum(torch.sin(h * phase) / h for h in range(1, 8))
+    envelope = 0.5 * (1 - torch.cos(2 * torch.pi * 3 * t))
+    noise = torch.randn(t.shape[0], generator=gen)
+    return (0.1 * voiced * envelope + 0.02 * noise).unsqueeze(0)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, runs, device):
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_gflops(size=2048, runs=5, device="cpu"):
+    """Float32 ``size x size`` matmul rate (GFLOP/s), median of ``runs`` after a warm-up.
+
+    Example
+    -------
+    >>> gemm_gflops(64, runs=1) > 0
+    True
+    """
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device)
+    b = torch.randn(size, size, generator=gen).to(device)
+    torch.matmul(a, b)
+    seconds = _median_time(lambda: torch.matmul(a, b), runs, device)
+    return 2 * size**3 / seconds / 1e9
+
+
+def enhancer_flops(mage, cond):
+    """FLOPs of one enhancer forward (all frames masked) given ``cond``.
+
+    Counted by ``FlopCounterMode``; the CPU fused attention kernel
+    (``aten._scaled_dot_product_flash_attention_for_cpu``), which it does not
+    know, is counted with its formula for the other ``sdpa`` kernels.
+    """
+    from torch.utils import flop_counter
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    custom = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        custom[op] = cpu_sdpa
+    tokens = _masked(mage, cond)
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+    with counter, torch.no_grad():
+        mage.predict(tokens, cond)
+    by_op = {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+    return counter.get_total_flops(), by_op
+
+
+def _masked(mage, cond):
+    frames, k = cond["num_frames"], mage.enhancer.config["num_codebooks"]
+    return torch.full((1, frames, k), mage.enhancer.mask_id, dtype=torch.long,
+                      device=mage.device)
+
+
+def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0):
+    """Median seconds of each part of the chain on ``wav[1, S]`` for ``steps`` steps.
+
+    Returns
+    -------
+    dict
+        ``encode``, ``speaker``, ``decoding``, ``codec_decode``, ``total``
+        (the median of the per-run totals) and ``model_calls``.
+    """
+    device = mage.device
+    parts = {"encode": [], "speaker": [], "decoding": [], "codec_decode": [], "total": []}
+    calls = None
+    lens = torch.ones(1, device=device)
+    for run in range(runs):
+        generator = torch.Generator().manual_seed(seed + run)
+        _sync(device)
+        t0 = time.perf_counter()
+        tokens, tok_lens = mage.tokenize(wav, lens)
+        _sync(device)
+        t1 = time.perf_counter()
+        cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)  # + speaker embedding
+        _sync(device)
+        t2 = time.perf_counter()
+        out = mage.generate(cond, generator=generator, steps=steps, use_corrector=use_corrector)
+        _sync(device)
+        t3 = time.perf_counter()
+        mage.tokenizer.decode(out["tokens"], cond["lens"])
+        _sync(device)
+        t4 = time.perf_counter()
+        calls = out["steps"]
+        for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+            parts[key].append(seconds)
+    return {**{k: statistics.median(v) for k, v in parts.items()}, "model_calls": calls}
+
+
+def machine_info():
+    """CPU model, core count and load average (when the platform has them)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": name, "cpu_count": os.cpu_count(), "load_average": load,
+            "torch": torch.__version__}
+
+
+def _load(load):
+    return "n/a" if load is None else "/".join(f"{x:.2f}" for x in load)
+
+
+def format_table(result):
+    """The markdown table of a :func:`run` result, and notes."""
+    audio, f, gemm = result["audio_s"], result["forward"], result["gemm"]
+    machine = result["machine"]
+    lines = [("| steps | NFE | encode (s) | speaker (s) | decoding (s) | codec decode (s) "
+              "| total (s) | RTF | enhancer GFLOP/s in decoding |"),
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['steps']} | {row['model_calls']} | {row['encode']:.3f} | "
+            f"{row['speaker']:.3f} | {row['decoding']:.3f} | {row['codec_decode']:.3f} | "
+            f"{row['total']:.3f} | {row['total'] / audio:.3f} | "
+            f"{row['decoding_gflops']:.1f} |")
+    lines += [
+        "",
+        (f"- audio: {audio:g} s ({result['frames']} token frames); torch threads "
+         f"{result['threads']}; device {result['device']}; {result['runs']} run(s), median"),
+        (f"- model: {result['model']} (enhancer {result['enhancer_params'] / 1e6:.2f} M "
+         f"parameters, corrector {result['corrector']})"),
+        (f"- one enhancer forward: {f['gflop']:.2f} GFLOP in {f['seconds'] * 1e3:.0f} ms = "
+         f"{f['gflops']:.1f} GFLOP/s"),
+        (f"- float32 GEMM ({gemm['size']}^3 matmul): {gemm['gflops']:.1f} GFLOP/s; the "
+         f"enhancer forward reaches {100 * f['gflops'] / gemm['gflops']:.0f}% of it"),
+        (f"- machine: {machine['cpu']}, {machine['cpu_count']} CPUs; load average "
+         f"(1/5/15 min) {_load(machine['load_average'])} at start, "
+         f"{_load(result['load_average_end'])} at end"),
+    ]
+    return "\n".join(lines)
+
+
+def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_corrector=True,
+        gemm_size=2048, gemm_runs=5, progress=True):
+    """Times the chain for each number of steps; FLOPs and the GEMM rate.
+
+    Returns
+    -------
+    dict
+        Everything :func:`format_table` prints (and ``flops_by_op``).
+    """
+    from tqdm import tqdm
+
+    machine = machine_info()
+    device = mage.device
+    wav = test_signal(seconds, mage.tokenizer.sample_rate).to(device)
+    use_corrector = use_corrector and mage.corrector is not None
+    # Warm-up of the whole chain (allocator, kernels, lazily built state).
+    time_chain(mage, wav, steps[0], 1, use_corrector)
+    tokens, tok_lens = mage.tokenize(wav)
+    cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
+    flops, by_op = enhancer_flops(mage, cond)
+    masked = _masked(mage, cond)
+    with torch.no_grad():
+        forward_s = _median_time(lambda: mage.predict(masked, cond), runs, device)
+    rows = []
+    for s in tqdm(steps, desc="steps", disable=not progress):
+        timing = time_chain(mage, wav, s, runs, use_corrector)
+        timing["steps"] = s
+        timing["decoding_gflops"] = timing["model_calls"] * flops / timing["decoding"] / 1e9
+        rows.append(timing)
+    gemm = gemm_gflops(gemm_size, gemm_runs, device)
+    return {
+        "model": model_name, "device": str(device), "threads": torch.get_num_threads(),
+        "audio_s": seconds, "frames": cond["num_frames"], "runs": runs,
+        "use_corrector": use_corrector,
+        "corrector": (f"{mage.corrector.config['kind']}, used" if use_corrector else "not used")
+        if mage.corrector is not None else "none",
+        "speaker_encoder": type(mage.speaker_encoder).__name__
+        if mage.speaker_encoder is not None else None,
+        "enhancer_params": sum(p.numel() for p in mage.enhancer.parameters()),
+        "enhancer_config": mage.enhancer.config,
+        "decode_opts": mage.decode_opts,
+        "forward": {"gflop": flops / 1e9, "seconds": forward_s, "gflops": flops / forward_s / 1e9},
+        "flops_by_op": by_op,
+        "gemm": {"size": gemm_size, "gflops": gemm},
+        "rows": rows,
+        "machine": machine,
+        "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Real-time factor of the MAGE chain (codec encode, decoding steps, "
+        "corrector, codec decode) on this machine, the enhancer's GFLOP/s and the "
+        "machine's float32 GEMM rate. Prints a markdown table and writes JSON.")
+    parser.add_argument("--model", help="MAGE model folder (default: pretrained/mage if "
+                        "present, else the recipe's default size, freshly initialised)")
+    parser.add_argument("--steps", default="1,4,8,16", help="comma-separated decoding steps "
+                        "(default 1,4,8,16)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="audio length in seconds (default 10)")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="timed runs per setting, median reported (default 5)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--no-corrector", action="store_true",
+                        help="decode without the corrector pass")
+    parser.add_argument("--gemm-size", type=int, default=2048,
+                        help="matrix size of the GEMM rate (default 2048)")
+    parser.add_argument("--device", default="cpu", help="device (default cpu)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one run per setting and two GEMM runs")
+    parser.add_argument("--out", default=os.path.join("results", "mage_speed.json"),
+                        help="JSON output (default results/mage_speed.json)")
+    args = parser.parse_args(argv)
+
+    def error(message):
+        print(f"mage_speed: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        return error(f"--steps: expected integers, got {args.steps!r}")
+    if not steps or min(steps) < 1:
+        return error(f"--steps: expected integers >= 1, got {args.steps!r}")
+    if args.runs < 1 or args.threads < 1 or args.seconds <= 0 or args.gemm_size < 1:
+        return error("--runs, --threads, --seconds and --gemm-size must be positive")
+    runs, gemm_runs = (1, 2) if args.quick else (args.runs, 5)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    sys.path.insert(0, REPO)  # run from a checkout without installing
+    from speechbrain_gense.models.mage import MAGE
+
+    folder = args.model or (DEFAULT_MODEL if os.path.isdir(DEFAULT_MODEL) else None)
+    try:
+        if folder:
+            mage, name = MAGE.load(folder, map_location=str(device)), folder
+        else:
+            mage = build_recipe_mage()
+            name = "recipe default size, freshly initialised (mage.yaml + SimCodec DEFAULT_CONFIG)"
+        mage = mage.to(device).eval()
+    except Exception as e:  # noqa: BLE001 -- report on one line
+        return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
+                 args.gemm_size, gemm_runs)
+    table = format_table(result)
+    print(table)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({**result, "table": table}, f, indent=2)
+        print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""gense-enhance: files, folders and globs; one-line errors; never over an input."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechbrain_gense import cli
+from speechbrain_gense.cli import main
+from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
+from speechbrain_gense.masking import TokenFrequency
+from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.models.mage import MAGE
+from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
+from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = load_tokenizer("debug?vocab_size=32")
+    mage = MAGE(tok, MaskedEnhancer(32, **TINY_CONFIG),
+                corrector=Corrector(TINY_CONFIG["hidden_size"], 32, dim=16),
+                token_frequency=TokenFrequency(torch.arange(32, 0, -1)),
+                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
+    folder = str(tmp_path_factory.mktemp("model") / "mage")
+    mage.save(folder)
+    write_inference_yaml(folder)
+    return folder
+
+
+def noise(channels, samples, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (0.1 * torch.randn(samples, channels, generator=gen)).numpy()
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """in/ with a sub-folder, odd names, flac, stereo, 44.1 kHz and bad files."""
+    root = tmp_path / "in"
+    (root / "sub dir" / "été").mkdir(parents=True)
+    sf.write(root / "a.wav", noise(1, 16000), 16000)
+    sf.write(root / "sub dir" / "b stereo.wav", noise(2, 8000, 1), 16000)
+    sf.write(root / "sub dir" / "été" / "ç 44k.flac", noise(1, 22050, 2), 44100)
+    (root / "notes.txt").write_text("not audio, not picked from folders")
+    (root / "bad.wav").write_bytes(b"RIFF....WAVEfmt broken")
+    (root / "empty.wav").write_bytes(b"")
+    return root
+
+
+def read(path):
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data, rate
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_folder_keeps_subpaths_formats_rates_channels(model, inputs, tmp_path, capsys):
+    before = snapshot(inputs)
+    out = tmp_path / "out"
+    code, err = run(capsys, inputs, "-o", out, "--model", model, "--quiet")
+    assert code == 1  # bad.wav and empty.wav failed, the rest went on
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert any("bad.wav: not a readable audio file" in line for line in lines)
+    assert any("empty.wav: empty file" in line for line in lines)
+    assert "3 enhanced, 0 skipped" in err and "2 failed" in err
+    assert sorted(snapshot(out)) == ["a.wav", "sub dir/b stereo.wav", "sub dir/été/ç 44k.flac"]
+    data, rate = read(out / "sub dir" / "b stereo.wav")
+    assert rate == 16000 and data.shape == (8000, 2)
+    data, rate = read(out / "sub dir" / "été" / "ç 44k.flac")
+    assert rate == 44100 and data.shape == (22050, 1)
+    assert sf.info(str(out / "sub dir" / "été" / "ç 44k.flac")).format == "FLAC"
+    assert snapshot(inputs) == before  # inputs untouched
+
+
+def test_cli_and_enhance_file_give_the_same_audio(model, inputs, tmp_path, capsys):
+    code, _ = run(capsys, inputs / "sub dir" / "b stereo.wav", inputs / "a.wav",
+                  "-o", tmp_path / "cli", "--model", model, "--seed", 5, "--steps", 2, "--quiet")
+    assert code == 0
+    enhancer = EnhanceGenerative.from_hparams(source=model, run_opts={"device": "cpu"})
+    for name in ("b stereo.wav", "a.wav"):
+        source = inputs / "sub dir" / name if "stereo" in name else inputs / name
+        api = enhancer.enhance_file(str(source), str(tmp_path / f"api {name}"), seed=5, steps=2)
+        from_cli, _ = read(tmp_path / "cli" / name)
+        from_api, _ = read(tmp_path / f"api {name}")
+        assert np.array_equal(from_cli, from_api)
+        assert np.allclose(from_cli.T, api.clamp(-1, 1).numpy(), atol=1 / 32768 + 1e-6)
+    # another seed gives other audio
+    run(capsys, inputs / "a.wav", "-o", tmp_path / "seed6", "--model", model, "--seed", 6,
+        "--steps", 2, "--quiet")
+    assert not np.array_equal(read(tmp_path / "seed6" / "a.wav")[0],
+                              read(tmp_path / "cli" / "a.wav")[0])
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.wav").write_bytes(b"previous result")
+    code, err = run(capsys, inputs / "a.wav", "-o", out, "--model", model, "--quiet")
+    assert code == 0 and "0 enhanced, 1 skipped" in err
+    assert (out / "a.wav").read_bytes() == b"previous result"
+    code, err = run(capsys, inputs / "a.wav", "-o", out, "--model", model, "--quiet",
+                    "--overwrite")
+    assert code == 0 and "1 enhanced" in err and read(out / "a.wav")[0].shape == (16000, 1)
+
+
+def test_output_folder_equal_to_input_folder_is_refused(model, inputs, capsys):
+    before = snapshot(inputs)
+    code, err = run(capsys, inputs, "-o", inputs, "--model", model, "--quiet")
+    assert code == 2 and "is the input folder" in err
+    assert len(err.strip().splitlines()) == 1
+    code, err = run(capsys, f"{inputs}/*.wav", "-o", inputs, "--model", model, "--quiet")
+    assert code == 2 and "is the input folder" in err
+    code, err = run(capsys, inputs / "a.wav", "-o", inputs, "--model", model, "--overwrite")
+    assert code == 2 and "would overwrite the input" in err
+    assert snapshot(inputs) == before
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(model, inputs, capsys):
+    out = inputs / "enhanced"
+    code, err = run(capsys, inputs / "sub dir", "-o", out, "--model", model, "--quiet")
+    assert code == 0 and "2 enhanced" in err
+    code, err = run(capsys, inputs / "sub dir", "-o", out, "--model", model, "--quiet")
+    assert code == 0 and "0 enhanced, 2 skipped" in err
+    # the whole input folder, with the earlier outputs inside it: they are not inputs
+    code, err = run(capsys, inputs, "-o", out, "--model", model, "--quiet")
+    assert "enhanced/enhanced" not in err and not (out / "enhanced").exists()
+
+
+def test_globs_keep_the_path_below_their_fixed_part(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run(capsys, f"{inputs}/**/*.flac", f"{inputs}/*.wav", f"{inputs}/*.nothing",
+                    "-o", out, "--model", model, "--quiet")
+    assert code == 1 and "*.nothing: no files match" in err
+    assert sorted(snapshot(out)) == ["a.wav", "sub dir/été/ç 44k.flac"]
+
+
+def test_missing_inputs_and_non_audio_files(model, inputs, tmp_path, capsys):
+    code, err = run(capsys, tmp_path / "gone.wav", inputs / "notes.txt", inputs / "a.wav",
+                    "-o", tmp_path / "out", "--model", model, "--quiet")
+    assert code == 1
+    assert "gone.wav: no such file or folder" in err
+    assert "notes.txt: not a readable audio file" in err
+    assert (tmp_path / "out" / "a.wav").exists()
+    assert not (tmp_path / "out" / "notes.wav").exists()
+    # two inputs with one output name: the second is reported, the first written
+    shutil.copy(inputs / "a.wav", inputs / "sub dir" / "a.wav")
+    code, err = run(capsys, inputs / "a.wav", inputs / "sub dir" / "a.wav", "-o",
+                    tmp_path / "flat", "--model", model, "--quiet")
+    assert code == 1 and "same output" in err and "1 enhanced" in err
+
+
+def test_unwritable_output_folder(model, inputs, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    code, err = run(capsys, inputs / "a.wav", "-o", blocker, "--model", model)
+    assert code == 2 and "not a folder" in err
+    code, err = run(capsys, inputs / "a.wav", "-o", blocker / "sub", "--model", model, "--quiet")
+    assert code == 1 and "cannot write here" in err
+
+
+def test_confidence_csv_and_plot(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run(capsys, inputs / "a.wav", inputs / "sub dir" / "b stereo.wav", "-o", out,
+                    "--model", model, "--confidence", "--plot", "--quiet")
+    assert code == 0, err
+    rows = (out / "a.confidence.csv").read_text().splitlines()
+    assert rows[0] == "time_s,confidence" and len(rows) == 1 + 80
+    assert rows[2].startswith("0.0125,")
+    assert all(0 <= float(r.split(",")[1]) <= 1 for r in rows[1:])
+    stereo = (out / "b stereo.confidence.csv").read_text().splitlines()
+    assert stereo[0] == "time_s,confidence,confidence_ch0,confidence_ch1" and len(stereo) == 41
+    assert (out / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(model, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out", "--model", model, "--plot")
+    assert code == 2 and "--plot needs matplotlib" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_errors(model, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "default_model_folder", lambda: str(tmp_path / "pretrained/mage"))
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out")
+    assert code == 2 and "pretrained/mage is missing" in err and "--model" in err
+    bare = tmp_path / "bare"
+    shutil.copytree(model, bare)
+    os.remove(bare / "inference.yaml")
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out", "--model", bare)
+    assert code == 2 and "write_inference_yaml" in err and len(err.strip().splitlines()) == 1
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out", "--model", model,
+                    "--steps", 0)
+    assert code == 2 and "--steps" in err
+
+
+def test_long_file_with_chunks_and_batches(model, tmp_path, capsys):
+    sf.write(tmp_path / "long.wav", noise(2, 16000 * 30), 16000)
+    code, err = run(capsys, tmp_path / "long.wav", "-o", tmp_path / "out", "--model", model,
+                    "--chunk-seconds", "3", "--overlap-seconds", "0.5", "--batch-size", "4",
+                    "--quiet")
+    assert code == 0, err
+    data, _ = read(tmp_path / "out" / "long.wav")
+    assert data.shape == (16000 * 30, 2) and np.isfinite(data).all()
+
+
+def test_console_script(model, tmp_path):
+    exe = shutil.which("gense-enhance")
+    if exe is None:
+        pytest.skip("gense-enhance is not installed (pip install -e .)")
+    sf.write(tmp_path / "x y.wav", noise(1, 8000), 16000)
+    proc = subprocess.run([exe, str(tmp_path / "x y.wav"), "-o", str(tmp_path / "out"),
+                           "--model", model, "--quiet"], capture_output=True, text=True, check=False,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert sf.info(str(tmp_path / "out" / "x y.wav")).frames == 8000
+    assert "Loading pretrained files" not in proc.stderr

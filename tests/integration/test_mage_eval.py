@@ -1,0 +1,209 @@
+"""gense-mage-eval on three hand-made utterances with two tiny MAGE folders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechbrain_gense.audio import load_audio, save_audio
+from speechbrain_gense.data.manifest import write_manifest
+from speechbrain_gense.mage_eval import main
+from speechbrain_gense.masking import TokenFrequency
+from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.models.mage import MAGE
+from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, BandAwareEncoder, MaskedEnhancer
+from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+# samples at 16 kHz, SNR, degradation
+UTTERANCES = {"u1": (24000, 2.0, "noise"), "u2": (16000, 7.0, "noise+reverb"),
+              "u3": (20800, 12.0, "noise")}
+METRICS = "pesq,estoi"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, also for the module-scoped runs (set up before any test)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _signal(index, length):
+    """Voiced-like test speech: harmonics with a syllabic envelope."""
+    t = torch.arange(length) / 16000
+    f0 = 120.0 + 40.0 * index
+    wav = sum(torch.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
+    return 0.1 * wav * 0.5 * (1 - torch.cos(2 * np.pi * 3 * t))
+
+
+def _tiny_mage(corrector=True, frequency=True):
+    torch.manual_seed(0)
+    tok = load_tokenizer("debug?vocab_size=32")
+    band = BandAwareEncoder(n_fft=800, hop_length=200, num_bands=2, dim=8,
+                            out_dim=TINY_CONFIG["hidden_size"])
+    enhancer = MaskedEnhancer(32, band_encoder=band, **TINY_CONFIG)
+    return MAGE(tok, enhancer,
+                corrector=Corrector(TINY_CONFIG["hidden_size"], 32, dim=16) if corrector else None,
+                token_frequency=TokenFrequency(torch.arange(32, 0, -1)) if frequency else None,
+                mask_strategy="ctf" if frequency else "random",
+                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 3-utterance manifest and two model folders: full MAGE, and one without
+    corrector nor frequency table (a random-mask model)."""
+    root = tmp_path_factory.mktemp("mage_eval")
+    entries = {}
+    for i, (uid, (length, snr, degradation)) in enumerate(UTTERANCES.items(), 1):
+        clean = _signal(i, length)
+        noise = torch.randn(length, generator=torch.Generator().manual_seed(i))
+        noisy = clean + noise * clean.norm() / noise.norm() * 10 ** (-snr / 20)
+        save_audio(root / "clean" / f"{uid}.wav", clean, 16000)
+        save_audio(root / "noisy" / f"{uid}.wav", noisy, 16000)
+        entries[uid] = {"noisy_wav": root / "noisy" / f"{uid}.wav",
+                        "clean_wav": root / "clean" / f"{uid}.wav",
+                        "length": length / 16000, "words": "HELLO WORLD",
+                        "snr": snr, "degradation": degradation}
+    manifest = root / "test.json"
+    write_manifest(manifest, entries, data_root=root)
+    _tiny_mage().save(str(root / "mage"))
+    _tiny_mage(corrector=False, frequency=False).save(str(root / "plain"))
+    return root, str(manifest)
+
+
+@pytest.fixture(scope="module")
+def ablation(setup):
+    root, manifest = setup
+    out = root / "out"
+    before = {p: p.read_bytes() for p in sorted((root / "noisy").iterdir())}
+    code = main(["--manifest", manifest, "--out", str(out), "--metrics", METRICS, "--quiet",
+                 "--model", f"mage={root / 'mage'}", "--model", str(root / "plain"),
+                 "--steps", "1,2", "--corrector", "on,off", "--decode", "ctf,confidence",
+                 "--decode-opt", "temperature=0.8", "--baselines", "--codec", "--seed", "7"])
+    assert before == {p: p.read_bytes() for p in sorted((root / "noisy").iterdir())}
+    return code, out, json.loads((out / "mage_results.json").read_text())
+
+
+def _mage_rows(model, steps, corrector, decode):
+    return [f"{model}/steps={s}/corrector={c}/decode={d}"
+            for s in steps for c in corrector for d in decode]
+
+
+def test_rows_are_the_cross_product(ablation):
+    code, _, results = ablation
+    assert code == 0
+    expected = ["noisy", "clean", "rnnoise", "spectral_gating", "codec",
+                *_mage_rows("mage", (1, 2), ("on", "off"), ("ctf", "confidence")),
+                *_mage_rows("plain", (1, 2), ("off",), ("confidence",))]
+    assert list(results["summary"]) == expected
+    # The plain model has no corrector and no frequency table.
+    assert sorted(results["skipped"]) == sorted(
+        set(_mage_rows("plain", (1, 2), ("on", "off"), ("ctf", "confidence")))
+        - set(expected))
+    assert results["num_utterances"] == 3 and results["metrics"] == ["pesq", "estoi"]
+    assert results["seed"] == 7 and results["torch_threads"] == 1
+
+
+def test_columns_timing_and_settings(ablation):
+    _, out, results = ablation
+    summary, systems = results["summary"], results["systems"]
+    for name, row in summary.items():
+        assert row["files"] == 3 and row["failed"] == 0, name
+        assert row["pesq"] is not None and row["estoi"] is not None, name
+    assert summary["clean"]["pesq"] > 4 and summary["noisy"]["rtf"] is None
+    for name in ("rnnoise", "spectral_gating", "codec"):
+        assert summary[name]["rtf"] > 0 and summary[name]["model_calls"] is None
+    assert summary["codec"]["bits_per_s"] == pytest.approx(80 * 5)  # 80 Hz x log2(32)
+    for name, system in systems.items():
+        if system["kind"] != "mage":
+            continue
+        row, settings = summary[name], system["settings"]
+        assert row["rtf"] > 0 and system["timing"]["utterances"] == 3
+        assert 0 <= row["confidence"] <= 1
+        assert settings["temperature"] == 0.8  # --decode-opt reached every row
+        steps = int(name.split("steps=")[1].split("/")[0])
+        on = "corrector=on" in name
+        assert settings["use_corrector"] is on and settings["steps"] == steps
+        assert settings["strategy"] == name.rsplit("decode=", 1)[1]
+        assert row["model_calls"] == steps + (1 + 1 if on else 0)  # corrector_steps=1
+    header, _, *lines = (out / "mage_table.md").read_text().split("\n\n")[0].splitlines()
+    assert header == "| system | files | NFE | RTF | PESQ | ESTOI |"
+    assert len(lines) == len(summary)
+    assert next(l for l in lines if l.startswith("| mage/steps=2/corrector=on/decode=ctf |")
+                ).split(" | ")[2] == "4"
+    table = (out / "mage_table.md").read_text()
+    assert "**PESQ by SNR band (dB)**" in table and "**PESQ by degradation**" in table
+
+
+def test_output_wavs(ablation):
+    _, out, results = ablation
+    for name in results["summary"]:
+        for uid, (length, _, _) in UTTERANCES.items():
+            wav, sr = load_audio(out / name / f"{uid}.wav")
+            assert sr == 16000 and wav.shape == (length,), (name, uid)
+    wav, _ = load_audio(out / "mage/steps=2/corrector=on/decode=ctf" / "u1.wav")
+    assert float(wav.abs().max()) > 0
+
+
+def test_same_seed_same_wavs_and_default_row(setup, capsys):
+    root, manifest = setup
+
+    def run(name, seed):
+        out = root / name
+        code = main(["--manifest", manifest, "--out", str(out), "--metrics", "sisdr",
+                     "--quiet", "--model", f"mage={root / 'mage'}", "--seed", str(seed)])
+        assert code == 0
+        return out, json.loads((out / "mage_results.json").read_text())
+
+    (a, res), (b, _), (c, _) = run("seed_a", 3), run("seed_b", 3), run("seed_c", 4)
+    # Without variant options: one row per model, with its own decoding options.
+    assert list(res["summary"]) == ["mage"]
+    assert res["summary"]["mage"]["model_calls"] == 3 + 1 + 1
+    assert "| mage | 3 | 5 |" in capsys.readouterr().out
+    for uid in UTTERANCES:
+        assert (a / "mage" / f"{uid}.wav").read_bytes() == (b / "mage" / f"{uid}.wav").read_bytes()
+    assert any((a / "mage" / f"{uid}.wav").read_bytes() != (c / "mage" / f"{uid}.wav").read_bytes()
+               for uid in UTTERANCES)
+
+
+def test_bad_model_folder(setup, capsys):
+    root, manifest = setup
+    for folder in (root / "nonexistent", root / "clean"):
+        code = main(["--manifest", manifest, "--out", str(root / "bad"), "--quiet",
+                     "--model", f"m={folder}", "--metrics", "sisdr"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("gense-mage-eval: error:"), err
+        assert "mage.json missing" in err and len(err.splitlines()) == 1
+    assert not (root / "bad").exists()  # fails before any work
+
+
+def test_usage_errors(setup, capsys):
+    root, manifest = setup
+    model = ["--model", f"mage={root / 'mage'}"]
+    common = ["--manifest", manifest, "--out", str(root / "bad"), "--quiet", "--metrics", "sisdr"]
+    cases = [
+        (model + ["--steps", "0,4"], "--steps: bad value '0'"),
+        (model + ["--corrector", "on,maybe"], "--corrector: bad value 'maybe'"),
+        (model + ["--decode", "ctf,greedy"], "--decode: bad value 'greedy'"),
+        (model + ["--decode-opt", "steps=3"], "use --steps"),
+        (model + ["--metrics", "pesq,nope"], "unknown metric 'nope'"),
+        (model + ["--model", f"mage={root / 'plain'}"], "two models named 'mage'"),
+        (["--model", f"clean={root / 'mage'}", "--baselines"], "'clean' is taken"),
+        (["--codec", "--baselines"], "give a --model"),
+        ([], "nothing to evaluate"),
+    ]
+    for extra, message in cases:
+        code = main(common + extra)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (extra, err)
+    assert not (root / "bad").exists()
+    code = main(["--manifest", str(root / "nope.json"), *model])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "nope.json" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--corrector" in capsys.readouterr().out
