@@ -19,6 +19,28 @@ class AudioError(ValueError):
     """A problem with an audio file, with a message that fits on one line."""
 
 
+def check_readable(path):
+    """``path`` as a string if it is a readable, non-empty file; else a one-line AudioError.
+
+    Example
+    -------
+    >>> check_readable("/no/such.wav")
+    Traceback (most recent call last):
+    ...
+    speechbrain_gense.audio.AudioError: /no/such.wav: no such file
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: not readable (permission denied)")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    return path
+
+
 def load_audio(path, sample_rate=None, channels="mono", resample=False):
     """Reads an audio file into a float32 tensor.
 
@@ -51,15 +73,7 @@ def load_audio(path, sample_rate=None, channels="mono", resample=False):
     >>> wav.shape, sr
     (torch.Size([1600]), 16000)
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(f"{path}: not readable (permission denied)")
-    if os.path.getsize(path) == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+    path = check_readable(path)
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types

@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import sys
 import time
@@ -55,7 +54,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .audio import AudioError, load_audio
 from .baselines import CLEAN, enhance_manifest
 from .data.degrade import fit_length_end
-from .data.manifest import read_manifest, write_manifest
+from .data.manifest import read_manifest, subset_manifest, write_manifest  # noqa: F401 (doctests)
 from .tokenizers.registry import (  # noqa: F401
     KINDS, SpecError, _first_line, guess_kind, load_tokenizer, parse_spec)
 
@@ -279,25 +278,11 @@ def write_input_manifest(manifest, path, max_utts=None, seed=1234):
     >>> len(entries), sorted(entries["b" if "b" in entries else "a"])
     (2, ['clean_wav', 'noisy_wav', 'words'])
     """
-    entries = read_manifest(manifest)
-    if os.path.realpath(path) == os.path.realpath(manifest):
-        raise ValueError(f"{manifest}: would be overwritten; choose another output folder")
-    usable = [uid for uid, f in entries.items() if isinstance(f.get("clean_wav"), str)]
-    if not usable:
-        raise ValueError(f"{manifest}: no entry has a clean_wav")
-    if len(usable) < len(entries):
-        logger.warning("%s: %d entries without clean_wav left out",
-                       manifest, len(entries) - len(usable))
-    if max_utts is not None and max_utts < len(usable):
-        keep = set(random.Random(seed).sample(usable, max_utts))
-        usable = [uid for uid in usable if uid in keep]
-    out = {}
-    for uid in usable:
-        fields = entries[uid]
-        out[uid] = {"noisy_wav": fields["clean_wav"], "clean_wav": fields["clean_wav"],
-                    **{k: fields[k] for k in ("words", "length", "speaker") if k in fields}}
-    write_manifest(path, out)
-    return out
+    def clean_as_input(fields):
+        return {"noisy_wav": fields["clean_wav"], "clean_wav": fields["clean_wav"],
+                **{k: fields[k] for k in ("words", "length", "speaker") if k in fields}}
+
+    return subset_manifest(manifest, path, "clean_wav", max_utts, seed, clean_as_input)
 
 
 def encode_manifest(runner, manifest, progress=True):

@@ -79,7 +79,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 from tqdm import tqdm
 
-from speechbrain_gense.audio import AudioError
+from speechbrain_gense.audio import AudioError, check_readable
 from speechbrain_gense.data.degrade import fit_length_end
 
 logger = logging.getLogger(__name__)
@@ -269,16 +269,8 @@ class AudioFileReader:
     BLOCK = 1 << 18
 
     def __init__(self, path):
-        path = os.fspath(path)
+        path = check_readable(path)
         self.path = path
-        if not os.path.exists(path):
-            raise AudioError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise AudioError(f"{path}: is a folder, not an audio file")
-        if not os.access(path, os.R_OK):
-            raise AudioError(f"{path}: not readable (permission denied)")
-        if os.path.getsize(path) == 0:
-            raise AudioError(f"{path}: empty file (0 bytes)")
         try:
             self.file = sf.SoundFile(path)
         except Exception as e:  # noqa: BLE001 -- soundfile raises several types

@@ -56,7 +56,6 @@ import itertools
 import json
 import logging
 import os
-import random
 import sys
 import time
 
@@ -75,7 +74,7 @@ from .codec_eval import (
 )
 from .data.corpus import stable_seed
 from .data.degrade import fit_length_end
-from .data.manifest import read_manifest, write_manifest
+from .data.manifest import subset_manifest, write_manifest  # noqa: F401 (doctests)
 from .tokenizers.registry import _first_line, _value
 
 logger = logging.getLogger(__name__)
@@ -431,21 +430,7 @@ def select_utterances(manifest, path, max_utts=None, seed=1234):
     >>> len(select_utterances(os.path.join(root, "m.json"), os.path.join(root, "in.json"), 2))
     2
     """
-    entries = read_manifest(manifest)
-    if os.path.realpath(path) == os.path.realpath(manifest):
-        raise ValueError(f"{manifest}: would be overwritten; choose another output folder")
-    usable = [uid for uid, f in entries.items() if isinstance(f.get("noisy_wav"), str)]
-    if not usable:
-        raise ValueError(f"{manifest}: no entry has a noisy_wav")
-    if len(usable) < len(entries):
-        logger.warning("%s: %d entries without noisy_wav left out",
-                       manifest, len(entries) - len(usable))
-    if max_utts is not None and max_utts < len(usable):
-        keep = set(random.Random(seed).sample(usable, max_utts))
-        usable = [uid for uid in usable if uid in keep]
-    out = {uid: entries[uid] for uid in usable}
-    write_manifest(path, out)
-    return out
+    return subset_manifest(manifest, path, "noisy_wav", max_utts, seed)
 
 
 def check_model_names(names, reserved=(*BASELINE_ROWS, CODEC_ROW)):

@@ -87,3 +87,57 @@ def read_manifest(path, data_root=None):
     if data_root is None:
         data_root = os.path.dirname(os.path.abspath(path))
     return load_data_json(path, replacements={"data_root": data_root})
+
+
+def subset_manifest(manifest, path, key, max_utts=None, seed=1234, transform=None):
+    """Writes the entries of ``manifest`` that have a ``key`` path to ``path``.
+
+    Arguments
+    ---------
+    manifest : str
+        Source manifest (never overwritten: ``path`` must differ).
+    path : str
+        Manifest to write.
+    key : str
+        Field every kept entry must hold (e.g. ``noisy_wav``).
+    max_utts : int, optional
+        Keep this many entries, drawn at random (``seed``), in manifest order.
+    seed : int
+        Seed of the draw.
+    transform : callable, optional
+        ``fields -> fields`` applied to each kept entry before writing.
+
+    Returns
+    -------
+    dict
+        The entries written.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> write_manifest(os.path.join(root, "m.json"),
+    ...                {"a": {"noisy_wav": "a.wav"}, "b": {}, "c": {"noisy_wav": "c.wav"}})
+    >>> sorted(subset_manifest(os.path.join(root, "m.json"), os.path.join(root, "o.json"),
+    ...                        "noisy_wav"))
+    ['a', 'c']
+    """
+    import logging
+    import random
+
+    entries = read_manifest(manifest)
+    if os.path.realpath(path) == os.path.realpath(manifest):
+        raise ValueError(f"{manifest}: would be overwritten; choose another output folder")
+    usable = [uid for uid, f in entries.items() if isinstance(f.get(key), str)]
+    if not usable:
+        raise ValueError(f"{manifest}: no entry has a {key}")
+    if len(usable) < len(entries):
+        logging.getLogger(__name__).warning("%s: %d entries without %s left out", manifest,
+                                            len(entries) - len(usable), key)
+    if max_utts is not None and max_utts < len(usable):
+        keep = set(random.Random(seed).sample(usable, max_utts))
+        usable = [uid for uid in usable if uid in keep]
+    out = {uid: transform(entries[uid]) if transform else entries[uid] for uid in usable}
+    write_manifest(path, out)
+    return out
+
