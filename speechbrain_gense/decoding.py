@@ -140,7 +140,8 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
       ``freq``: frequent tokens are committed in early steps and rare ones
       in later refinements, the order used for ``"ctf"`` training masks.
 
-    Committed tokens never change, except through the corrector: when
+    Given tokens (``init_tokens`` outside ``init_mask``) never change.
+    Committed tokens never change either, except through the corrector: when
     ``corrector_fn`` is given, the model is run once more on the finished
     tokens, the corrector scores them from the model's hidden states, the
     least reliable positions are re-masked
@@ -254,6 +255,7 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
             if init_mask.dim() == 2:
                 init_mask = init_mask[:, :, None].expand(B, T, K)
             masked = init_mask & valid
+    to_decode = masked.clone()  # given (carried) tokens are never re-masked
     token_prob = valid.float()  # given tokens: probability 1; padding: 0
 
     options = {"mask_id": mask_id, "schedule": schedule, "strategy": strategy, "freq": freq,
@@ -276,7 +278,9 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
         if tuple(conf.shape) != (B, T, K):
             raise ValueError(f"corrector_fn returned {tuple(conf.shape)}, expected {(B, T, K)}")
         conf = conf.masked_fill(~valid, 0.0)
-        remasked = select_remask(conf, lens, ratio=remask_ratio, threshold=remask_threshold)
+        score = conf.masked_fill(~to_decode, float("inf"))
+        remasked = select_remask(score, lens, ratio=remask_ratio,
+                                 threshold=remask_threshold) & to_decode
         if corrector_steps is None:
             corrector_steps = max(1, steps // 2)
         if corrector_steps < 1:

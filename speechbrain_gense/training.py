@@ -150,7 +150,7 @@ def train_mage(hparams, run_opts, paths):
     else:
         brain.checkpointer.recover_if_possible(min_key="loss")
     if sb.utils.distributed.if_main_process():
-        mage.save(hparams["model_folder"])
+        mage.save(hparams["model_folder"], dtype=hparams.get("export_dtype"))
         write_inference_yaml(hparams["model_folder"])
         with open(os.path.join(hparams["output_folder"], "test_stats.json"), "w") as f:
             json.dump({"split": "test" if "test" in sets else "valid (no test set)",

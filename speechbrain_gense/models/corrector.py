@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
 from torch import nn
 
+from .io import ConfigCheckpoint
+
 KINDS = ("blstm", "transformer")
 
 
@@ -57,7 +59,7 @@ def frame_mask(lens, num_frames, device=None):
     return torch.arange(num_frames, device=device)[None, :] < keep.to(device)[:, None]
 
 
-class Corrector(nn.Module):
+class Corrector(ConfigCheckpoint, nn.Module):
     """Per-token correctness scorer over the enhancer's hidden states and tokens.
 
     The input of the sequence model is ``Linear(hidden) + sum_k Embedding_k(tokens[..., k])``
@@ -266,14 +268,3 @@ class Corrector(nn.Module):
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, path):
-        """Saves config and weights to one file (:meth:`load` reads it back)."""
-        torch.save({"config": dict(self.config), "state_dict": self.state_dict()}, path)
-
-    @classmethod
-    def load(cls, path, map_location="cpu"):
-        """Builds a model from a file written by :meth:`save`."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(**ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
-        return model

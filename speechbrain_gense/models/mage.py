@@ -248,7 +248,7 @@ class MAGE(nn.Module):
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, folder, tokenizer_spec=None):
+    def save(self, folder, tokenizer_spec=None, dtype=None):
         """Writes the trained parts to ``folder`` (read back by :meth:`load`).
 
         Files: ``enhancer.ckpt``, ``corrector.ckpt`` (if any),
@@ -264,11 +264,14 @@ class MAGE(nn.Module):
         tokenizer_spec : str, optional
             Spec of the tokenizer (default: ``tokenizer.spec`` when the
             tokenizer came from :func:`~speechbrain_gense.tokenizers.registry.load_tokenizer`).
+        dtype : torch.dtype or str, optional
+            Store the enhancer's and corrector's weights in this type (e.g.
+            ``"float16"`` halves the files; :meth:`load` gives float32 back).
         """
         import json
         import os
 
-        from ..tokenizers.registry import parse_spec
+        from ..tokenizers.registry import format_spec, parse_spec
 
         spec = tokenizer_spec or getattr(self.tokenizer, "spec", None)
         if spec is None:
@@ -276,12 +279,11 @@ class MAGE(nn.Module):
         kind, path, options = parse_spec(spec)
         if path and os.path.exists(path):
             rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-            spec = (f"{kind}:" if kind else "") + rel + (
-                "?" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+            spec = format_spec(kind, rel, options)
         os.makedirs(folder, exist_ok=True)
-        self.enhancer.save(os.path.join(folder, "enhancer.ckpt"))
+        self.enhancer.save(os.path.join(folder, "enhancer.ckpt"), dtype=dtype)
         if self.corrector is not None:
-            self.corrector.save(os.path.join(folder, "corrector.ckpt"))
+            self.corrector.save(os.path.join(folder, "corrector.ckpt"), dtype=dtype)
         if self.token_frequency is not None:
             self.token_frequency.save(os.path.join(folder, "token_frequency.pt"))
         speaker = None

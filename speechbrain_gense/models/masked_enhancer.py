@@ -54,6 +54,8 @@ from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2RotaryEmbedding,
 )
 
+from .io import ConfigCheckpoint
+
 #: CPU-sized default backbone (8 layers, width 384). Use as
 #: ``MaskedEnhancer(vocab_size=..., **SMALL_CONFIG)``.
 SMALL_CONFIG = dict(
@@ -296,7 +298,7 @@ class BandAwareEncoder(nn.Module):
         return F.pad(out, (0, 0, 0, total - out.shape[1]))  # frames past the signal: zeros
 
 
-class MaskedEnhancer(nn.Module):
+class MaskedEnhancer(ConfigCheckpoint, nn.Module):
     """Bidirectional masked-token transformer (MAGE backbone) on Qwen2 layers.
 
     Arguments
@@ -611,36 +613,6 @@ class MaskedEnhancer(nn.Module):
         acc = (picked.detach().argmax(-1) == target).float().mean()
         return {"loss": loss, "acc": acc, "n": n}
 
-    def save(self, path):
-        """Saves ``config`` and ``state_dict`` to ``path`` (``torch.save``).
-
-        Arguments
-        ---------
-        path : str
-            Destination file.
-        """
-        torch.save({"config": self.config, "state_dict": self.state_dict()}, path)
-
-    @classmethod
-    def load(cls, path, map_location="cpu"):
-        """Rebuilds a model saved by :meth:`save` (``weights_only=True``).
-
-        Arguments
-        ---------
-        path : str
-            File written by :meth:`save`.
-        map_location : str or torch.device
-            Where to load the tensors.
-
-        Returns
-        -------
-        MaskedEnhancer
-            The model (in training mode, like a fresh module).
-        """
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
-        return model
 
     @classmethod
     def from_pretrained_qwen2(cls, path, keep_layers, vocab_size, num_codebooks=1, dropout=0.0,

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .io import ConfigCheckpoint
+
 logger = logging.getLogger(__name__)
 
 #: A small default: 16 kHz, hop 200 (80 Hz), about 4.8 M parameters.
@@ -526,7 +528,7 @@ def reorganize(quantizer, top_n, top_k, usage=None):
 # --------------------------------------------------------------------------
 
 
-class SimCodec(nn.Module):
+class SimCodec(ConfigCheckpoint, nn.Module):
     """Frame-rate codec: STFT -> ConvNeXt encoder -> VQ -> ConvNeXt decoder -> iSTFT.
 
     Arguments
@@ -650,17 +652,6 @@ class SimCodec(nn.Module):
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, path):
-        """Saves config and weights to one file (:meth:`load` reads it back)."""
-        torch.save({"config": dict(self.config), "state_dict": self.state_dict()}, path)
-
-    @classmethod
-    def load(cls, path, map_location="cpu"):
-        """Builds a model from a file written by :meth:`save`."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(**ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
-        return model
 
 
 @torch.no_grad()

@@ -15,6 +15,71 @@ class SpecError(ValueError):
     """A codec spec or name that cannot be used (one-line message)."""
 
 
+#: The project checkout (parent of the package), home of the shipped ``pretrained/`` models.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_path(path):
+    """A spec path as given when it exists, else relative to :data:`PROJECT_ROOT`.
+
+    So ``simcodec:pretrained/simcodec`` finds the shipped codec from any
+    working directory (a recipe folder, the repository root, a notebook).
+
+    Arguments
+    ---------
+    path : str
+        A path from a spec (may be empty).
+
+    Returns
+    -------
+    str
+        ``path`` unchanged when it exists, is absolute, empty or not found in
+        the project either; otherwise the project-relative path.
+
+    Example
+    -------
+    >>> os.path.isdir(resolve_path("pretrained/simcodec"))
+    True
+    >>> resolve_path("/no/such/file")
+    '/no/such/file'
+    """
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def format_spec(kind, path, options):
+    """Inverse of :func:`parse_spec`.
+
+    Arguments
+    ---------
+    kind : str or None
+        Tokenizer kind.
+    path : str
+        Path (may be empty).
+    options : dict
+        Options.
+
+    Returns
+    -------
+    str
+        The spec.
+
+    Example
+    -------
+    >>> format_spec("dac", "w.pth", {"num_codebooks": 4})
+    'dac:w.pth?num_codebooks=4'
+    >>> format_spec(*parse_spec("debug?vocab_size=32"))
+    'debug?vocab_size=32'
+    """
+    spec = (f"{kind}:" if kind and path else kind or "") + (path or "")
+    if options:
+        spec += "?" + ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                               for k, v in options.items())
+    return spec
+
+
 # ---------------------------------------------------------------------------
 # Specs
 # ---------------------------------------------------------------------------
@@ -125,6 +190,9 @@ def load_tokenizer(spec, device="cpu"):
     - ``debug``: :class:`~.tokenizers.debug.DebugTokenizer`; options are its
       arguments (``sample_rate``, ``hop``, ``num_codebooks``, ``vocab_size``,
       ``dim``, ``seed``, ``scale``);
+    - a relative ``PATH`` that does not exist from the working directory is
+      looked up in the project checkout (:func:`resolve_path`), so
+      ``simcodec:pretrained/simcodec`` works from anywhere;
     - a bare ``PATH``: the kind is guessed from its files (:func:`guess_kind`;
       a folder with ``simcodec.ckpt`` is SimCodec).
 
@@ -159,6 +227,7 @@ def load_tokenizer(spec, device="cpu"):
     speechbrain_gense.tokenizers.registry.SpecError: simcodec:/nonexistent: no such file or folder
     """
     kind, path, options = parse_spec(spec)
+    path = resolve_path(path)
     if kind is None:
         if not os.path.exists(path):
             raise SpecError(f"{spec}: no such file or folder (or write KIND:PATH, KIND in "
@@ -203,7 +272,7 @@ def load_tokenizer(spec, device="cpu"):
     except Exception as e:  # noqa: BLE001 -- any loading failure is a bad spec here
         raise SpecError(f"{spec}: cannot load {kind} ({_first_line(e)})") from None
     tok = tok.to(device).freeze()
-    tok.spec = spec
+    tok.spec = format_spec(kind, path, options) if path else spec
     return tok
 
 
@@ -214,4 +283,5 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-__all__ = ["KINDS", "SpecError", "guess_kind", "load_tokenizer", "parse_spec"]
+__all__ = ["KINDS", "PROJECT_ROOT", "SpecError", "format_spec", "guess_kind", "load_tokenizer",
+           "parse_spec", "resolve_path"]

@@ -299,6 +299,28 @@ def test_corrector_remasks_lowest_confidence_and_regenerates():
     assert torch.allclose(out["confidence"], out["token_confidence"].mean(-1))
 
 
+def test_corrector_never_remasks_given_tokens():
+    """Carried context (init_tokens outside init_mask) survives the corrector,
+    even when the corrector trusts it least."""
+    B, T, K, V, S = 1, 10, 1, 6, 3
+    target = torch.randint(0, V, (B, T, K), generator=gen(7))
+    given = torch.full((B, T, K), 5)
+    init_mask = torch.zeros(B, T, dtype=torch.bool)
+    init_mask[:, 4:] = True  # frames 0-3 are carried context
+    conf = torch.linspace(0.0, 0.9, T)[None, :, None]  # lowest on the given frames
+    out = iterative_decode(perfect(target, V), (B, T, K), None, MASK, steps=S,
+                           strategy="confidence", init_tokens=given, init_mask=init_mask,
+                           corrector_fn=lambda h, t: conf, remask_ratio=0.3)
+    # floor(0.3 * 10) = 3 positions, the least trusted among the generated frames 4-9
+    assert out["remasked"][0, :, 0].tolist() == [False] * 4 + [True] * 3 + [False] * 3
+    assert (out["tokens"][:, :4] == 5).all()
+    assert torch.equal(out["tokens"][:, 4:], target[:, 4:])
+    out = iterative_decode(perfect(target, V), (B, T, K), None, MASK, steps=S,
+                           strategy="confidence", init_tokens=given, init_mask=init_mask,
+                           corrector_fn=lambda h, t: conf, remask_threshold=0.55)
+    assert out["remasked"][0, :, 0].tolist() == [False] * 4 + [True] * 2 + [False] * 4
+
+
 def test_corrector_threshold_and_default_steps():
     B, T, K, V, S = 1, 6, 1, 4, 5
     target = torch.tensor([[[0], [1], [2], [3], [0], [1]]])

@@ -115,6 +115,25 @@ def test_save_load_round_trip_gives_the_same_enhancement(tmp_path):
     assert torch.equal(a["tokens"], b["tokens"]) and torch.allclose(a["wav"], b["wav"])
 
 
+def test_half_precision_export_halves_the_files_and_loads_as_float32(tmp_path):
+    import os
+
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+    mage = build()
+    mage.tokenizer = load_tokenizer("debug?vocab_size=32")
+    full = mage.save(str(tmp_path / "fp32"))
+    half = mage.save(str(tmp_path / "fp16"), dtype="float16")
+    for name in ("enhancer.ckpt", "corrector.ckpt"):
+        ratio = os.path.getsize(os.path.join(half, name)) / os.path.getsize(os.path.join(full, name))
+        assert 0.45 < ratio < 0.7, (name, ratio)
+    again = MAGE.load(half)
+    params = list(again.enhancer.parameters()) + list(again.corrector.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    for a, b in zip(mage.enhancer.state_dict().values(), again.enhancer.state_dict().values()):
+        assert torch.equal(a.half().float(), b) if a.is_floating_point() else torch.equal(a, b)
+
+
 def test_load_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="mage.json"):
         MAGE.load(str(tmp_path))
