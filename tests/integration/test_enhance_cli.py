@@ -20,14 +20,6 @@ from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
 from speechbrain_gense.tokenizers.registry import load_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     torch.manual_seed(0)

@@ -21,15 +21,6 @@ UTTERANCES = {"u1": (24000, 2.0, "noise"), "u2": (16000, 7.0, "noise+reverb"),
 METRICS = "pesq,estoi"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, also for the module-scoped runs (set up before any test)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _signal(index, length):
     """Voiced-like test speech: harmonics with a syllabic envelope."""
     t = torch.arange(length) / 16000

@@ -27,16 +27,6 @@ BACKENDS = ["speechbrain",
                 not HAVE_DESCRIPT, reason="descript-audio-codec not installed"))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread start-up costs more than it saves, and on a loaded
-    2-core machine two OpenMP threads can make each op 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param

@@ -9,16 +9,6 @@ from speechbrain_gense.models.corrector import Corrector, frame_mask
 KINDS = ["blstm", "transformer"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two threads can make the
-    small LSTM 10-100x slower when another process keeps a core busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batch(B=3, T=12, H=16, V=20, K=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(B, T, H, generator=g)

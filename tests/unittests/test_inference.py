@@ -26,14 +26,6 @@ from speechbrain_gense.tokenizers.debug import DebugTokenizer
 from speechbrain_gense.tokenizers.registry import load_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_mage(corrector=True, cls=MAGE):
     torch.manual_seed(0)
     tok = load_tokenizer("debug?vocab_size=32")
@@ -54,11 +46,7 @@ def model_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def enhancer(model_folder):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = EnhanceGenerative.from_hparams(source=model_folder, run_opts={"device": "cpu"})
-    torch.set_num_threads(n)
-    return model
+    return EnhanceGenerative.from_hparams(source=model_folder, run_opts={"device": "cpu"})
 
 
 def noise(shape, seed=0, scale=0.1):

@@ -10,14 +10,6 @@ from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, BandAwareEncod
 from speechbrain_gense.tokenizers.debug import DebugTokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(strategy="ctf", corrector=True, band=True):
     torch.manual_seed(0)
     tok = DebugTokenizer(vocab_size=32)

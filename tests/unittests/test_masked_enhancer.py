@@ -19,16 +19,6 @@ V = 24
 HOP = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a loaded 2-core machine two OpenMP threads can make each
-    op tens of times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_band_encoder(**kwargs):
     return BandAwareEncoder(n_fft=64, hop_length=HOP, num_bands=3, dim=8, out_dim=12, **kwargs)
 

@@ -47,15 +47,6 @@ def espeak(text, voice, tmp_path):
     return torchaudio.functional.resample(torch.from_numpy(wav), rate, SR)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (ECAPA, resampling): two are much slower on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def encoder():
     return ResemblyzerSpeakerEncoder()
