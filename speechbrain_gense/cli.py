@@ -3,7 +3,7 @@
 Usage::
 
     gense-enhance noisy.wav more/ "takes/**/*.flac" -o enhanced/ [--model DIR]
-        [--steps N] [--seed 0] [--device cpu|cuda] [--batch-size N]
+        [--steps N] [--precision fp32|bf16] [--seed 0] [--device cpu|cuda] [--batch-size N]
         [--chunk-seconds S] [--overlap-seconds S] [--overwrite]
         [--confidence] [--plot] [--quiet]
 
@@ -319,6 +319,9 @@ def build_parser():
                         help=f"model folder with inference.yaml (default: {DEFAULT_MODEL} "
                         "of the repository)")
     parser.add_argument("--steps", type=int, help="decoding steps (default: the model's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="enhancer arithmetic (default: the model's, fp32); bf16 is about "
+                        "2.5x faster on CPUs with AVX512-BF16/AMX")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--batch-size", type=int,
                         help="signals (channels x chunks) per model call (default: the channels)")
@@ -422,7 +425,8 @@ def main(argv=None):
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
-    decode_opts = {"steps": args.steps} if args.steps is not None else {}
+    decode_opts = {k: v for k, v in (("steps", args.steps), ("precision", args.precision))
+                   if v is not None}
     written = skipped = 0
     for job in tqdm(jobs, desc=PROG, unit="file", disable=args.quiet):
         source, output = job["input"], job["output"]

@@ -69,11 +69,16 @@ class MAGE(nn.Module):
     decode_opts : dict, optional
         Defaults of :meth:`enhance` (``steps``, ``temperature``, ``top_k``,
         ``scarcity_weight``, ``remask_ratio``, ``remask_threshold``,
-        ``corrector_steps``).
+        ``corrector_steps``, ``precision``: ``"fp32"``, or ``"bf16"`` /
+        ``"fp16"`` to run the enhancer under :func:`torch.autocast`, about
+        2.5x faster on CPUs with AVX512-BF16 or AMX).
     """
 
     DECODE_DEFAULTS = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,
-                           remask_ratio=0.1, remask_threshold=None, corrector_steps=None)
+                           remask_ratio=0.1, remask_threshold=None, corrector_steps=None,
+                           precision="fp32")
+    #: Values of the ``precision`` decoding option and their autocast types.
+    PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
     def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
                  token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
@@ -205,11 +210,25 @@ class MAGE(nn.Module):
         if use_corrector and self.corrector is not None:
             def corrector_fn(hidden, tokens):
                 return self.corrector.confidence(hidden, tokens, cond["lens"])
+        precision = o.get("precision") or "fp32"
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
+                             f"got {precision!r}")
+        dtype = self.PRECISIONS[precision]
+
+        def predict(tokens):
+            if dtype is None:
+                return self.predict(tokens, cond)
+            with torch.autocast(device_type=self.device.type, dtype=dtype):
+                out = self.predict(tokens, cond)
+            return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                    for k, v in out.items()}
+
         noisy = cond["noisy_tokens"]
         B, T = noisy.shape[0] if noisy is not None else cond["lens"].shape[0], cond["num_frames"]
         shape = (B, T, self.enhancer.config["num_codebooks"])
         return iterative_decode(
-            lambda tokens: self.predict(tokens, cond), shape, cond["lens"],
+            predict, shape, cond["lens"],
             self.enhancer.mask_id, steps=o["steps"], schedule=self.schedule,
             strategy=strategy, freq=self.token_frequency, scarcity_weight=o["scarcity_weight"],
             temperature=o["temperature"], top_k=o["top_k"], generator=generator,

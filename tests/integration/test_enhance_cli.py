@@ -105,6 +105,20 @@ def test_cli_and_enhance_file_give_the_same_audio(model, inputs, tmp_path, capsy
                               read(tmp_path / "cli" / "a.wav")[0])
 
 
+def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, tmp_path, capsys):
+    code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "bf16", "--model", model,
+                  "--seed", 5, "--steps", 2, "--precision", "bf16", "--quiet")
+    assert code == 0
+    enhancer = EnhanceGenerative.from_hparams(source=model, run_opts={"device": "cpu"})
+    enhancer.enhance_file(str(inputs / "a.wav"), str(tmp_path / "api.wav"), seed=5, steps=2,
+                          precision="bf16")
+    assert np.array_equal(read(tmp_path / "bf16" / "a.wav")[0], read(tmp_path / "api.wav")[0])
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
+        run(capsys, inputs / "a.wav", "-o", tmp_path / "x", "--model", model,
+            "--precision", "int4")
+    assert exit_info.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
 def test_existing_outputs_are_skipped_unless_overwrite(model, inputs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

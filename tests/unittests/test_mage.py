@@ -92,6 +92,21 @@ def test_random_strategy_without_frequency_table_decodes_by_confidence():
     assert out["tokens"].max() < 32
 
 
+def test_bf16_precision_runs_the_enhancer_under_autocast_and_keeps_outputs_float32():
+    mage = build().eval()
+    seen = []
+    mage.enhancer.register_forward_hook(lambda m, i, o: seen.append(o["logits"].dtype))
+    noisy = torch.randn(1, 3200)
+    a = mage.enhance(noisy, generator=torch.Generator().manual_seed(0))
+    b = mage.enhance(noisy, generator=torch.Generator().manual_seed(0), precision="bf16")
+    assert set(seen[:len(seen) // 2]) == {torch.float32}
+    assert set(seen[len(seen) // 2:]) == {torch.bfloat16}
+    assert b["wav"].dtype == torch.float32 and b["confidence"].dtype == torch.float32
+    assert b["tokens"].shape == a["tokens"].shape and b["wav"].shape == noisy.shape
+    with pytest.raises(ValueError, match="precision"):
+        mage.enhance(noisy, precision="int4")
+
+
 def test_save_load_round_trip_gives_the_same_enhancement(tmp_path):
     from speechbrain_gense.tokenizers.registry import load_tokenizer
 
