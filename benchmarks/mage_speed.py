@@ -6,7 +6,8 @@ the model has a speaker encoder), iterative decoding (``steps`` enhancer
 passes, plus the corrector's pass and its re-generation steps) and codec
 decoding. Each part is timed with ``time.perf_counter`` on ``--seconds`` of
 audio for each number of steps; a timing is the median of ``--runs`` runs,
-after one untimed warm-up of the whole chain, with ``--threads`` torch threads.
+after one untimed warm-up of the whole chain, with ``--threads`` torch threads,
+for each ``--precision`` of the enhancer (``fp32``, or ``bf16`` autocast).
 RTF = compute seconds / audio seconds.
 
 Next to it: the FLOPs of one enhancer forward on that input, counted with
@@ -29,6 +30,7 @@ Not part of the test run. Usage::
 
     python benchmarks/mage_speed.py                      # steps 1,4,8,16, 5 runs, 2 threads
     python benchmarks/mage_speed.py --quick              # 1 run each
+    python benchmarks/mage_speed.py --precision fp32,bf16 --steps 8
     python benchmarks/mage_speed.py --model results/mage/1234/model --threads 1 \\
         --out results/mage_speed.json
 """
@@ -118,8 +120,8 @@ def _median_time(fn, runs, device):
     return statistics.median(times)
 
 
-def gemm_gflops(size=2048, runs=5, device="cpu"):
-    """Float32 ``size x size`` matmul rate (GFLOP/s), median of ``runs`` after a warm-up.
+def gemm_gflops(size=2048, runs=5, device="cpu", dtype=torch.float32):
+    """``size x size`` matmul rate (GFLOP/s) in ``dtype``, median of ``runs`` after a warm-up.
 
     Example
     -------
@@ -128,8 +130,8 @@ def gemm_gflops(size=2048, runs=5, device="cpu"):
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(device)
-    b = torch.randn(size, size, generator=gen).to(device)
+    a = torch.randn(size, size, generator=gen).to(device, dtype)
+    b = torch.randn(size, size, generator=gen).to(device, dtype)
     torch.matmul(a, b)
     seconds = _median_time(lambda: torch.matmul(a, b), runs, device)
     return 2 * size**3 / seconds / 1e9
@@ -165,7 +167,14 @@ def _masked(mage, cond):
                       device=mage.device)
 
 
-def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0):
+def _autocast(mage, precision):
+    from contextlib import nullcontext
+
+    dtype = mage.PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(mage.device.type, dtype=dtype)
+
+
+def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0, precision="fp32"):
     """Median seconds of each part of the chain on ``wav[1, S]`` for ``steps`` steps.
 
     Returns
@@ -188,7 +197,8 @@ def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0):
         cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)  # + speaker embedding
         _sync(device)
         t2 = time.perf_counter()
-        out = mage.generate(cond, generator=generator, steps=steps, use_corrector=use_corrector)
+        out = mage.generate(cond, generator=generator, steps=steps, use_corrector=use_corrector,
+                            precision=precision)
         _sync(device)
         t3 = time.perf_counter()
         mage.tokenizer.decode(out["tokens"], cond["lens"])
@@ -222,12 +232,12 @@ def format_table(result):
     """The markdown table of a :func:`run` result, and notes."""
     audio, f, gemm = result["audio_s"], result["forward"], result["gemm"]
     machine = result["machine"]
-    lines = [("| steps | NFE | encode (s) | speaker (s) | decoding (s) | codec decode (s) "
-              "| total (s) | RTF | enhancer GFLOP/s in decoding |"),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| precision | steps | NFE | encode (s) | speaker (s) | decoding (s) "
+              "| codec decode (s) | total (s) | RTF | enhancer GFLOP/s in decoding |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         lines.append(
-            f"| {row['steps']} | {row['model_calls']} | {row['encode']:.3f} | "
+            f"| {row['precision']} | {row['steps']} | {row['model_calls']} | {row['encode']:.3f} | "
             f"{row['speaker']:.3f} | {row['decoding']:.3f} | {row['codec_decode']:.3f} | "
             f"{row['total']:.3f} | {row['total'] / audio:.3f} | "
             f"{row['decoding_gflops']:.1f} |")
@@ -237,10 +247,15 @@ def format_table(result):
          f"{result['threads']}; device {result['device']}; {result['runs']} run(s), median"),
         (f"- model: {result['model']} (enhancer {result['enhancer_params'] / 1e6:.2f} M "
          f"parameters, corrector {result['corrector']})"),
-        (f"- one enhancer forward: {f['gflop']:.2f} GFLOP in {f['seconds'] * 1e3:.0f} ms = "
-         f"{f['gflops']:.1f} GFLOP/s"),
-        (f"- float32 GEMM ({gemm['size']}^3 matmul): {gemm['gflops']:.1f} GFLOP/s; the "
-         f"enhancer forward reaches {100 * f['gflops'] / gemm['gflops']:.0f}% of it"),
+    ]
+    for precision, fw in f.items():
+        peak = gemm[precision]["gflops"]
+        lines.append(
+            f"- one enhancer forward, {precision}: {fw['gflop']:.2f} GFLOP in "
+            f"{fw['seconds'] * 1e3:.0f} ms = {fw['gflops']:.1f} GFLOP/s, "
+            f"{100 * fw['gflops'] / peak:.0f}% of the {precision} GEMM rate "
+            f"({gemm[precision]['size']}^3 matmul: {peak:.1f} GFLOP/s)")
+    lines += [
         (f"- machine: {machine['cpu']}, {machine['cpu_count']} CPUs; load average "
          f"(1/5/15 min) {_load(machine['load_average'])} at start, "
          f"{_load(result['load_average_end'])} at end"),
@@ -248,8 +263,11 @@ def format_table(result):
     return "\n".join(lines)
 
 
+GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_corrector=True,
-        gemm_size=2048, gemm_runs=5, progress=True):
+        gemm_size=2048, gemm_runs=5, progress=True, precisions=("fp32",)):
     """Times the chain for each number of steps; FLOPs and the GEMM rate.
 
     Returns
@@ -269,15 +287,21 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
     cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
     flops, by_op = enhancer_flops(mage, cond)
     masked = _masked(mage, cond)
-    with torch.no_grad():
-        forward_s = _median_time(lambda: mage.predict(masked, cond), runs, device)
-    rows = []
-    for s in tqdm(steps, desc="steps", disable=not progress):
-        timing = time_chain(mage, wav, s, runs, use_corrector)
-        timing["steps"] = s
-        timing["decoding_gflops"] = timing["model_calls"] * flops / timing["decoding"] / 1e9
-        rows.append(timing)
-    gemm = gemm_gflops(gemm_size, gemm_runs, device)
+    forward, gemm, rows = {}, {}, []
+    for precision in precisions:
+        with torch.no_grad(), _autocast(mage, precision):
+            mage.predict(masked, cond)  # warm-up (autocast weight casts)
+            forward_s = _median_time(lambda: mage.predict(masked, cond), runs, device)
+        forward[precision] = {"gflop": flops / 1e9, "seconds": forward_s,
+                              "gflops": flops / forward_s / 1e9}
+        gemm[precision] = {"size": gemm_size, "gflops": gemm_gflops(
+            gemm_size, gemm_runs, device, GEMM_DTYPES[precision])}
+        time_chain(mage, wav, steps[0], 1, use_corrector, precision=precision)
+        for s in tqdm(steps, desc=f"steps ({precision})", disable=not progress):
+            timing = time_chain(mage, wav, s, runs, use_corrector, precision=precision)
+            timing.update(steps=s, precision=precision)
+            timing["decoding_gflops"] = timing["model_calls"] * flops / timing["decoding"] / 1e9
+            rows.append(timing)
     return {
         "model": model_name, "device": str(device), "threads": torch.get_num_threads(),
         "audio_s": seconds, "frames": cond["num_frames"], "runs": runs,
@@ -289,9 +313,9 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
         "enhancer_params": sum(p.numel() for p in mage.enhancer.parameters()),
         "enhancer_config": mage.enhancer.config,
         "decode_opts": mage.decode_opts,
-        "forward": {"gflop": flops / 1e9, "seconds": forward_s, "gflops": flops / forward_s / 1e9},
+        "forward": forward,
         "flops_by_op": by_op,
-        "gemm": {"size": gemm_size, "gflops": gemm},
+        "gemm": gemm,
         "rows": rows,
         "machine": machine,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -312,6 +336,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5,
                         help="timed runs per setting, median reported (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--precision", default="fp32", help="comma-separated enhancer "
+                        "precisions from fp32, bf16, fp16 (default fp32)")
     parser.add_argument("--no-corrector", action="store_true",
                         help="decode without the corrector pass")
     parser.add_argument("--gemm-size", type=int, default=2048,
@@ -333,6 +359,10 @@ def main(argv=None):
         return error(f"--steps: expected integers, got {args.steps!r}")
     if not steps or min(steps) < 1:
         return error(f"--steps: expected integers >= 1, got {args.steps!r}")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - set(GEMM_DTYPES):
+        return error(f"--precision: expected some of {', '.join(GEMM_DTYPES)}, "
+                     f"got {args.precision!r}")
     if args.runs < 1 or args.threads < 1 or args.seconds <= 0 or args.gemm_size < 1:
         return error("--runs, --threads, --seconds and --gemm-size must be positive")
     runs, gemm_runs = (1, 2) if args.quick else (args.runs, 5)
@@ -353,7 +383,7 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 -- report on one line
         return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
-                 args.gemm_size, gemm_runs)
+                 args.gemm_size, gemm_runs, precisions=precisions)
     table = format_table(result)
     print(table)
     if args.out:
