@@ -12,7 +12,9 @@ import logging
 import os
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
 
 from .brains.masked import MaskedEnhancerBrain
 from .data.pipelines import build_dataset, token_crop_pipeline
@@ -49,6 +51,101 @@ def load_recipe_hparams(argv, debug_overrides=None):
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                    overrides=overrides)
     return hparams_file, run_opts, hparams, overrides
+
+
+def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
+    """Manifests of a recipe: the YAML's own, or those its dataset's ``prepare`` writes.
+
+    With ``train_manifest`` (or, for evaluation-only recipes, ``test_manifest``)
+    set in ``hparams`` those manifests are used as they are (``noise_train.json``
+    and ``rir_train.json`` next to the training manifest are picked up);
+    otherwise ``prepare(data_folder, data_save_folder, ...)`` runs on the main
+    process (e.g. ``prepare_librispeech_noisy``: LibriSpeech with
+    ``data_folder``, or the embedded TTS corpus of ``corpus_minutes``).
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams: ``train_manifest``/``valid_manifest``/``test_manifest``,
+        ``data_root``, ``data_folder``, ``noise_folder``, ``data_save_folder``,
+        ``seed``, ``sample_rate``, ``corpus_minutes`` (missing keys: None).
+    prepare : callable
+        The dataset's preparation function.
+    test_split : str
+        The prepared manifest used as ``test``.
+
+    Returns
+    -------
+    dict
+        ``train``, ``valid``, ``test`` (paths or None), ``data_root`` and,
+        when they exist, ``noise_train``/``rir_train``.
+
+    Example
+    -------
+    >>> paths = prepare_recipe_data({"test_manifest": "t.json"}, prepare=None)
+    >>> paths["test"], paths["train"]
+    ('t.json', None)
+    """
+    given = {k: hparams.get(f"{k}_manifest") for k in ("train", "valid", "test")}
+    if given["train"] or given["test"]:
+        paths = {**given, "data_root": hparams.get("data_root")}
+        if given["train"]:
+            folder = os.path.dirname(os.path.abspath(given["train"]))
+            paths.update({k: os.path.join(folder, f"{k}.json") for k in ("noise_train", "rir_train")
+                          if os.path.isfile(os.path.join(folder, f"{k}.json"))})
+        return paths
+    kwargs = {"noise_folder": hparams.get("noise_folder"), "seed": hparams.get("seed", 1234),
+              "sample_rate": hparams.get("sample_rate", 16000),
+              "corpus_opts": {"minutes": hparams.get("corpus_minutes", 60.0), "progress": False}}
+    args = [hparams.get("data_folder"), hparams["data_save_folder"]]
+    run_on_main(prepare, args=args, kwargs=kwargs)
+    paths = prepare(*args, skip_prep=True, **kwargs)
+    paths["test"] = paths.get(test_split)
+    return paths
+
+
+def write_tiny_mage(folder, vocab_size=32, seed=0):
+    """Writes a tiny, randomly initialised MAGE model folder with its ``inference.yaml``.
+
+    For tests and ``--debug`` runs of recipes that need an enhancer:
+    ``EnhanceGenerative.from_hparams(source=folder)`` loads it (debug
+    tokenizer, 2-layer enhancer, corrector, 3 decoding steps).
+
+    Arguments
+    ---------
+    folder : str
+        Output folder.
+    vocab_size : int
+        Codebook size of the debug tokenizer.
+    seed : int
+        Seed of the weights.
+
+    Returns
+    -------
+    str
+        ``folder``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = write_tiny_mage(os.path.join(tempfile.mkdtemp(), "mage"))
+    >>> all(os.path.isfile(os.path.join(folder, f)) for f in ("inference.yaml", "mage.json"))
+    True
+    """
+    from .models.corrector import Corrector
+    from .models.mage import MAGE
+    from .models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
+    from .tokenizers.registry import load_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(f"debug?vocab_size={vocab_size}")
+    mage = MAGE(tokenizer, MaskedEnhancer(vocab_size, **TINY_CONFIG),
+                corrector=Corrector(TINY_CONFIG["hidden_size"], vocab_size, dim=16),
+                token_frequency=TokenFrequency(torch.arange(vocab_size, 0, -1)),
+                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
+    mage.save(folder)
+    write_inference_yaml(folder, overwrite=True)
+    return folder
 
 
 def build_token_frequency(cache, manifest, data_root=None, out_file=None):
@@ -159,4 +256,5 @@ def train_mage(hparams, run_opts, paths):
     return brain
 
 
-__all__ = ["MAGE_DEBUG_OVERRIDES", "build_token_frequency", "load_recipe_hparams", "mage_datasets", "train_mage"]
+__all__ = ["MAGE_DEBUG_OVERRIDES", "build_token_frequency", "load_recipe_hparams", "mage_datasets",
+           "prepare_recipe_data", "train_mage", "write_tiny_mage"]

@@ -29,32 +29,22 @@ import logging
 import os
 import sys
 
-from speechbrain.utils.distributed import run_on_main
-
-from speechbrain_gense.training import MAGE_DEBUG_OVERRIDES, load_recipe_hparams, train_mage
+from speechbrain_gense.training import (
+    MAGE_DEBUG_OVERRIDES,
+    load_recipe_hparams,
+    prepare_recipe_data,
+    train_mage,
+)
 
 logger = logging.getLogger(__name__)
 
+
 def prepare_data(hparams):
     """Manifest paths (``train``, ``valid``, ``test``, ``noise_train``, ...) and ``data_root``."""
-    if hparams["train_manifest"]:  # noise_train.json / rir_train.json next to it
-        folder = os.path.dirname(os.path.abspath(hparams["train_manifest"]))
-        return {"train": hparams["train_manifest"], "valid": hparams["valid_manifest"],
-                "test": hparams["test_manifest"], "data_root": hparams["data_root"],
-                **{k: os.path.join(folder, f"{k}.json") for k in ("noise_train", "rir_train")
-                   if os.path.isfile(os.path.join(folder, f"{k}.json"))}}
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from librispeech_noisy_prepare import prepare_librispeech_noisy  # noqa: E402
 
-    kwargs = dict(noise_folder=hparams["noise_folder"], seed=hparams["seed"],
-                  sample_rate=hparams["sample_rate"],
-                  corpus_opts={"minutes": hparams["corpus_minutes"], "progress": False})
-    run_on_main(prepare_librispeech_noisy,
-                args=[hparams["data_folder"], hparams["data_save_folder"]], kwargs=kwargs)
-    paths = prepare_librispeech_noisy(hparams["data_folder"], hparams["data_save_folder"],
-                                      skip_prep=True, **kwargs)
-    paths["test"] = paths.get("test-clean")
-    return paths
+    return prepare_recipe_data(hparams, prepare_librispeech_noisy)
 
 
 def main(argv):

@@ -1,0 +1,127 @@
+"""benchmarks/long_audio.py and benchmarks/seams.py: tiny runs and the JSON they write."""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+
+
+def load_script(name):
+    """Imports a benchmark script as a module (it puts benchmarks/ on sys.path itself)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCHMARKS,
+                                                                                 f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_outputs(stem):
+    with open(f"{stem}.json", encoding="utf-8") as f:
+        result = json.load(f)
+    with open(f"{stem}.md", encoding="utf-8") as f:
+        markdown = f.read()
+    return result, markdown
+
+
+def finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_long_audio_tiny_quick(tmp_path, capsys):
+    # the parent runs here; each measurement is a subprocess (about 8 s each: imports + load)
+    stem = tmp_path / "out" / "long_audio"
+    code = load_script("long_audio").main([
+        "--tiny", "--quick", "--durations", "2s", "--threads", "1", "--out", str(stem),
+        "--workdir", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    result, markdown = read_outputs(stem)
+    assert result["table"] == markdown.rstrip("\n")
+    assert "| load only |" in markdown and "| 2 s |" in markdown
+    assert {"cpu", "cpu_count", "torch", "threads"} <= set(result["machine"])
+    load = result["load_only"]
+    assert load["peak_rss_mib"] > 0 and load["load_s"] > 0
+    rows = result["rows"]
+    assert [row["duration"] for row in rows] == ["2 s"]
+    for row, seconds in zip(rows, (2.0,), strict=True):
+        assert row["audio_s"] == pytest.approx(seconds)
+        assert row["rtf"] > 0 and row["enhance_s"] > 0 and row["cpu_rtf"] >= 0
+        assert row["peak_rss_mib"] > 0 and row["peak_rss_mib"] >= row["peak_rss_after_load_mib"]
+        assert finite(row["growth_over_load_only_mib"]) and row["chunks"] >= 1
+        assert row["output_frames"] == row["input_frames"] == int(seconds * 16000)
+        assert row["threads"] == 1 and row["rss_timeline"]
+    assert set(result["summary"]) >= {"peak_rss_shortest_mib", "peak_rss_longest_mib",
+                                      "peak_rss_change_mib"}
+    # the temporary audio files are gone
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("long_audio-")]
+
+
+def test_seams_tiny_quick(tmp_path, capsys):
+    stem = tmp_path / "seams"
+    code = load_script("seams").main(["--tiny", "--quick", "--threads", "1", "--out", str(stem),
+                                      "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    result, markdown = read_outputs(stem)
+    assert "(a) Discontinuity" in markdown and "(b) Distances" in markdown
+    assert result["input"]["seconds"] == pytest.approx(4.0)
+    assert result["chunked"]["chunks"] == 4 and result["one_pass"]["chunks"] == 1
+    assert result["borders_s"] == pytest.approx([1.0, 2.0, 3.0])
+    d = result["discontinuity"]
+    for measure in ("diff_energy", "spectral_flux"):
+        for name in ("noisy", "one_pass", "chunked", "chunked_minus_one_pass"):
+            stats = d[measure][name]
+            assert len(stats["borders"]) == 3
+            for key in ("border_mean", "elsewhere_median", "border_re_elsewhere_db_mean"):
+                assert finite(stats[key]), (measure, name, key)
+            assert 0 <= stats["border_percentile_mean"] <= 100
+    for comparison in result["distances"].values():
+        for region in ("overall", "near", "away"):
+            assert finite(comparison[region]["lsd_db"]) and comparison[region]["lsd_db"] >= 0
+            assert finite(comparison[region]["si_sdr_db"])
+
+
+def test_seam_measures_find_clicks_and_jumps_at_the_borders():
+    seams = load_script("seams")
+    rng = np.random.default_rng(0)
+    rate, borders = 16000, [16000, 32000, 48000]
+    t = np.arange(4 * rate) / rate
+    one_pass = 0.1 * np.sin(2 * np.pi * 200 * t) + 0.01 * rng.standard_normal(t.shape[0])
+    chunked = one_pass.copy()
+    for b in borders:
+        chunked[b:b + 3] += 0.5  # a click at each border
+    d = seams.discontinuity({"noisy": one_pass, "one_pass": one_pass, "chunked": chunked},
+                            borders, rate)
+    assert d["diff_energy"]["chunked"]["border_percentile_mean"] == 100
+    assert d["diff_energy"]["one_pass"]["border_percentile_mean"] < 100
+    assert d["diff_energy"]["chunked_minus_one_pass"]["border_mean"] > 10
+    assert d["diff_energy"]["chunked_minus_one_pass"]["elsewhere_median"] == pytest.approx(0)
+    # a jump of level from one chunk to the next: spectral flux
+    gain = np.ones_like(one_pass)
+    gain[borders[0]:borders[1]] = gain[borders[2]:] = 0.25
+    d = seams.discontinuity({"noisy": one_pass, "one_pass": one_pass,
+                             "chunked": one_pass * gain}, borders, rate)
+    assert d["spectral_flux"]["chunked"]["border_percentile_mean"] == 100
+    assert d["spectral_flux"]["chunked_minus_one_pass"]["border_mean"] > 5
+    dist = seams.distances(chunked, one_pass, borders, rate)
+    assert dist["near"]["si_sdr_db"] < dist["away"]["si_sdr_db"]
+    assert dist["away"]["lsd_db"] == pytest.approx(0, abs=1e-6)
+    assert dist["near"]["lsd_db"] > 0.1
+
+
+def test_durations_and_missing_model(capsys):
+    long_audio = load_script("long_audio")
+    common = sys.modules["common"]
+    assert [common.parse_duration(d) for d in ("5", "30s", "1.5m", "10min", "1h")] == \
+        [5.0, 30.0, 90.0, 600.0, 3600.0]
+    assert long_audio.main(["--durations", "ten"]) == 2
+    assert "not a duration" in capsys.readouterr().err
+    for script in (long_audio, load_script("seams")):
+        assert script.main(["--model", "/no/such/model", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "/no/such/model: no such model folder" in err
