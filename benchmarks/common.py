@@ -34,7 +34,6 @@ CORPUS_NOISY_TEST = (os.path.join("corpus", "noisy", "test"),
 DEFAULT_MODEL = os.path.join("pretrained", "mage")
 
 #: Decoding of the tiny model (as in ``tests/unittests/test_inference.py``).
-TINY_DECODE_OPTS = {"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2}
 
 
 class BenchmarkError(Exception):
@@ -103,25 +102,9 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
     str
         ``folder``.
     """
-    import torch
+    from speechbrain_gense.training import write_tiny_mage
 
-    from speechbrain_gense.inference import write_inference_yaml
-    from speechbrain_gense.masking import TokenFrequency
-    from speechbrain_gense.models.corrector import Corrector
-    from speechbrain_gense.models.mage import MAGE
-    from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
-    from speechbrain_gense.tokenizers.registry import load_tokenizer
-
-    torch.manual_seed(seed)
-    tok = load_tokenizer("debug?vocab_size=32")
-    enh = MaskedEnhancer(32, **{**TINY_CONFIG, "max_position": int(max_position)})
-    corr = Corrector(TINY_CONFIG["hidden_size"], 32, dim=16)
-    freq = TokenFrequency(torch.arange(32, 0, -1))
-    mage = MAGE(tok, enh, corrector=corr, token_frequency=freq,
-                decode_opts=dict(TINY_DECODE_OPTS))
-    mage.save(folder)
-    write_inference_yaml(folder, overwrite=True)
-    return folder
+    return write_tiny_mage(folder, seed=seed, max_position=max_position)
 
 
 def build_recipe_model_folder(folder, codec="pretrained/simcodec"):

@@ -104,7 +104,7 @@ def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
     return paths
 
 
-def write_tiny_mage(folder, vocab_size=32, seed=0):
+def write_tiny_mage(folder, vocab_size=32, seed=0, max_position=None):
     """Writes a tiny, randomly initialised MAGE model folder with its ``inference.yaml``.
 
     For tests and ``--debug`` runs of recipes that need an enhancer:
@@ -119,6 +119,9 @@ def write_tiny_mage(folder, vocab_size=32, seed=0):
         Codebook size of the debug tokenizer.
     seed : int
         Seed of the weights.
+    max_position : int, optional
+        Longest sequence of the enhancer in token frames (default: that of
+        ``TINY_CONFIG``).
 
     Returns
     -------
@@ -139,7 +142,8 @@ def write_tiny_mage(folder, vocab_size=32, seed=0):
 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(f"debug?vocab_size={vocab_size}")
-    mage = MAGE(tokenizer, MaskedEnhancer(vocab_size, **TINY_CONFIG),
+    config = dict(TINY_CONFIG, **({"max_position": int(max_position)} if max_position else {}))
+    mage = MAGE(tokenizer, MaskedEnhancer(vocab_size, **config),
                 corrector=Corrector(TINY_CONFIG["hidden_size"], vocab_size, dim=16),
                 token_frequency=TokenFrequency(torch.arange(vocab_size, 0, -1)),
                 decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
