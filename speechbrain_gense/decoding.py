@@ -73,12 +73,13 @@ def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
         if top_k is not None and top_k < V:
             kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
             scores = scores.masked_fill(scores < kth, -math.inf)
+        # Gumbel-max: argmax(scores + G), G = -log(-log(U)) (on CPU, drawing U
+        # and taking two logs is several times faster than exponential_()).
         uniform = rand_uniform(scores.shape, generator, scores.device)
         exponential = (-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20)
-        gumbel = -torch.log(exponential)
-        tokens = (scores + gumbel).argmax(-1)
-    log_probs = torch.log_softmax(logits, dim=-1)
-    probs = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
+        tokens = (scores - torch.log(exponential)).argmax(-1)
+    chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    probs = (chosen - torch.logsumexp(logits, dim=-1)).exp()
     return tokens, probs
 
 
@@ -103,7 +104,10 @@ def _decode_steps(predict_fn, tokens, masked, token_prob, mask_id, steps, schedu
             # a model that also predicts the mask token must never commit it
             logits = logits.clone()
             logits[..., mask_id] = -math.inf
-        sampled, prob = sample_logits(logits, temperature, top_k, generator)
+        # sample the masked positions only (the others keep their tokens)
+        sampled, prob = tokens.clone(), torch.zeros_like(token_prob)
+        sampled[masked], prob[masked] = sample_logits(logits[masked], temperature, top_k,
+                                                      generator)
         priority = torch.log(prob.double())
         if strategy == "ctf" and scarcity_weight:
             priority = priority - scarcity_weight * freq.rarity(sampled).double()

@@ -122,12 +122,29 @@ def default_asr(lm=None):
 CORPUS_LM = "asr_lm.arpa"
 
 
+def corpus_lm(manifest):
+    """The domain language model of a manifest, or None.
+
+    ``asr_lm.arpa`` (written by the embedded corpus) next to the manifest or
+    in its ``corpus/`` subfolder (where the recipes' data preparation builds
+    the corpus).
+
+    Example
+    -------
+    >>> corpus_lm("/nonexistent/test.json") is None
+    True
+    """
+    folder = os.path.dirname(os.path.abspath(manifest))
+    for path in (os.path.join(folder, CORPUS_LM), os.path.join(folder, "corpus", CORPUS_LM)):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def asr_for_manifest(manifest):
     """The ASR used to score a manifest: pocketsphinx, with the domain LM
-    (``asr_lm.arpa``) when the manifest's folder has one (the embedded corpus
-    writes it), else with the bundled en-us LM."""
-    lm = os.path.join(os.path.dirname(os.path.abspath(manifest)), CORPUS_LM)
-    return default_asr(lm if os.path.isfile(lm) else None)
+    (:func:`corpus_lm`) when there is one, else with the bundled en-us LM."""
+    return default_asr(corpus_lm(manifest))
 
 
 def write_bigram_lm(sentences, path, discount=0.5):

@@ -42,7 +42,7 @@ from speechbrain_gense.data.corpus import stable_seed
 from speechbrain_gense.data.manifest import read_manifest, write_manifest
 from speechbrain_gense.inference import EnhanceGenerative
 from speechbrain_gense.metrics.evaluate import evaluate_manifest
-from speechbrain_gense.metrics.wer import CORPUS_LM, PocketsphinxASR, SpeechBrainASR
+from speechbrain_gense.metrics.wer import PocketsphinxASR, SpeechBrainASR, corpus_lm
 from speechbrain_gense.tokenizers.registry import resolve_path
 from speechbrain_gense.training import (
     load_recipe_hparams,
@@ -68,16 +68,6 @@ def load_enhancer(source, device):
             f"{source}: no such enhancer folder (train one with "
             "recipes/LibriSpeech-noisy/mage/train.py, or pass --enhancer_source DIR)")
     return EnhanceGenerative.from_hparams(source=folder, run_opts={"device": device})
-
-
-def corpus_lm(manifest):
-    """The corpus language model of a test manifest: ``asr_lm.arpa`` next to it or
-    in its ``corpus/`` folder (the embedded corpus), else None."""
-    folder = os.path.dirname(os.path.abspath(manifest))
-    for path in (os.path.join(folder, CORPUS_LM), os.path.join(folder, "corpus", CORPUS_LM)):
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def select_test(manifest, data_root, path, max_utts=None, seed=1234):
