@@ -107,6 +107,43 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
     return write_tiny_mage(folder, seed=seed, max_position=max_position)
 
 
+def add_model_arguments(parser):
+    """``--model DIR`` | ``--tiny`` | ``--recipe-size``: the model a benchmark runs."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", default=DEFAULT_MODEL,
+                       help="model folder with an inference.yaml (default pretrained/mage, "
+                       "looked up in the project when not found here)")
+    which.add_argument("--tiny", action="store_true",
+                       help="a tiny random MAGE (debug tokenizer) built in a temporary folder")
+    which.add_argument("--recipe-size", action="store_true",
+                       help="the recipe's MAGE (mage.yaml), freshly initialised, over the "
+                       "shipped pretrained/simcodec")
+
+
+def model_folder(args, tmp, tiny_max_position=512):
+    """The model folder chosen by :func:`add_model_arguments` and its description.
+
+    ``--tiny`` and ``--recipe-size`` build their model in ``tmp``; ``--model``
+    must have been checked with :func:`resolve_model_folder` (``args.model``).
+
+    Returns
+    -------
+    tuple
+        ``(folder, name)``.
+    """
+    if args.tiny:
+        folder = build_tiny_model_folder(os.path.join(tmp, "tiny_mage"),
+                                         max_position=tiny_max_position)
+        return folder, ("tiny random MAGE (debug tokenizer, TINY_CONFIG enhancer with "
+                        f"max_position {tiny_max_position}, BLSTM corrector, 3 steps): "
+                        "untrained, exercises the code only")
+    if args.recipe_size:
+        folder = build_recipe_model_folder(os.path.join(tmp, "recipe_mage"))
+        return folder, ("recipe-size MAGE (recipes/LibriSpeech-noisy/mage/hparams/mage.yaml), "
+                        "freshly initialised, over pretrained/simcodec: untrained")
+    return args.model, args.model
+
+
 def build_recipe_model_folder(folder, codec="pretrained/simcodec"):
     """Saves the recipe's MAGE, freshly initialised, over a codec, to ``folder``.
 

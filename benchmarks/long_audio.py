@@ -46,11 +46,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # after the path set-up
-    DEFAULT_MODEL,
+    add_model_arguments,
+    model_folder,
     REPO,
     BenchmarkError,
-    build_recipe_model_folder,
-    build_tiny_model_folder,
     format_duration,
     format_load,
     machine_info,
@@ -321,15 +320,7 @@ def build_parser():
         description="RTF and peak memory of EnhanceGenerative.enhance_file against the "
         "duration of the input, one fresh subprocess per duration. Writes a markdown table "
         "and JSON.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default=DEFAULT_MODEL,
-                       help="model folder with an inference.yaml (default pretrained/mage, "
-                       "looked up in the project when not found here)")
-    which.add_argument("--tiny", action="store_true",
-                       help="a tiny random MAGE (debug tokenizer) built in a temporary folder")
-    which.add_argument("--recipe-size", action="store_true",
-                       help="the recipe's MAGE (mage.yaml), freshly initialised, over the "
-                       "shipped pretrained/simcodec")
+    add_model_arguments(parser)
     parser.add_argument("--durations", nargs="+", metavar="D",
                         help="durations, e.g. 30s 1.5m 60m 1h (default 1m 10m 60m; "
                         "--quick: 5s 30s)")
@@ -375,7 +366,8 @@ def main(argv=None):
     if args.workdir and not os.path.isdir(args.workdir):
         return error(f"--workdir {args.workdir}: no such folder")
     try:
-        model = None if args.tiny or args.recipe_size else resolve_model_folder(args.model)
+        if not (args.tiny or args.recipe_size):
+            args.model = resolve_model_folder(args.model)
     except BenchmarkError as e:
         return error(str(e))
     import torch
@@ -385,16 +377,7 @@ def main(argv=None):
     machine = machine_info(args.threads)
     try:
         with tempfile.TemporaryDirectory(prefix="long_audio-model-") as tmp:
-            if args.tiny:
-                model = build_tiny_model_folder(os.path.join(tmp, "tiny_mage"))
-                name = ("tiny random MAGE (debug tokenizer, TINY_CONFIG enhancer, BLSTM "
-                        "corrector, 3 steps): untrained, exercises the code only")
-            elif args.recipe_size:
-                model = build_recipe_model_folder(os.path.join(tmp, "recipe_mage"))
-                name = ("recipe-size MAGE (recipes/LibriSpeech-noisy/mage/hparams/mage.yaml), "
-                        "freshly initialised, over pretrained/simcodec: untrained")
-            else:
-                name = model
+            model, name = model_folder(args, tmp)
             result = run(model, durations, args.threads, args.seed, args.device, decode_opts,
                          args.workdir, args.source, progress=not args.quiet)
     except BenchmarkError as e:

@@ -38,13 +38,16 @@ Not part of the test run. Usage::
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import machine_info  # noqa: E402 (after the path set-up)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_HPARAMS = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage", "hparams",
@@ -208,20 +211,6 @@ def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0, precision="fp
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             parts[key].append(seconds)
     return {**{k: statistics.median(v) for k, v in parts.items()}, "model_calls": calls}
-
-
-def machine_info():
-    """CPU model, core count and load average (when the platform has them)."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": name, "cpu_count": os.cpu_count(), "load_average": load,
-            "torch": torch.__version__}
 
 
 def _load(load):

@@ -64,11 +64,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # after the path set-up
-    DEFAULT_MODEL,
+    add_model_arguments,
+    model_folder,
     REPO,
     BenchmarkError,
-    build_recipe_model_folder,
-    build_tiny_model_folder,
     format_load,
     machine_info,
     resolve_model_folder,
@@ -512,15 +511,7 @@ def build_parser():
         description="Seams of chunked enhancement: one file enhanced in one pass and in small "
         "chunks (same seed); discontinuity at the chunk borders and distances near and away "
         "from them. Writes a markdown table and JSON.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default=DEFAULT_MODEL,
-                       help="model folder with an inference.yaml (default pretrained/mage, "
-                       "looked up in the project when not found here)")
-    which.add_argument("--tiny", action="store_true",
-                       help="a tiny random MAGE (debug tokenizer) built in a temporary folder")
-    which.add_argument("--recipe-size", action="store_true",
-                       help="the recipe's MAGE (mage.yaml), freshly initialised, over the "
-                       "shipped pretrained/simcodec")
+    add_model_arguments(parser)
     parser.add_argument("--input", help="a noisy file to use (first channel; default: the "
                         "embedded corpus' noisy test utterances, or a synthetic signal)")
     parser.add_argument("--seconds", type=float,
@@ -574,7 +565,8 @@ def main(argv=None):
     if args.input and not os.path.isfile(args.input):
         return error(f"{args.input}: no such file")
     try:
-        model = None if args.tiny or args.recipe_size else resolve_model_folder(args.model)
+        if not (args.tiny or args.recipe_size):
+            args.model = resolve_model_folder(args.model)
     except BenchmarkError as e:
         return error(str(e))
     import torch
@@ -584,18 +576,7 @@ def main(argv=None):
     decode_opts = {"steps": args.steps} if args.steps else {}
     try:
         with tempfile.TemporaryDirectory(prefix="seams-model-") as tmp:
-            if args.tiny:
-                model = build_tiny_model_folder(os.path.join(tmp, "tiny_mage"),
-                                                max_position=TINY_MAX_POSITION)
-                name = ("tiny random MAGE (debug tokenizer, TINY_CONFIG enhancer with "
-                        f"max_position {TINY_MAX_POSITION}, BLSTM corrector, 3 steps): "
-                        "untrained, exercises the code only")
-            elif args.recipe_size:
-                model = build_recipe_model_folder(os.path.join(tmp, "recipe_mage"))
-                name = ("recipe-size MAGE (recipes/LibriSpeech-noisy/mage/hparams/mage.yaml), "
-                        "freshly initialised, over pretrained/simcodec: untrained")
-            else:
-                name = model
+            model, name = model_folder(args, tmp, TINY_MAX_POSITION)
             result = run(model, seconds, chunk, overlap, args.crossfade_seconds, args.seed,
                          args.threads, args.device, decode_opts, args.window_ms, args.near_ms,
                          args.source, args.input, progress=not args.quiet)
