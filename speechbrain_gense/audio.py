@@ -106,6 +106,30 @@ def load_audio(path, sample_rate=None, channels="mono", resample=False):
     return wav, sr
 
 
+def publish(tmp, path):
+    """Moves a finished temporary file (from :func:`tempfile.mkstemp`) to ``path``.
+
+    ``mkstemp`` creates files readable by their owner only; the file gets the
+    permissions a plain ``open(path, "w")`` would give (``0666`` less the
+    umask) before the atomic rename.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> fd, tmp = tempfile.mkstemp(dir=folder)
+    >>> os.close(fd)
+    >>> publish(tmp, os.path.join(folder, "out.txt"))
+    >>> umask = os.umask(0); _ = os.umask(umask)
+    >>> oct(os.stat(os.path.join(folder, "out.txt")).st_mode & 0o777) == oct(0o666 & ~umask)
+    True
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def save_audio(path, wav, sample_rate, overwrite=False, subtype="PCM_16"):
     """Writes audio atomically, refusing to replace an existing file.
 
@@ -158,7 +182,7 @@ def save_audio(path, wav, sample_rate, overwrite=False, subtype="PCM_16"):
     os.close(fd)
     try:
         sf.write(tmp, wav, int(sample_rate), subtype=subtype, format="WAV")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except Exception as e:
         if os.path.exists(tmp):
             os.remove(tmp)

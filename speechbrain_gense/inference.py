@@ -79,7 +79,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 from tqdm import tqdm
 
-from speechbrain_gense.audio import AudioError, check_readable
+from speechbrain_gense.audio import AudioError, check_readable, publish
 from speechbrain_gense.data.degrade import fit_length_end
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def _atomic_write_text(path, text):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -388,7 +388,7 @@ class AtomicAudioWriter:
         """Closes the file and moves it to its final name."""
         try:
             self.file.close()
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
             self.abort()
             raise AudioError(f"{self.path}: cannot write ({_first_line(e)})") from None

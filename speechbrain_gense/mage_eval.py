@@ -732,7 +732,7 @@ def main(argv=None):
     parser.add_argument("--decode-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a decoding option of every model (repeatable): "
                         "temperature, top_k, scarcity_weight, remask_ratio, "
-                        "remask_threshold, corrector_steps")
+                        "remask_threshold, corrector_steps, precision (fp32, bf16)")
     parser.add_argument("--baselines", action="store_true",
                         help="add the noisy, clean, rnnoise and spectral_gating rows")
     parser.add_argument("--codec", action="store_true",

@@ -119,6 +119,20 @@ def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, t
     assert exit_info.value.code == 2 and "--precision" in capsys.readouterr().err
 
 
+def test_outputs_get_the_usual_file_permissions(model, inputs, tmp_path, capsys):
+    """Outputs are written to a temporary file and renamed: they must not keep
+    mkstemp's owner-only mode."""
+    import os
+
+    code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "out", "--model", model,
+                  "--confidence", "--quiet")
+    assert code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("a.wav", "a.confidence.csv"):
+        assert os.stat(tmp_path / "out" / name).st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_existing_outputs_are_skipped_unless_overwrite(model, inputs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
