@@ -1,0 +1,56 @@
+"""The MAGE recipe resumes after being killed (SpeechBrain checkpoints)."""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage")
+# The --debug sizes, given as plain overrides: --debug stops after its own
+# number of epochs whatever the epoch counter says, which hides resumption.
+TINY = ["--corpus_minutes", "0.3", "--tokenizer_spec", "debug",  # vocabulary 64
+        "--vocab_size", "64", "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2",
+        "--segment_frames", "40", "--batch_size", "2", "--valid_batch_size", "2",
+        "--valid_max_files", "2", "--valid_decode_utterances", "1",
+        "--decode_opts", "{steps: 2, corrector_steps: 1, remask_ratio: 0.1}",
+        "--noprogressbar"]
+
+
+def _cmd(out, data, epochs):
+    return [sys.executable, os.path.join(RECIPE, "train.py"),
+            os.path.join(RECIPE, "hparams", "mage.yaml"), "--output_folder", str(out),
+            "--data_save_folder", str(data), "--number_of_epochs", str(epochs), *TINY]
+
+
+def _epochs(train_log):
+    with open(train_log) as f:
+        return [int(m.group(1)) for m in re.finditer(r"^epoch: (\d+),", f.read(), re.M)]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out, data = tmp_path / "out", tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    # A long run, killed once its first epoch checkpoint is on disk.
+    proc = subprocess.Popen(_cmd(out, data, 100), cwd=RECIPE, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not glob.glob(str(out / "save" / "CKPT+*" / "CKPT.yaml")):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _epochs(out / "train_log.txt")
+    assert done and done == list(range(1, len(done) + 1)) and not (out / "model").exists()
+    # The same command with a final epoch count goes on from the next epoch.
+    last = len(done) + 1
+    run = subprocess.run(_cmd(out, data, last), cwd=RECIPE, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _epochs(out / "train_log.txt") == list(range(1, last + 1))
+    assert (out / "model" / "inference.yaml").exists() and (out / "test_stats.json").exists()
