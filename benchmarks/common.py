@@ -108,7 +108,9 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
 
 
 def add_model_arguments(parser):
-    """``--model DIR`` | ``--tiny`` | ``--recipe-size``: the model a benchmark runs."""
+    """The model a benchmark runs and how: ``--model DIR`` | ``--tiny`` |
+    ``--recipe-size``, and ``--threads``, ``--seed``, ``--steps``, ``--device``,
+    ``--source`` (the test audio)."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", default=DEFAULT_MODEL,
                        help="model folder with an inference.yaml (default pretrained/mage, "
@@ -118,6 +120,13 @@ def add_model_arguments(parser):
     which.add_argument("--recipe-size", action="store_true",
                        help="the recipe's MAGE (mage.yaml), freshly initialised, over the "
                        "shipped pretrained/simcodec")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="decoding seed (default 0)")
+    parser.add_argument("--steps", type=int, help="decoding steps (default: the model's)")
+    parser.add_argument("--device", default="cpu", help="device (default cpu)")
+    parser.add_argument("--source", choices=("auto", "corpus", "synthetic"), default="auto",
+                        help="input audio: the embedded corpus' noisy test utterances, a "
+                        "synthetic speech-like signal, or auto (corpus when built)")
 
 
 def model_folder(args, tmp, tiny_max_position=512):

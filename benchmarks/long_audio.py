@@ -324,14 +324,6 @@ def build_parser():
     parser.add_argument("--durations", nargs="+", metavar="D",
                         help="durations, e.g. 30s 1.5m 60m 1h (default 1m 10m 60m; "
                         "--quick: 5s 30s)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads of each subprocess (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="decoding seed (default 0)")
-    parser.add_argument("--steps", type=int, help="decoding steps (default: the model's)")
-    parser.add_argument("--device", default="cpu", help="device (default cpu)")
-    parser.add_argument("--source", choices=("auto", "corpus", "synthetic"), default="auto",
-                        help="input audio: the embedded corpus' noisy test utterances, a "
-                        "synthetic speech-like signal, or auto (corpus when built)")
     parser.add_argument("--quick", action="store_true",
                         help="short durations (5 s, 30 s) unless --durations is given")
     parser.add_argument("--workdir", help="folder for the temporary audio files "

@@ -526,12 +526,6 @@ def build_parser():
                         help="half-width of the Δx energy window (default 5)")
     parser.add_argument("--near-ms", type=float, default=100.0,
                         help="'near a border' radius (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="decoding seed (default 0)")
-    parser.add_argument("--steps", type=int, help="decoding steps (default: the model's)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--device", default="cpu", help="device (default cpu)")
-    parser.add_argument("--source", choices=("auto", "corpus", "synthetic"), default="auto",
-                        help="test audio without --input (auto: the corpus when built)")
     parser.add_argument("--quick", action="store_true",
                         help="4 s, 1 s chunks with 0.25 s overlap (unless given)")
     parser.add_argument("--out", default=DEFAULT_OUT,
