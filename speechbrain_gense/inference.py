@@ -476,7 +476,9 @@ class EnhanceGenerative(Pretrained):
         Arguments
         ---------
         source : str
-            The model folder (holding ``inference.yaml``).
+            The model folder (holding ``inference.yaml``); a relative path
+            that does not exist from the working directory is looked up in
+            the project checkout (``"pretrained/mage"`` works from anywhere).
         hparams_file : str
             Name of the hyperparameter file in ``source``.
         overrides : dict, optional
@@ -490,7 +492,9 @@ class EnhanceGenerative(Pretrained):
         -------
         EnhanceGenerative
         """
-        folder = os.path.abspath(os.fspath(source))
+        from .tokenizers.registry import resolve_path
+
+        folder = os.path.abspath(resolve_path(os.fspath(source)))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{source}: no such model folder")
         yaml_path = os.path.join(folder, hparams_file)

@@ -33,6 +33,12 @@ def test_demo_model_from_hparams_matches_the_cli(tmp_path):
     assert rate == 16000 and np.array_equal(from_cli, from_api)
 
 
+def test_shipped_model_path_works_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "pretrained/mage" does not exist here
+    enhancer = EnhanceGenerative.from_hparams(source="pretrained/mage")
+    assert enhancer.sample_rate == 16000
+
+
 def test_shipped_asr_transcribes_a_clean_example():
     asr = load_asr("pretrained/asr_ctc")
     text = asr.transcribe_file(os.path.join(EXAMPLES, "clean", EXAMPLE))
