@@ -32,6 +32,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_gense.audio import load_audio
 from speechbrain_gense.tokenizers.semantic import cluster_usage
+from speechbrain_gense.training import prepare_recipe_data
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +42,11 @@ DEBUG_OVERRIDES = {"n_clusters": 16, "max_files": 8, "corpus_minutes": 0.3}
 
 def prepare_data(hparams):
     """``(train manifest, valid manifest or None, data_root)``."""
-    if hparams["train_manifest"]:
-        return hparams["train_manifest"], hparams["valid_manifest"], hparams["data_root"]
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from librispeech_noisy_prepare import prepare_librispeech_noisy  # noqa: E402
 
-    paths = prepare_librispeech_noisy(
-        hparams["data_folder"], hparams["data_save_folder"],
-        noise_folder=hparams["noise_folder"], seed=hparams["seed"],
-        sample_rate=hparams["sample_rate"],
-        corpus_opts={"minutes": hparams["corpus_minutes"], "progress": False})
-    return paths["train"], paths.get("valid"), paths["data_root"]
+    paths = prepare_recipe_data(hparams, prepare_librispeech_noisy)
+    return paths["train"], paths.get("valid"), paths.get("data_root")
 
 
 def dataloader(manifest, data_root, hparams):

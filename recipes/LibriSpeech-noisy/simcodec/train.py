@@ -36,6 +36,7 @@ from speechbrain_gense.audio import load_audio
 from speechbrain_gense.brains.codec import CodecBrain
 from speechbrain_gense.models.simcodec import SimCodec, to_stage2
 from speechbrain_gense.tokenizers.simcodec import SimCodecTokenizer
+from speechbrain_gense.training import prepare_recipe_data
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,11 @@ DEBUG_OVERRIDES = {"corpus_minutes": 0.3, "codebook_size": 16, "top_n": 4, "top_
 
 def prepare_data(hparams):
     """``(train manifest, valid manifest, data_root)`` (data prep runs if needed)."""
-    if hparams["train_manifest"]:
-        return hparams["train_manifest"], hparams["valid_manifest"], hparams["data_root"]
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from librispeech_noisy_prepare import prepare_librispeech_noisy  # noqa: E402
 
-    paths = prepare_librispeech_noisy(
-        hparams["data_folder"], hparams["data_save_folder"],
-        noise_folder=hparams["noise_folder"], seed=hparams["seed"],
-        sample_rate=hparams["sample_rate"],
-        corpus_opts={"minutes": hparams["corpus_minutes"], "progress": False})
-    return paths["train"], paths.get("valid"), paths["data_root"]
+    paths = prepare_recipe_data(hparams, prepare_librispeech_noisy)
+    return paths["train"], paths.get("valid"), paths.get("data_root")
 
 
 def dataio_prep(hparams, train_manifest, valid_manifest, data_root):
