@@ -1,10 +1,31 @@
 """Installs the ``speechbrain_gense`` plugin."""
 
 import os
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 here = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithModels(build_py):
+    """Copies the shipped models (``pretrained/``) into the package of a wheel.
+
+    So a non-editable ``pip install .`` (or a wheel) finds them as
+    ``speechbrain_gense/pretrained`` (see ``speechbrain_gense.paths``); an
+    editable install reads them from the checkout instead.
+    """
+
+    def run(self):
+        super().run()
+        source = os.path.join(here, "pretrained")
+        if getattr(self, "editable_mode", False) or not os.path.isdir(source):
+            return
+        target = os.path.join(self.build_lib, "speechbrain_gense", "pretrained")
+        shutil.copytree(source, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
 about = {}
 with open(os.path.join(here, "speechbrain_gense", "version.py")) as f:
     exec(f.read(), about)
@@ -72,6 +93,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
     },
+    cmdclass={"build_py": BuildPyWithModels},
     entry_points={
         "console_scripts": [
             "gense-corpus=speechbrain_gense.data.corpus:main",
@@ -80,6 +102,7 @@ setup(
             "gense-codec-eval=speechbrain_gense.codec_eval:main",
             "gense-mage-eval=speechbrain_gense.mage_eval:main",
             "gense-enhance=speechbrain_gense.cli:main",
+            "gense-doctor=speechbrain_gense.doctor:main",
         ]
     },
     classifiers=[

@@ -7,6 +7,8 @@ evaluation command and the inference interface build tokenizers from it.
 
 import os
 
+from speechbrain_gense.paths import CHECKOUT_ROOT, resolve_path
+
 #: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
 KINDS = ("simcodec", "dac", "bigcodec", "kmeans", "debug")
 
@@ -15,38 +17,9 @@ class SpecError(ValueError):
     """A codec spec or name that cannot be used (one-line message)."""
 
 
-#: The project checkout (parent of the package), home of the shipped ``pretrained/`` models.
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def resolve_path(path):
-    """A spec path as given when it exists, else relative to :data:`PROJECT_ROOT`.
-
-    So ``simcodec:pretrained/simcodec`` finds the shipped codec from any
-    working directory (a recipe folder, the repository root, a notebook).
-
-    Arguments
-    ---------
-    path : str
-        A path from a spec (may be empty).
-
-    Returns
-    -------
-    str
-        ``path`` unchanged when it exists, is absolute, empty or not found in
-        the project either; otherwise the project-relative path.
-
-    Example
-    -------
-    >>> os.path.isdir(resolve_path("pretrained/simcodec"))
-    True
-    >>> resolve_path("/no/such/file")
-    '/no/such/file'
-    """
-    if not path or os.path.isabs(path) or os.path.exists(path):
-        return path
-    candidate = os.path.join(PROJECT_ROOT, path)
-    return candidate if os.path.exists(candidate) else path
+#: The project checkout (parent of the package), home of the shipped ``pretrained/`` models
+#: in a clone; see :mod:`speechbrain_gense.paths` for the other places searched.
+PROJECT_ROOT = CHECKOUT_ROOT
 
 
 def format_spec(kind, path, options):
