@@ -61,9 +61,15 @@ class UsageError(Exception):
 
 
 def default_model_folder():
-    """``pretrained/mage`` of the repository holding this package."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(root, DEFAULT_MODEL)
+    """The shipped ``pretrained/mage``, wherever this install keeps it.
+
+    See :mod:`speechbrain_gense.paths` (checkout, package data of a wheel,
+    ``GENSE_PRETRAINED``); raises a one-line ``FileNotFoundError`` naming the
+    folders searched when it is nowhere.
+    """
+    from speechbrain_gense.paths import find_pretrained
+
+    return find_pretrained(DEFAULT_MODEL)
 
 
 def output_name(relative):
@@ -376,10 +382,10 @@ def load_model(folder, device="cpu", chunk_seconds=None, overlap_seconds=None):
     from speechbrain_gense.inference import EnhanceGenerative
 
     if folder is None:
-        folder = default_model_folder()
-        if not os.path.isdir(folder):
-            raise UsageError(f"no --model given and the default model folder {folder} is "
-                             "missing; pass --model DIR")
+        try:
+            folder = default_model_folder()
+        except FileNotFoundError as error:
+            raise UsageError(f"no --model given and {error}; pass --model DIR") from None
     elif not os.path.isdir(folder):
         raise UsageError(f"{folder}: no such model folder")
     overrides = {}
