@@ -7,8 +7,11 @@ MINUTES ?= 20
 RESULTS ?= results/baselines
 MODEL ?= pretrained/mage
 DEMO_OUT ?= results/demo
+# Exact versions of every dependency, from a fresh venv (refresh: make lock).
+LOCK ?= requirements/lock.txt
+LOCK_VENV ?= /tmp/gense-lock-venv
 
-.PHONY: setup system-packages python-packages demo baselines test
+.PHONY: setup system-packages python-packages demo baselines test doctor lock
 
 setup: system-packages python-packages
 
@@ -25,7 +28,21 @@ system-packages:
 	fi
 
 python-packages:
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q -c $(LOCK) -e ".[test]"
+
+# Versions, shipped models, offline assets, TTS voices; fails on a broken torch pair.
+doctor:
+	$(PYTHON) -m speechbrain_gense.doctor
+
+# Refresh the lock file: resolve setup.py's requirements in a new venv, freeze them.
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q ".[test]"
+	@mkdir -p $(dir $(LOCK))
+	{ echo "# Exact versions for speechbrain-gense, resolved in a fresh venv by 'make lock'"; \
+	  echo "# ($$($(LOCK_VENV)/bin/python --version), $$(uname -m)). Installed with: pip install -c $(LOCK) -e ."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude speechbrain-gense; } > $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 # Main job: enhance the shipped noisy examples with the shipped MAGE model,
 # then score noisy and enhanced against the shipped clean references.
@@ -40,4 +57,5 @@ baselines: setup
 	gense-baselines --corpus $(CORPUS) --minutes $(MINUTES) --out $(RESULTS)
 
 test: setup
+	$(PYTHON) -m speechbrain_gense.doctor
 	$(PYTHON) -m pytest

@@ -1,7 +1,28 @@
-"""Shared test set-up."""
+"""Shared test set-up.
+
+Before anything imports torch, the torch / torchaudio pair is checked
+(:func:`speechbrain_gense.doctor.check_torch_pair`): a mismatched pair stops
+the run with one line naming the versions and the fix, instead of an
+``undefined symbol`` deep inside torchaudio in every test module.
+"""
 
 import pytest
-import torch
+
+from speechbrain_gense.doctor import check_torch_pair
+
+_PROBLEM = check_torch_pair()
+if _PROBLEM is not None:
+    pytest.exit(f"broken install: {_PROBLEM}", returncode=3)
+
+import torch  # noqa: E402  (after the check above)
+
+#: Test files that run first (the install checks).
+FIRST = ("test_environment.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the install checks before every other test."""
+    items.sort(key=lambda item: item.path.name not in FIRST)
 
 
 @pytest.fixture(autouse=True, scope="session")

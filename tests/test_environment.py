@@ -1,0 +1,65 @@
+"""Install checks, run first: the pinned torch pair, the lock file, the doctor."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from speechbrain_gense import doctor
+from speechbrain_gense.paths import CHECKOUT_ROOT
+
+LOCK = os.path.join(CHECKOUT_ROOT, "requirements", "lock.txt")
+SETUP = os.path.join(CHECKOUT_ROOT, "setup.py")
+
+
+def _pins(path):
+    with open(path) as f:
+        return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;#]+)", f.read(), re.M))
+
+
+def test_torch_and_torchaudio_load_together():
+    assert doctor.check_torch_pair() is None
+    import torch
+    import torchaudio
+
+    assert doctor._release(torch.__version__) == doctor._release(torchaudio.__version__)
+
+
+def test_a_mismatched_pair_is_named_with_its_fix():
+    problem = doctor.torch_pair_problem("2.11.0", "2.11.1")
+    assert "torchaudio 2.11.1" in problem and "torch 2.11.0" in problem
+    assert "requirements/lock.txt" in problem and "\n" not in problem
+
+
+def test_setup_pins_torch_exactly_and_the_lock_agrees():
+    with open(SETUP) as f:
+        setup = f.read()
+    assert '"torch==2.11.0"' in setup and '"torchaudio==2.11.0"' in setup
+    if not os.path.exists(LOCK):
+        pytest.skip("no requirements/lock.txt in this tree (an installed package)")
+    pins = _pins(LOCK)
+    assert pins.get("torch") == "2.11.0" and pins.get("torchaudio") == "2.11.0"
+    assert "speechbrain-gense" not in {name.lower() for name in pins}
+
+
+def test_installed_versions_match_the_lock():
+    """What this environment runs is what the lock file says (a fresh
+    ``make test`` installs with ``-c requirements/lock.txt``)."""
+    if not os.path.exists(LOCK):
+        pytest.skip("no requirements/lock.txt in this tree")
+    pins = _pins(LOCK)
+    for name in ("torch", "torchaudio", "speechbrain", "transformers"):
+        assert doctor._release(doctor.installed_version(name)) == pins[name], name
+
+
+def test_gense_doctor_reports_versions_models_and_voices():
+    out = subprocess.run([sys.executable, "-m", "speechbrain_gense.doctor"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "torch/torchaudio: OK" in text
+    assert re.search(r"torch 2\.11\.0\b", text) and "speechbrain " in text
+    assert "mage (" in text and "simcodec (" in text
+    assert "TTS voices (embedded corpus):" in text
