@@ -27,7 +27,8 @@ Contents
 - corrector re-masking: :func:`select_remask`;
 - shared helpers: :func:`valid_frames`, :func:`valid_mask`,
   :func:`select_top` (the selection step of every strategy and of the
-  decoder), :func:`num_to_mask`, :func:`rand_uniform`.
+  decoder), :func:`select_top_spans` (the same over spans of consecutive
+  frames, MAGNeT), :func:`num_to_mask`, :func:`rand_uniform`.
 
 Structured masks (e.g. MAGNeT-style spans) belong in the "training masks"
 section: they draw their own ``[B, T, K]`` mask of valid positions instead of
@@ -198,6 +199,109 @@ def select_top(scores, candidates, n):
     n = torch.as_tensor(n, device=scores.device).long().reshape(B, 1)
     selected = (ranks < n) & cand
     return selected.reshape(scores.shape)
+
+
+SPAN_REDUCTIONS = ("mean", "max")
+
+
+def span_pool(scores, candidates, span, reduce="mean"):
+    """Scores of spans of ``span`` consecutive frames (MAGNeT span scoring).
+
+    Frames are cut into non-overlapping spans ``[j * span, (j + 1) * span)``
+    from frame 0, one span per codebook (the last span is shorter when
+    ``span`` does not divide ``T``), as MAGNeT's non-overlapping spans
+    (Ziv et al. 2024; audiocraft ``MagnetLMModel._generate_stage``, which
+    trims ``T`` to a multiple of the span length instead). A span's score
+    is the ``"mean"`` or the ``"max"`` of the scores of its candidate
+    positions; a span without candidates is not a candidate.
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        ``[B, T, K]`` scores per position.
+    candidates : torch.BoolTensor
+        ``[B, T, K]`` positions that count.
+    span : int
+        Span length in frames (``>= 1``).
+    reduce : str
+        ``"mean"`` or ``"max"``.
+
+    Returns
+    -------
+    span_scores : torch.DoubleTensor
+        ``[B, ceil(T / span), K]`` (``-inf`` for spans without candidates).
+    span_candidates : torch.BoolTensor
+        ``[B, ceil(T / span), K]`` spans with at least one candidate.
+
+    Example
+    -------
+    >>> scores = torch.tensor([0.0, -1.0, -3.0, -2.0, -4.0])[None, :, None]
+    >>> cand = torch.tensor([True, True, True, False, True])[None, :, None]
+    >>> s, c = span_pool(scores, cand, 2)
+    >>> s.shape, s[0, :, 0].tolist(), c[0, :, 0].tolist()
+    (torch.Size([1, 3, 1]), [-0.5, -3.0, -4.0], [True, True, True])
+    >>> span_pool(scores, cand, 2, "max")[0][0, :, 0].tolist()
+    [0.0, -3.0, -4.0]
+    """
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    if reduce not in SPAN_REDUCTIONS:
+        raise ValueError(f"unknown span score {reduce!r}; expected one of {SPAN_REDUCTIONS}")
+    if scores.dim() != 3 or candidates.shape != scores.shape:
+        raise ValueError(f"expected scores and candidates [B, T, K], got {tuple(scores.shape)} "
+                         f"and {tuple(candidates.shape)}")
+    B, T, K = scores.shape
+    J = -(-T // span)
+    pad = J * span - T
+    s = torch.nn.functional.pad(scores.double(), (0, 0, 0, pad)).reshape(B, J, span, K)
+    c = torch.nn.functional.pad(candidates.bool(), (0, 0, 0, pad)).reshape(B, J, span, K)
+    count = c.sum(2)
+    if reduce == "mean":
+        pooled = s.masked_fill(~c, 0.0).sum(2) / count.clamp(min=1)
+    else:
+        pooled = s.masked_fill(~c, -math.inf).amax(2)
+    span_cand = count > 0
+    return pooled.masked_fill(~span_cand, -math.inf), span_cand
+
+
+def select_top_spans(scores, candidates, n, span, reduce="mean"):
+    """Selects, per utterance, the ``n`` spans of highest span score.
+
+    The span version of :func:`select_top` (MAGNeT's span-level masking
+    and commitment): spans are those of :func:`span_pool`, ranked by their
+    pooled score (ties by the lower flat span index ``j * K + k``), and the
+    candidate positions of the ``n`` selected spans are returned. With
+    ``span = 1`` it is :func:`select_top`.
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        ``[B, T, K]`` scores per position (higher = selected first).
+    candidates : torch.BoolTensor
+        ``[B, T, K]`` positions that may be selected.
+    n : torch.LongTensor
+        ``[B]`` number of spans to select (clamped to the candidate spans).
+    span : int
+        Span length in frames.
+    reduce : str
+        ``"mean"`` or ``"max"`` (see :func:`span_pool`).
+
+    Returns
+    -------
+    torch.BoolTensor
+        ``[B, T, K]`` the selected positions (candidates only).
+
+    Example
+    -------
+    >>> scores = torch.tensor([0.0, -1.0, -3.0, -2.0, -0.1, -0.2])[None, :, None]
+    >>> cand = torch.ones(1, 6, 1, dtype=torch.bool)
+    >>> select_top_spans(scores, cand, torch.tensor([2]), 2)[0, :, 0].int().tolist()
+    [1, 1, 0, 0, 1, 1]
+    """
+    B, T, K = scores.shape
+    pooled, span_cand = span_pool(scores, candidates, span, reduce)
+    chosen = select_top(pooled, span_cand, n)  # [B, J, K]
+    return chosen.repeat_interleave(span, dim=1)[:, :T] & candidates.bool()
 
 
 # --------------------------------------------------------------------------
