@@ -11,7 +11,7 @@ DEMO_OUT ?= results/demo
 LOCK ?= requirements/lock.txt
 LOCK_VENV ?= /tmp/gense-lock-venv
 
-.PHONY: setup system-packages python-packages demo baselines test doctor lock
+.PHONY: setup system-packages python-packages demo baselines test doctor lock size
 
 setup: system-packages python-packages
 
@@ -33,6 +33,12 @@ python-packages:
 # Versions, shipped models, offline assets, TTS voices; fails on a broken torch pair.
 doctor:
 	$(PYTHON) -m speechbrain_gense.doctor
+
+# Size of the tracked tree and of each shipped model folder (budget: 100 MB in all).
+size:
+	@git ls-files -z | xargs -0 du -cb | tail -1 | awk '{printf "tracked tree: %.1f MB\n", $$1 / 1e6}'
+	@for d in pretrained/*/; do git ls-files -z "$$d" | xargs -0 du -cb | tail -1 | \
+	  awk -v d="$$d" '{printf "  %-28s %6.1f MB\n", d, $$1 / 1e6}'; done
 
 # Refresh the lock file: resolve setup.py's requirements in a new venv, freeze them.
 lock:

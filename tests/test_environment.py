@@ -1,6 +1,7 @@
 """Install checks, run first: the pinned torch pair, the lock file, the doctor."""
 
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -63,3 +64,44 @@ def test_gense_doctor_reports_versions_models_and_voices():
     assert re.search(r"torch 2\.11\.0\b", text) and "speechbrain " in text
     assert "mage (" in text and "simcodec (" in text
     assert "TTS voices (embedded corpus):" in text
+
+
+def _tracked_sizes():
+    try:
+        out = subprocess.run(["git", "-C", CHECKOUT_ROOT, "ls-files", "-z"], check=True,
+                             capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout")
+    names = [n for n in out.stdout.decode().split("\0") if n]
+    return {n: os.path.getsize(os.path.join(CHECKOUT_ROOT, n)) for n in names
+            if os.path.isfile(os.path.join(CHECKOUT_ROOT, n))}
+
+
+def test_tracked_tree_within_the_size_budget():
+    sizes = _tracked_sizes()
+    assert sum(sizes.values()) <= 100e6, f"tracked tree is {sum(sizes.values()) / 1e6:.1f} MB"
+
+
+def test_shipped_checkpoints_hold_no_training_state():
+    """Shipped weights only: no optimizer, scheduler or discriminator state."""
+    import torch
+
+    banned = ("optimizer", "exp_avg", "discriminator", "scheduler", "lr_scheduler")
+    checkpoints = [n for n in _tracked_sizes() if n.startswith("pretrained/")
+                   and n.endswith((".ckpt", ".pt", ".pth"))]
+    assert checkpoints
+    for name in checkpoints:
+        try:
+            state = torch.load(os.path.join(CHECKOUT_ROOT, name), map_location="cpu",
+                               weights_only=False)
+        except pickle.UnpicklingError:
+            continue  # a text checkpoint (e.g. a label encoder)
+        keys = []
+        stack = [("", state)]
+        while stack:
+            prefix, value = stack.pop()
+            if isinstance(value, dict):
+                stack += [(f"{prefix}{k}.", v) for k, v in value.items()]
+                keys += [f"{prefix}{k}" for k in value]
+        bad = [k for k in keys if any(b in k.lower() for b in banned)]
+        assert not bad, f"{name} holds training state: {bad[:3]}"
