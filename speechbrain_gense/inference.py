@@ -17,26 +17,27 @@ A HyperPyYAML file with these keys (``modules`` and ``pretrainer`` are what
 SpeechBrain's ``from_hparams`` expects)::
 
     model_folder: !PLACEHOLDER       # set by from_hparams: the folder of this file
-    method: mage                     # the enhancer family (mage; gense, dac-se1 later)
-    model: !apply:speechbrain_gense.models.mage.MAGE.load
+    method: mage                     # registry name of the method (models.base)
+    model: !apply:speechbrain_gense.models.base.load_enhancer
         folder: !ref <model_folder>  # built from the folder's own files
+        method: !ref <method>
     modules:
         model: !ref <model>
     chunk_seconds: 10.0              # long input: chunks of this length ...
     overlap_seconds: 1.0             # ... with this much context on each side ...
     crossfade_seconds: 0.05          # ... joined by an equal-power crossfade
-    carry_context: true              # commit the previous chunk's tokens (when supported)
+    carry_context: true              # continue from the previous chunk's tokens (supports_prefix)
     silence_threshold: 0.0001        # chunks no louder than this pass through
     decode_opts: {}                  # e.g. {steps: 8}: overrides the model's decoding
     pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
-The model module follows one contract, whatever the method: it has a
-``tokenizer`` (an :class:`~speechbrain_gense.tokenizers.base.AudioTokenizer`
-giving ``sample_rate`` and ``hop_length``) and
-``enhance(wav[B, S], lens, generator=None, **decode_opts)`` returning a dict
-with ``wav`` ``[B, S]`` (same length), ``tokens`` ``[B, T, K]`` and
-``confidence`` ``[B, T]``. Another family plugs in with its own ``method``
-name and a module keeping that contract.
+The model module is a :class:`~speechbrain_gense.models.base.GenerativeEnhancer`
+of the registered ``method`` (:func:`~speechbrain_gense.models.base.get_method`);
+this interface knows nothing else of it: the sample rate, hop and codebooks
+of its ``output_tokenizer``, ``max_frames()``, ``supports_prefix``, its
+declared decoding options (an unknown one in ``decode_opts`` or in a call
+raises ``ValueError``) and ``enhance(wav, lens, generator, prefix, **opts)``.
+Another method plugs in with one module and one registry entry.
 
 How audio goes through
 ----------------------
@@ -48,10 +49,9 @@ How audio goes through
   requires it) with ``overlap_seconds`` of context on each side; each chunk
   is enhanced on its own and consecutive chunks are joined by an equal-power
   crossfade of ``crossfade_seconds`` centred on their border. When the
-  model's ``enhance`` accepts ``init_tokens``/``init_mask`` (and
-  ``carry_context`` is on), the tokens the previous chunk generated for the
-  left overlap are given as already committed, so the next chunk continues
-  them. Files are read and written in blocks of one chunk: memory does not
+  model ``supports_prefix`` (and ``carry_context`` is on), the tokens the
+  previous chunk generated for the left overlap are given as its ``prefix``,
+  so the next chunk continues them. Files are read and written in blocks of one chunk: memory does not
   grow with the duration.
 - Chunks whose peak is at most ``silence_threshold`` are passed through
   unchanged (a generative model would otherwise make sound out of silence);
@@ -65,7 +65,6 @@ How audio goes through
   size) gives the same audio.
 """
 
-import inspect
 import logging
 import math
 import os
@@ -81,14 +80,19 @@ from tqdm import tqdm
 
 from speechbrain_gense.audio import AudioError, check_readable, publish
 from speechbrain_gense.data.degrade import fit_length_end
+from speechbrain_gense.models.base import (
+    GenerativeEnhancer,
+    available_methods,
+    get_method,
+    method_of_folder,
+)
+from speechbrain_gense.models.io import atomic_write_text
+from speechbrain_gense.utils import first_line
 
 logger = logging.getLogger(__name__)
 
 #: Name of the hyperparameter file of a model folder.
 INFERENCE_YAML = "inference.yaml"
-
-#: Enhancer families this interface runs (``method`` in ``inference.yaml``).
-METHODS = ("mage",)
 
 #: Defaults of the interface options (keys of ``inference.yaml``).
 DEFAULT_OPTIONS = {
@@ -114,12 +118,13 @@ _YAML_TEMPLATE = """\
 # folder can be moved or copied as a whole).
 model_folder: !PLACEHOLDER
 
-# Enhancer family of the folder (this interface runs: {methods}).
+# Method of the folder: its name in speechbrain_gense.models.base's registry.
 method: {method}
 
 # The model, built from the folder's own files (checkpoints + {info_file}).
-model: !apply:{loader}
+model: !apply:speechbrain_gense.models.base.load_enhancer
     folder: !ref <model_folder>
+    method: !ref <method>
 
 modules:
     model: !ref <model>
@@ -129,8 +134,8 @@ modules:
 chunk_seconds: {chunk_seconds}
 overlap_seconds: {overlap_seconds}
 crossfade_seconds: {crossfade_seconds}
-# Give the previous chunk's tokens in the overlap as committed tokens (used
-# when the model's enhance() accepts init_tokens / init_mask).
+# Give the previous chunk's tokens in the overlap as the next chunk's prefix
+# (when the method supports_prefix).
 carry_context: {carry_context}
 # Chunks whose peak is at most this level are passed through unchanged.
 silence_threshold: {silence_threshold}
@@ -141,11 +146,7 @@ decode_opts: {decode_opts}
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
-# method -> (loader called with the folder, file that marks a folder of that method)
-_LOADERS = {"mage": ("speechbrain_gense.models.mage.MAGE.load", "mage.json")}
-
-
-def write_inference_yaml(model_folder, method="mage", overwrite=False, decode_opts=None,
+def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts=None,
                          **options):
     """Writes the ``inference.yaml`` that makes a model folder loadable.
 
@@ -156,8 +157,9 @@ def write_inference_yaml(model_folder, method="mage", overwrite=False, decode_op
     model_folder : str
         A folder written by the method's ``save`` (MAGE: ``mage.json`` and
         checkpoints).
-    method : str
-        Enhancer family (one of :data:`METHODS`).
+    method : str, optional
+        Registry name of the method (default: found from the folder's info
+        file, e.g. ``mage.json``).
     overwrite : bool
         Replace an existing ``inference.yaml``.
     decode_opts : dict, optional
@@ -181,14 +183,17 @@ def write_inference_yaml(model_folder, method="mage", overwrite=False, decode_op
     """
     import yaml
 
-    if method not in _LOADERS:
-        raise ValueError(f"unknown method {method!r} (supported: {', '.join(METHODS)})")
+    model_folder = os.fspath(model_folder)
+    if method is None:
+        method = method_of_folder(model_folder)
+        if method is None:
+            raise FileNotFoundError(f"{model_folder}: not a model folder of any registered "
+                                    f"method ({', '.join(available_methods())})")
+    info_file = get_method(method).info_name()
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} "
                          f"(expected: {', '.join(DEFAULT_OPTIONS)})")
-    model_folder = os.fspath(model_folder)
-    loader, info_file = _LOADERS[method]
     if not os.path.isfile(os.path.join(model_folder, info_file)):
         raise FileNotFoundError(f"{model_folder}: not a {method} model folder ({info_file} missing)")
     path = os.path.join(model_folder, INFERENCE_YAML)
@@ -200,24 +205,10 @@ def write_inference_yaml(model_folder, method="mage", overwrite=False, decode_op
         return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
     text = _YAML_TEMPLATE.format(
-        methods=", ".join(METHODS), method=method, info_file=info_file, loader=loader,
-        decode_opts=flow(dict(decode_opts or {})),
+        method=method, info_file=info_file, decode_opts=flow(dict(decode_opts or {})),
         **{k: flow(v) for k, v in values.items()})
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path
-
-
-def _atomic_write_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def equal_power_fades(length, dtype=torch.float32):
@@ -237,11 +228,6 @@ def equal_power_fades(length, dtype=torch.float32):
     """
     phase = (torch.arange(length, dtype=torch.float64) + 0.5) / max(1, length) * (math.pi / 2)
     return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
-
-
-def _first_line(error):
-    text = str(error)
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class AudioFileReader:
@@ -274,7 +260,7 @@ class AudioFileReader:
         try:
             self.file = sf.SoundFile(path)
         except Exception as e:  # noqa: BLE001 -- soundfile raises several types
-            raise AudioError(f"{path}: not a readable audio file ({_first_line(e)})") from None
+            raise AudioError(f"{path}: not a readable audio file ({first_line(e)})") from None
         self.frames, self.sample_rate = int(self.file.frames), int(self.file.samplerate)
         self.channels, self.subtype = int(self.file.channels), self.file.subtype
         self.format = self.file.format
@@ -292,7 +278,7 @@ class AudioFileReader:
             data = self.file.read(stop - start, dtype="float32", always_2d=True)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
             raise AudioError(f"{self.path}: cannot read samples {start}-{stop} "
-                             f"({_first_line(e)})") from None
+                             f"({first_line(e)})") from None
         if data.shape[0] < stop - start:  # a file shorter than its header says
             data = np.pad(data, ((0, stop - start - data.shape[0]), (0, 0)))
         if not np.isfinite(data).all():
@@ -362,13 +348,13 @@ class AtomicAudioWriter:
             fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + ext.lower(), dir=folder)
             os.close(fd)
         except OSError as e:
-            raise AudioError(f"{path}: cannot write here ({e.strerror or _first_line(e)})") from None
+            raise AudioError(f"{path}: cannot write here ({e.strerror or first_line(e)})") from None
         try:
             self.file = sf.SoundFile(self.tmp, "w", int(sample_rate), int(channels),
                                      subtype=subtype, format=fmt)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
             os.remove(self.tmp)
-            raise AudioError(f"{path}: cannot write ({_first_line(e)})") from None
+            raise AudioError(f"{path}: cannot write ({first_line(e)})") from None
         self.frames = 0
 
     def write(self, block):
@@ -381,7 +367,7 @@ class AtomicAudioWriter:
         try:
             self.file.write(block)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
-            raise AudioError(f"{self.path}: cannot write ({_first_line(e)})") from None
+            raise AudioError(f"{self.path}: cannot write ({first_line(e)})") from None
         self.frames += block.shape[0]
 
     def commit(self):
@@ -391,7 +377,7 @@ class AtomicAudioWriter:
             publish(self.tmp, self.path)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
             self.abort()
-            raise AudioError(f"{self.path}: cannot write ({_first_line(e)})") from None
+            raise AudioError(f"{self.path}: cannot write ({first_line(e)})") from None
 
     def abort(self):
         """Drops what was written."""
@@ -421,7 +407,7 @@ def _same_file(a, b):
 
 
 class EnhanceGenerative(Pretrained):
-    """A ready-to-use generative speech enhancer (MAGE, and later GenSE / DAC-SE1).
+    """A ready-to-use generative speech enhancer, of any registered method.
 
     Built by :meth:`from_hparams` from a local model folder holding an
     ``inference.yaml`` (see the module documentation and
@@ -429,23 +415,25 @@ class EnhanceGenerative(Pretrained):
 
     Arguments
     ---------
-    See ``Pretrained``. ``hparams`` must hold ``method``; the other options
-    (:data:`DEFAULT_OPTIONS`, ``decode_opts``) are optional.
+    See ``Pretrained``. ``hparams`` must hold ``method`` (a registered
+    method, :func:`~speechbrain_gense.models.base.get_method`) and
+    ``modules.model`` (a :class:`~speechbrain_gense.models.base.GenerativeEnhancer`
+    of that method); the other options (:data:`DEFAULT_OPTIONS`,
+    ``decode_opts``) are optional.
 
     Example
     -------
     >>> import tempfile
-    >>> from speechbrain_gense.models.mage import MAGE
-    >>> from speechbrain_gense.models.masked_enhancer import MaskedEnhancer, TINY_CONFIG
-    >>> from speechbrain_gense.tokenizers.registry import load_tokenizer
-    >>> tok = load_tokenizer("debug?vocab_size=32")
-    >>> mage = MAGE(tok, MaskedEnhancer(32, **TINY_CONFIG), mask_strategy="random",
-    ...             decode_opts={"steps": 2})
-    >>> folder = mage.save(tempfile.mkdtemp())
+    >>> from speechbrain_gense.models.debug import tiny_mage
+    >>> folder = tiny_mage(decode_opts={"steps": 2}).save(tempfile.mkdtemp())
     >>> _ = write_inference_yaml(folder)
     >>> enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
     >>> enhancer.sample_rate, enhancer.enhance_batch(torch.randn(2, 3000)).shape
     (16000, torch.Size([2, 3000]))
+    >>> enhancer.enhance_batch(torch.randn(2, 3000), stpes=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: mage: unknown decoding option 'stpes' (valid: corrector_steps, ...)
     """
 
     HPARAMS_NEEDED = ["method"]  # noqa: RUF012 -- SpeechBrain's Pretrained convention
@@ -454,19 +442,24 @@ class EnhanceGenerative(Pretrained):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         method = self.hparams.method
-        if method not in METHODS:
-            raise ValueError(f"method {method!r} is not supported by this version "
-                             f"(supported: {', '.join(METHODS)})")
+        cls = get_method(method)  # an unknown method: one-line ValueError
         for name in self.MODULES_NEEDED:
             if name not in self.mods:
                 raise ValueError(f"inference.yaml: modules has no {name!r}")
+        if not isinstance(self.model, cls):
+            raise ValueError(f"inference.yaml: method {method!r} needs a {cls.__name__} model, "
+                             f"got {type(self.model).__name__}")
         for key, default in DEFAULT_OPTIONS.items():
             setattr(self, key, getattr(self.hparams, key, default))
         self.decode_opts = dict(getattr(self.hparams, "decode_opts", None) or {})
+        self.model.decode_options(**self.decode_opts)  # unknown names: ValueError now
         if self.chunk_seconds <= 0 or self.overlap_seconds < 0 or self.crossfade_seconds < 0:
             raise ValueError("chunk_seconds must be > 0, overlap_seconds and "
                              "crossfade_seconds >= 0")
         self._shrink_logged = False
+        #: Network function evaluations (token-model calls) of the last
+        #: ``enhance_batch`` / ``enhance_file`` call, all chunks together.
+        self.nfe = 0
 
     @classmethod
     def from_hparams(cls, source, hparams_file=INFERENCE_YAML, overrides=None, savedir=None,
@@ -500,10 +493,10 @@ class EnhanceGenerative(Pretrained):
         yaml_path = os.path.join(folder, hparams_file)
         if not os.path.isfile(yaml_path):
             hint = ""
-            for method, (_, marker) in _LOADERS.items():
-                if os.path.isfile(os.path.join(folder, marker)):
-                    hint = (f"; a {method} folder: add it with speechbrain_gense.inference."
-                            f"write_inference_yaml({os.fspath(source)!r})")
+            method = method_of_folder(folder)
+            if method is not None:
+                hint = (f"; a {method} folder: add it with speechbrain_gense.inference."
+                        f"write_inference_yaml({os.fspath(source)!r})")
             raise FileNotFoundError(f"{yaml_path}: missing{hint}")
         overrides = {"model_folder": folder, **(overrides or {})}
         kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
@@ -522,15 +515,12 @@ class EnhanceGenerative(Pretrained):
     @property
     def sample_rate(self):
         """Rate the model works at (audio at other rates is resampled)."""
-        return int(self.model.tokenizer.sample_rate)
+        return int(self.model.sample_rate)
 
     @property
     def hop_length(self):
-        """Samples per token frame at :attr:`sample_rate`."""
-        hop = self.model.tokenizer.hop_length
-        if int(hop) != hop:
-            raise ValueError(f"the tokenizer's hop length {hop} is not a whole number of samples")
-        return int(hop)
+        """Samples per output-token frame at :attr:`sample_rate`."""
+        return int(self.model.hop_length)
 
     @property
     def frame_rate(self):
@@ -538,33 +528,18 @@ class EnhanceGenerative(Pretrained):
         return self.sample_rate / self.hop_length
 
     def max_frames(self):
-        """Longest chunk, in token frames, the model takes (``None``: no limit)."""
-        model = self.model
-        limit = getattr(model, "max_frames", None)
-        if limit is not None:
-            return int(limit)
-        limits = []
-        enhancer = getattr(model, "enhancer", None)
-        if getattr(enhancer, "max_position", None):
-            speaker = getattr(enhancer, "speaker_proj", None) is not None
-            limits.append(int(enhancer.max_position) - int(speaker))
-        pos_enc = getattr(getattr(model, "corrector", None), "pos_enc", None)
-        if getattr(pos_enc, "max_len", None):
-            limits.append(int(pos_enc.max_len))
-        return min(limits) if limits else None
+        """Longest chunk, in output-token frames, the model takes (``None``: no limit)."""
+        limit = self.model.max_frames()
+        return None if limit is None else int(limit)
 
     def carries_context(self):
-        """Whether chunks get the previous chunk's tokens as committed context.
+        """Whether chunks continue from the previous chunk's tokens (as ``prefix``).
 
-        True when ``carry_context`` is on, chunks overlap and the model's
-        ``enhance`` accepts ``init_tokens`` and ``init_mask``.
+        True when ``carry_context`` is on, chunks overlap and the model
+        ``supports_prefix``.
         """
-        try:
-            params = inspect.signature(self.model.enhance).parameters
-        except (TypeError, ValueError):
-            return False
         return bool(self.carry_context and self.overlap_seconds > 0
-                    and "init_tokens" in params and "init_mask" in params)
+                    and self.model.supports_prefix)
 
     # -- chunk plan --------------------------------------------------------
 
@@ -588,12 +563,11 @@ class EnhanceGenerative(Pretrained):
 
         Example
         -------
+        >>> from speechbrain_gense.models.debug import CopyNoisyEnhancer
         >>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
-        >>> model = torch.nn.Module()
-        >>> model.tokenizer = DebugTokenizer()
         >>> enhancer = EnhanceGenerative(
-        ...     modules={"model": model}, run_opts={"device": "cpu"},
-        ...     hparams={"method": "mage", "chunk_seconds": 1.0, "overlap_seconds": 0.25})
+        ...     modules={"model": CopyNoisyEnhancer(DebugTokenizer())}, run_opts={"device": "cpu"},
+        ...     hparams={"method": "copy-noisy", "chunk_seconds": 1.0, "overlap_seconds": 0.25})
         >>> plan = enhancer.chunk_plan(44100 * 3 + 50, 44100)
         >>> plan["chunks"]
         [(0, 44100, 0, 55125), (44100, 88200, 33075, 99225), (88200, 132350, 77175, 132350)]
@@ -645,36 +619,39 @@ class EnhanceGenerative(Pretrained):
     def _run_model(self, jobs, generator, decode_opts, batch_size):
         """Enhances ``jobs`` (dicts with ``wav`` [L], ``init``), ``batch_size`` at a time.
 
-        Sets ``out`` [L], ``tokens`` [T, K] and ``confidence`` [T] on each job.
+        Jobs with an ``init`` (the carried tokens ``[P, K]``) are run with it
+        as ``prefix``; jobs are grouped by prefix length, since a call takes
+        one ``[B, P, K]`` prefix. Sets ``out`` [L], ``tokens`` [T, K] and
+        ``confidence`` [T] on each job, and adds the calls' ``nfe`` to
+        :attr:`nfe`.
         """
-        step = batch_size or len(jobs)
-        for first in range(0, len(jobs), step):
-            group = jobs[first:first + step]
-            longest = max(job["wav"].shape[0] for job in group)
-            wav = torch.stack([torch.nn.functional.pad(job["wav"], (0, longest - job["wav"].shape[0]))
-                               for job in group]).to(self.device)
-            lens = torch.tensor([job["valid"] / longest for job in group], device=self.device)
-            extra = {}
-            if any(job.get("init") is not None for job in group):
-                frames = self.model.tokenizer.num_frames(longest)
-                K = self.model.tokenizer.num_codebooks
-                tokens = torch.zeros(len(group), frames, K, dtype=torch.long)
-                mask = torch.ones(len(group), frames, dtype=torch.bool)
-                for i, job in enumerate(group):
-                    if job.get("init") is not None:
-                        n = job["init"].shape[0]
-                        tokens[i, :n] = job["init"]
-                        mask[i, :n] = False
-                extra = {"init_tokens": tokens.to(self.device), "init_mask": mask.to(self.device)}
-            with self.inference_ctx:
-                out = self.model.enhance(wav, lens, generator=generator, **extra, **decode_opts)
-            for i, job in enumerate(group):
-                length = job["wav"].shape[0]
-                frames = self.model.tokenizer.num_frames(length)
-                job["out"] = out["wav"][i, :length].float().cpu()
-                job["tokens"] = out["tokens"][i, :frames].cpu()
-                job["confidence"] = fit_length_end(out["confidence"][i, :frames].float().cpu(),
-                                                   frames)
+        by_prefix = {}
+        for job in jobs:
+            init = job.get("init")
+            by_prefix.setdefault(None if init is None else int(init.shape[0]), []).append(job)
+        for jobs_p in by_prefix.values():
+            step = batch_size or len(jobs_p)
+            for first in range(0, len(jobs_p), step):
+                self._run_group(jobs_p[first:first + step], generator, decode_opts)
+
+    def _run_group(self, group, generator, decode_opts):
+        longest = max(job["wav"].shape[0] for job in group)
+        wav = torch.stack([torch.nn.functional.pad(job["wav"], (0, longest - job["wav"].shape[0]))
+                           for job in group]).to(self.device)
+        lens = torch.tensor([job["valid"] / longest for job in group], device=self.device)
+        prefix = None
+        if group[0].get("init") is not None:
+            prefix = torch.stack([job["init"] for job in group]).long().to(self.device)
+        with self.inference_ctx:
+            out = self.model.enhance(wav, lens, generator=generator, prefix=prefix, **decode_opts)
+        self.nfe += int(out.get("nfe", 0))
+        for i, job in enumerate(group):
+            length = job["wav"].shape[0]
+            frames = self.model.num_frames(length)
+            job["out"] = out["wav"][i, :length].float().cpu()
+            job["tokens"] = out["tokens"][i, :frames].cpu()
+            job["confidence"] = fit_length_end(out["confidence"][i, :frames].float().cpu(),
+                                               frames)
 
     @torch.no_grad()
     def _enhance_stream(self, read, num_samples, sample_rate, num_rows, write, lengths=None,
@@ -706,7 +683,8 @@ class EnhanceGenerative(Pretrained):
         torch.Tensor or None
             ``[num_rows, T]`` per-frame confidence with ``with_confidence``.
         """
-        opts = {**self.decode_opts, **(decode_opts or {})}
+        opts = self.model.decode_options(**{**self.decode_opts, **(decode_opts or {})})
+        self.nfe = 0
         plan = self.chunk_plan(num_samples, sample_rate)
         chunks, X = plan["chunks"], plan["crossfade"]
         margin = 0
@@ -761,7 +739,7 @@ class EnhanceGenerative(Pretrained):
                 for row in range(num_rows):
                     y[row, int(valid[row]):] = 0.0
                 frames_ws = ws * tsr // sample_rate // hop
-                frames = self.model.tokenizer.num_frames(math.ceil((we - ws) * tsr / sample_rate))
+                frames = self.model.num_frames(math.ceil((we - ws) * tsr / sample_rate))
                 conf = torch.ones(num_rows, frames)
                 conf[valid <= 0] = 0.0
                 for job in chunk_jobs:
@@ -945,7 +923,6 @@ class EnhanceGenerative(Pretrained):
 __all__ = [
     "DEFAULT_OPTIONS",
     "INFERENCE_YAML",
-    "METHODS",
     "AtomicAudioWriter",
     "AudioFileReader",
     "EnhanceGenerative",

@@ -35,21 +35,27 @@ Example
 (torch.Size([2, 1600]), torch.Size([2, 8]))
 """
 
+import os
+
 import torch
-from torch import nn
 
 from ..data.degrade import fit_length_end
 from ..decoding import iterative_decode
 from ..masking import TokenFrequency, apply_mask, sample_training_mask
+from .base import GenerativeEnhancer
 
 
-class MAGE(nn.Module):
+class MAGE(GenerativeEnhancer):
     """Tokenizer + masked enhancer (+ corrector, speaker encoder, frequency table).
+
+    One implementation of :class:`~speechbrain_gense.models.base.GenerativeEnhancer`
+    (registry name ``"mage"``; folders marked by ``mage.json``). It can
+    continue from committed output tokens (``prefix``).
 
     Arguments
     ---------
     tokenizer : AudioTokenizer
-        Frozen codec (single codebook in MAGE).
+        Frozen codec (single codebook in MAGE); the output tokenizer.
     enhancer : MaskedEnhancer
         The bidirectional token model (``vocab_size`` = the tokenizer's).
     corrector : Corrector, optional
@@ -67,23 +73,29 @@ class MAGE(nn.Module):
     schedule : str
         Masking schedule (training ratios and decoding steps).
     decode_opts : dict, optional
-        Defaults of :meth:`enhance` (``steps``, ``temperature``, ``top_k``,
-        ``scarcity_weight``, ``remask_ratio``, ``remask_threshold``,
-        ``corrector_steps``, ``precision``: ``"fp32"``, or ``"bf16"`` /
-        ``"fp16"`` to run the enhancer under :func:`torch.autocast`, about
-        2.5x faster on CPUs with AVX512-BF16 or AMX).
+        This model's defaults of the decoding options (:attr:`decode_defaults`):
+        ``steps``, ``temperature``, ``top_k``, ``scarcity_weight``,
+        ``remask_ratio``, ``remask_threshold``, ``corrector_steps``,
+        ``strategy`` (``None``: ``"ctf"`` with a frequency table, else
+        ``"confidence"``), ``use_corrector`` and ``precision`` (``"fp32"``,
+        or ``"bf16"`` / ``"fp16"`` to run the enhancer alone under
+        :func:`torch.autocast`, about 2.5x faster on CPUs with AVX512-BF16
+        or AMX). Any other name raises ``ValueError``.
     """
 
-    DECODE_DEFAULTS = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,
+    method = "mage"
+    info_file = "mage.json"
+    supports_prefix = True
+    decode_defaults = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,  # noqa: RUF012
                            remask_ratio=0.1, remask_threshold=None, corrector_steps=None,
-                           precision="fp32")
+                           strategy=None, use_corrector=True, precision="fp32")
     #: Values of the ``precision`` decoding option and their autocast types.
-    PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # noqa: RUF012
 
     def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
                  token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
                  schedule="cosine", decode_opts=None):
-        super().__init__()
+        super().__init__(decode_opts)
         if enhancer.config["vocab_size"] != tokenizer.vocab_size:
             raise ValueError(f"enhancer vocab_size {enhancer.config['vocab_size']} != "
                              f"tokenizer vocab_size {tokenizer.vocab_size}")
@@ -97,11 +109,28 @@ class MAGE(nn.Module):
             token_frequency = TokenFrequency.load(token_frequency)
         self.token_frequency = token_frequency
         self.mask_strategy, self.mask_noise, self.schedule = mask_strategy, mask_noise, schedule
-        self.decode_opts = {**self.DECODE_DEFAULTS, **(decode_opts or {})}
 
     @property
-    def device(self):
-        return next(self.enhancer.parameters()).device
+    def output_tokenizer(self):
+        """The codec whose tokens MAGE generates (:attr:`tokenizer`)."""
+        return self.tokenizer
+
+    def max_frames(self):
+        """Longest output in token frames: the enhancer's positions (one goes to the
+        speaker embedding when there is one) and the corrector's."""
+        limits = []
+        if self.enhancer.config.get("max_position"):
+            speaker = getattr(self.enhancer, "speaker_proj", None) is not None
+            limits.append(int(self.enhancer.config["max_position"]) - int(speaker))
+        pos_enc = getattr(self.corrector, "pos_enc", None)
+        if getattr(pos_enc, "max_len", None):
+            limits.append(int(pos_enc.max_len))
+        return min(limits) if limits else None
+
+    def default_strategy(self):
+        """Commit order used when ``strategy`` is None: ``"ctf"`` with a frequency
+        table, ``"confidence"`` (MaskGIT) without."""
+        return "ctf" if self.token_frequency is not None else "confidence"
 
     # -- conditioning ------------------------------------------------------
 
@@ -190,27 +219,24 @@ class MAGE(nn.Module):
     # -- inference ---------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, cond, generator=None, strategy=None, use_corrector=True,
-                 init_tokens=None, init_mask=None, **opts):
+    def generate(self, cond, generator=None, prefix=None, **opts):
         """Clean tokens for ``cond`` by iterative masked decoding.
 
-        ``strategy`` defaults to ``"ctf"`` when a frequency table is set
-        (``"confidence"``, MaskGIT, otherwise); other keyword arguments
-        override :attr:`decode_opts`.
+        ``prefix`` ``[B, P, K]``: output tokens given as committed (they never
+        change); ``opts``: decoding options (:attr:`decode_defaults`).
 
         Returns
         -------
         dict
             The output of :func:`~speechbrain_gense.decoding.iterative_decode`.
         """
-        o = {**self.decode_opts, **opts}
-        if strategy is None:
-            strategy = "ctf" if self.token_frequency is not None else "confidence"
+        o = self.decode_options(**opts)
+        strategy = o["strategy"] or self.default_strategy()
         corrector_fn = None
-        if use_corrector and self.corrector is not None:
+        if o["use_corrector"] and self.corrector is not None:
             def corrector_fn(hidden, tokens):
                 return self.corrector.confidence(hidden, tokens, cond["lens"])
-        precision = o.get("precision") or "fp32"
+        precision = o["precision"] or "fp32"
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
                              f"got {precision!r}")
@@ -227,6 +253,14 @@ class MAGE(nn.Module):
         noisy = cond["noisy_tokens"]
         B, T = noisy.shape[0] if noisy is not None else cond["lens"].shape[0], cond["num_frames"]
         shape = (B, T, self.enhancer.config["num_codebooks"])
+        init_tokens = init_mask = None
+        prefix = self.check_prefix(prefix, B)
+        if prefix is not None:  # committed tokens first, the rest to generate
+            n = min(prefix.shape[1], T)
+            init_tokens = torch.zeros(shape, dtype=torch.long, device=cond["lens"].device)
+            init_tokens[:, :n] = prefix[:, :n].to(init_tokens.device)
+            init_mask = torch.ones(B, T, dtype=torch.bool, device=init_tokens.device)
+            init_mask[:, :n] = False
         return iterative_decode(
             predict, shape, cond["lens"],
             self.enhancer.mask_id, steps=o["steps"], schedule=self.schedule,
@@ -238,58 +272,68 @@ class MAGE(nn.Module):
             corrector_steps=o["corrector_steps"])
 
     @torch.no_grad()
-    def enhance(self, noisy_wav, lens=None, generator=None, init_tokens=None, init_mask=None,
-                **opts):
-        """Enhances ``noisy_wav[B, S]`` (tokenizer rate): the whole chain.
+    def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):
+        """Enhances ``wav[B, S]`` (tokenizer rate): the whole chain.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``[B, S]`` noisy speech at :attr:`sample_rate`.
+        lens : torch.Tensor, optional
+            ``[B]`` relative lengths.
+        generator : torch.Generator, optional
+            Random number generator of the sampling.
+        prefix : torch.LongTensor, optional
+            ``[B, P, K]`` output tokens the output starts with (committed).
+        **opts
+            Decoding options (:attr:`decode_defaults`; others raise).
 
         Returns
         -------
         dict
             ``wav`` ``[B, S]`` (same length as the input), ``tokens``
             ``[B, T, K]``, ``confidence`` ``[B, T]`` (per frame), ``lens``
-            (token lens).
+            (token lens), ``nfe`` (enhancer calls, corrector pass included).
         """
-        cond = self.condition(noisy_wav, lens)
-        if init_tokens is not None:  # fit given tokens to the frame count (pad: to generate)
-            T = cond["num_frames"]
-            init_tokens = init_tokens[:, :T]
-            init_mask = init_mask[:, :T]
-            if init_tokens.shape[1] < T:
-                pad = T - init_tokens.shape[1]
-                init_tokens = torch.nn.functional.pad(init_tokens, (0, 0, 0, pad))
-                init_mask = torch.nn.functional.pad(init_mask, (0, 0, 0, pad), value=True)
-        out = self.generate(cond, generator=generator, init_tokens=init_tokens,
-                            init_mask=init_mask, **opts)
-        wav = self.tokenizer.decode(out["tokens"], cond["lens"])
-        wav = fit_length_end(wav, noisy_wav.shape[-1])
-        return {"wav": wav, "tokens": out["tokens"], "confidence": out["confidence"],
-                "lens": cond["lens"]}
+        opts = self.decode_options(**opts)
+        cond = self.condition(wav, lens)
+        out = self.generate(cond, generator=generator, prefix=prefix, **opts)
+        out_wav = self.tokenizer.decode(out["tokens"], cond["lens"])
+        out_wav = fit_length_end(out_wav, wav.shape[-1])
+        return {"wav": out_wav, "tokens": out["tokens"], "confidence": out["confidence"],
+                "lens": cond["lens"], "nfe": int(out["steps"])}
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, folder, tokenizer_spec=None, dtype=None):
+    def save(self, folder, dtype=None, tokenizer_spec=None):
         """Writes the trained parts to ``folder`` (read back by :meth:`load`).
 
         Files: ``enhancer.ckpt``, ``corrector.ckpt`` (if any),
-        ``token_frequency.pt`` (if any) and ``mage.json`` (tokenizer spec,
-        speaker encoder, masking and decoding settings). A local path in the
-        tokenizer spec is stored relative to ``folder``, so a model folder and
-        its codec can move together.
+        ``token_frequency.pt`` (if any) and ``mage.json`` (method, tokenizer
+        spec, speaker encoder, masking and decoding settings). A local path in
+        the tokenizer spec is stored relative to ``folder``, so a model folder
+        and its codec can move together.
 
         Arguments
         ---------
         folder : str
             Output folder (created).
-        tokenizer_spec : str, optional
-            Spec of the tokenizer (default: ``tokenizer.spec`` when the
-            tokenizer came from :func:`~speechbrain_gense.tokenizers.registry.load_tokenizer`).
         dtype : torch.dtype or str, optional
             Store the enhancer's and corrector's weights in this type (e.g.
             ``"float16"`` halves the files; :meth:`load` gives float32 back).
-        """
-        import json
-        import os
+        tokenizer_spec : str, optional
+            Spec of the tokenizer (default: ``tokenizer.spec`` when the
+            tokenizer came from :func:`~speechbrain_gense.tokenizers.registry.load_tokenizer`).
 
+        Returns
+        -------
+        str
+            ``folder``.
+        """
+        return super().save(folder, dtype=dtype, tokenizer_spec=tokenizer_spec)
+
+    def save_parts(self, folder, dtype=None, tokenizer_spec=None):
+        """Writes the checkpoints; returns the content of ``mage.json``."""
         from ..tokenizers.registry import format_spec, parse_spec
 
         spec = tokenizer_spec or getattr(self.tokenizer, "spec", None)
@@ -299,7 +343,6 @@ class MAGE(nn.Module):
         if path and os.path.exists(path):
             rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
             spec = format_spec(kind, rel, options)
-        os.makedirs(folder, exist_ok=True)
         self.enhancer.save(os.path.join(folder, "enhancer.ckpt"), dtype=dtype)
         if self.corrector is not None:
             self.corrector.save(os.path.join(folder, "corrector.ckpt"), dtype=dtype)
@@ -308,62 +351,55 @@ class MAGE(nn.Module):
         speaker = None
         if self.speaker_encoder is not None:
             speaker = getattr(self.speaker_encoder, "spec", None) or {"kind": "resemblyzer"}
-        info = {"tokenizer_spec": spec, "speaker_encoder": speaker,
+        return {"tokenizer_spec": spec, "speaker_encoder": speaker,
                 "mask_strategy": self.mask_strategy, "mask_noise": self.mask_noise,
                 "schedule": self.schedule, "decode_opts": self.decode_opts}
-        with open(os.path.join(folder, "mage.json"), "w") as f:
-            json.dump(info, f, indent=2)
-        return folder
 
     @classmethod
-    def load(cls, folder, tokenizer=None, map_location="cpu"):
-        """Builds a MAGE from a folder written by :meth:`save`.
+    def load(cls, folder, device="cpu", tokenizer=None):
+        """Builds a MAGE from a folder written by :meth:`save` (eval mode).
 
         Arguments
         ---------
         folder : str
             The model folder.
+        device : str
+            Device of the loaded weights.
         tokenizer : AudioTokenizer, optional
             Use this tokenizer instead of the stored spec (whose relative
             path is resolved against ``folder``).
-        map_location : str
-            Device of the loaded weights.
         """
-        import json
-        import os
+        return super().load(folder, device=device, tokenizer=tokenizer)
 
+    @classmethod
+    def load_parts(cls, folder, info, device="cpu", tokenizer=None):
+        """Builds the model from ``folder`` and its ``mage.json`` content."""
         from ..tokenizers.registry import load_tokenizer, parse_spec
         from .corrector import Corrector
         from .masked_enhancer import MaskedEnhancer
         from .speaker import build_speaker_encoder
 
-        info_path = os.path.join(folder, "mage.json")
-        if not os.path.isfile(info_path):
-            raise FileNotFoundError(f"no MAGE model in {folder} (mage.json missing)")
-        with open(info_path) as f:
-            info = json.load(f)
         if tokenizer is None:
             spec = info["tokenizer_spec"]
             kind, path, _ = parse_spec(spec)
             if path and not os.path.isabs(path):
                 local = os.path.normpath(os.path.join(folder, path))
                 spec = spec.replace(path, local, 1)
-            tokenizer = load_tokenizer(spec, device=map_location)
-        enhancer = MaskedEnhancer.load(os.path.join(folder, "enhancer.ckpt"), map_location)
+            tokenizer = load_tokenizer(spec, device=device)
+        enhancer = MaskedEnhancer.load(os.path.join(folder, "enhancer.ckpt"), device)
         corr_path = os.path.join(folder, "corrector.ckpt")
-        corrector = Corrector.load(corr_path, map_location) if os.path.isfile(corr_path) else None
+        corrector = Corrector.load(corr_path, device) if os.path.isfile(corr_path) else None
         freq_path = os.path.join(folder, "token_frequency.pt")
         freq = TokenFrequency.load(freq_path) if os.path.isfile(freq_path) else None
         speaker = None
         if info.get("speaker_encoder"):
             sp = dict(info["speaker_encoder"])
             speaker = build_speaker_encoder(sp.pop("kind"), **sp)
-        model = cls(tokenizer, enhancer, corrector=corrector, speaker_encoder=speaker,
-                    token_frequency=freq, mask_strategy=info.get("mask_strategy", "ctf"),
-                    mask_noise=info.get("mask_noise", 0.3),
-                    schedule=info.get("schedule", "cosine"),
-                    decode_opts=info.get("decode_opts"))
-        return model.eval()
+        return cls(tokenizer, enhancer, corrector=corrector, speaker_encoder=speaker,
+                   token_frequency=freq, mask_strategy=info.get("mask_strategy", "ctf"),
+                   mask_noise=info.get("mask_noise", 0.3),
+                   schedule=info.get("schedule", "cosine"),
+                   decode_opts=info.get("decode_opts"))
 
     @staticmethod
     def _crop(cond, T):

@@ -18,22 +18,10 @@ from speechbrain_gense.inference import (
     equal_power_fades,
     write_inference_yaml,
 )
-from speechbrain_gense.masking import TokenFrequency
-from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.models.base import GenerativeEnhancer, register_method
+from speechbrain_gense.models.debug import CopyNoisyEnhancer, tiny_mage, write_tiny_model
 from speechbrain_gense.models.mage import MAGE
-from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
 from speechbrain_gense.tokenizers.debug import DebugTokenizer
-from speechbrain_gense.tokenizers.registry import load_tokenizer
-
-
-def tiny_mage(corrector=True, cls=MAGE):
-    torch.manual_seed(0)
-    tok = load_tokenizer("debug?vocab_size=32")
-    enh = MaskedEnhancer(32, **TINY_CONFIG)
-    corr = Corrector(TINY_CONFIG["hidden_size"], 32, dim=16) if corrector else None
-    freq = TokenFrequency(torch.arange(32, 0, -1))
-    return cls(tok, enh, corrector=corr, token_frequency=freq,
-               decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +61,7 @@ def test_from_hparams_loads_a_mage_folder(enhancer, model_folder):
     assert enhancer.sample_rate == 16000 and enhancer.hop_length == 200
     assert enhancer.frame_rate == 80.0 and enhancer.max_frames() == 512
     assert enhancer.chunk_seconds == 10.0 and enhancer.overlap_seconds == 1.0
-    assert enhancer.carries_context()  # MAGE.enhance takes init_tokens / init_mask
+    assert enhancer.carries_context()  # MAGE.supports_prefix
     with open(os.path.join(model_folder, INFERENCE_YAML)) as f:
         text = f.read()
     assert "model_folder: !PLACEHOLDER" in text and "method: mage" in text
@@ -108,11 +96,36 @@ def test_loading_errors_are_clear(tmp_path, model_folder):
         write_inference_yaml(bare, chunk_size=3)
     with pytest.raises(ValueError, match="unknown method"):
         write_inference_yaml(bare, method="magic")
-    with pytest.raises(FileNotFoundError, match="mage.json missing"):
+    with pytest.raises(FileNotFoundError, match="not a model folder of any registered method"):
         write_inference_yaml(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="copy-noisy.json missing"):
+        write_inference_yaml(bare, method="copy-noisy")
     write_inference_yaml(bare)
-    with pytest.raises(ValueError, match="'gense' is not supported"):
-        EnhanceGenerative.from_hparams(source=bare, overrides={"method": "gense"})
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        EnhanceGenerative.from_hparams(source=bare, overrides={"method": "magic"})
+    with pytest.raises(ValueError, match="method 'copy-noisy' needs a CopyNoisyEnhancer model"):
+        EnhanceGenerative(modules={"model": tiny_mage()}, hparams={"method": "copy-noisy"})
+
+
+def test_unknown_decoding_options_raise(enhancer, model_folder):
+    with pytest.raises(ValueError, match=r"unknown decoding option 'stpes' \(valid: .*steps"):
+        enhancer.enhance_batch(noise((1, 1000)), stpes=4)
+    with pytest.raises(ValueError, match="unknown decoding option 'stpes'"):
+        EnhanceGenerative.from_hparams(source=model_folder, run_opts={"device": "cpu"},
+                                       overrides={"decode_opts": {"stpes": 4}})
+
+
+def test_steps_reach_the_decoder(enhancer):
+    """steps=N runs N decoding steps (+ 1 corrector scoring + corrector_steps), per chunk."""
+    noisy = noise((1, 4000))
+    enhancer.enhance_batch(noisy, seed=0, steps=1)
+    assert enhancer.nfe == 1 + 1 + 1
+    enhancer.enhance_batch(noisy, seed=0, steps=5, corrector_steps=2)
+    assert enhancer.nfe == 5 + 1 + 2
+    enhancer.enhance_batch(noisy, seed=0, steps=5, use_corrector=False)
+    assert enhancer.nfe == 5
+    enhancer.enhance_batch(noisy, seed=0)  # the model's own default: 3 + 1 + 1
+    assert enhancer.nfe == 5
 
 
 # -- tensors ---------------------------------------------------------------------
@@ -230,24 +243,37 @@ def test_names_with_spaces_and_non_ascii(enhancer, tmp_path):
 # -- files: long audio, chunks and seams ----------------------------------------------
 
 
-class Passthrough(torch.nn.Module):
+class Passthrough(GenerativeEnhancer):
     """A stand-in enhancer that returns its input (to check chunking exactly)."""
+
+    method = "passthrough"
 
     def __init__(self, max_frames=None):
         super().__init__()
         self.tokenizer = DebugTokenizer()
-        self.max_frames = max_frames
+        self.limit = max_frames
         self.calls = []
 
-    def enhance(self, wav, lens=None, generator=None, **opts):
+    @property
+    def output_tokenizer(self):
+        return self.tokenizer
+
+    def max_frames(self):
+        return self.limit
+
+    def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):
+        self.decode_options(**opts)
         self.calls.append(tuple(wav.shape))
         B, T = wav.shape[0], self.tokenizer.num_frames(wav.shape[1])
         return {"wav": wav.clone(), "tokens": torch.zeros(B, T, 1, dtype=torch.long),
-                "confidence": torch.full((B, T), 0.5), "lens": lens}
+                "confidence": torch.full((B, T), 0.5), "lens": lens, "nfe": 1}
+
+
+register_method("passthrough", Passthrough)
 
 
 def passthrough_enhancer(**options):
-    hparams = {"method": "mage", "chunk_seconds": 1.0, "overlap_seconds": 0.25,
+    hparams = {"method": "passthrough", "chunk_seconds": 1.0, "overlap_seconds": 0.25,
                "crossfade_seconds": 0.05, **options}
     return EnhanceGenerative(modules={"model": Passthrough(options.pop("max_frames", None))},
                              hparams=hparams, run_opts={"device": "cpu"})
@@ -332,32 +358,51 @@ def test_long_file_is_streamed_in_bounded_blocks(enhancer, tmp_path, monkeypatch
     assert np.isfinite(enhanced).all() and np.abs(enhanced).max() > 0
 
 
-class CarryingMAGE(MAGE):
-    """MAGE that records what ``enhance`` was given and produced."""
+def test_context_is_carried_as_prefix_when_the_model_supports_it(monkeypatch):
+    mage = tiny_mage(corrector=False)
+    log = []
+    real = MAGE.enhance
 
-    def enhance(self, noisy_wav, lens=None, generator=None, init_tokens=None, init_mask=None,
-                **opts):
-        out = super().enhance(noisy_wav, lens, generator=generator, init_tokens=init_tokens,
-                              init_mask=init_mask, **opts)
-        self.log.append((init_tokens, init_mask, out["tokens"]))
+    def logged(self, wav, lens=None, generator=None, prefix=None, **opts):
+        out = real(self, wav, lens, generator=generator, prefix=prefix, **opts)
+        log.append((prefix, out["tokens"]))
         return out
 
-
-def test_context_is_carried_when_the_model_takes_init_tokens():
-    mage = tiny_mage(corrector=False, cls=CarryingMAGE).eval()
-    mage.log = []
+    monkeypatch.setattr(MAGE, "enhance", logged)
     model = EnhanceGenerative(
         modules={"model": mage}, run_opts={"device": "cpu"},
         hparams={"method": "mage", "chunk_seconds": 1.0, "overlap_seconds": 0.25})
     assert model.carries_context()
     y = model.enhance_batch(noise((1, 16000 * 3)), seed=0, batch_size=8)
-    assert y.shape == (1, 48000) and len(mage.log) == 3  # chunks one by one
-    assert mage.log[0][0] is None
-    # chunk 1: window frames [60, 180); its first 20 frames are chunk 0's frames [60, 80)
-    init, mask, tokens = mage.log[1]
-    prev = mage.log[0][2]
-    assert torch.equal(init[0, :20], prev[0, 60:80]) and not mask[0, :20].any()
-    assert mask[0, 20:].all() and torch.equal(tokens[0, :20], prev[0, 60:80])
+    assert y.shape == (1, 48000) and len(log) == 3  # chunks one by one
+    assert log[0][0] is None
+    # chunk 1: window frames [60, 180); its prefix is chunk 0's frames [60, 80)
+    prefix, tokens = log[1]
+    prev = log[0][1]
+    assert prefix.shape == (1, 20, 1) and torch.equal(prefix[0], prev[0, 60:80])
+    assert torch.equal(tokens[0, :20], prev[0, 60:80])
+    mage.supports_prefix = False  # an instance that cannot continue: no carry
+    assert not model.carries_context()
+
+
+def test_a_second_method_plugs_in_through_the_registry(tmp_path):
+    """The toy copy-noisy method: from_hparams, decoding options, chunks with prefix."""
+    folder = write_tiny_model(str(tmp_path / "copy"), "copy-noisy")
+    model = EnhanceGenerative.from_hparams(
+        source=folder, run_opts={"device": "cpu"},
+        overrides={"chunk_seconds": 1.0, "overlap_seconds": 0.25})
+    assert isinstance(model.model, CopyNoisyEnhancer) and model.carries_context()
+    x = noise((2, 16000 * 3))
+    y, conf = model.enhance_batch(x, return_confidence=True)
+    tokens = model.model.tokenizer.encode(x)[0]
+    reference = model.model.tokenizer.decode(tokens)[:, :x.shape[1]]
+    zone = crossfade_zones(model.chunk_plan(x.shape[1], 16000), x.shape[1])
+    assert torch.allclose(y[:, ~zone], reference[:, ~zone], atol=1e-5)
+    assert torch.all(conf == 1) and model.nfe == 0
+    shifted = model.enhance_batch(x, shift=3)
+    assert not torch.allclose(shifted, y)
+    with pytest.raises(ValueError, match=r"copy-noisy: unknown decoding option 'steps' \(valid: shift\)"):
+        model.enhance_batch(x, steps=2)
 
 
 # -- bad files --------------------------------------------------------------------------
@@ -459,7 +504,7 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     path = write(tmp_path / "in.wav", noise((1, 16000 * 4)).numpy(), 16000)
     calls = []
 
-    def fail_second(wav, lens=None, generator=None, **opts):
+    def fail_second(wav, lens=None, generator=None, prefix=None, **opts):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("out of memory")

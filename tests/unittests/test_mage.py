@@ -3,23 +3,61 @@
 import pytest
 import torch
 
-from speechbrain_gense.masking import TokenFrequency
-from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.models.base import GenerativeEnhancer, get_method
+from speechbrain_gense.models.debug import tiny_mage
 from speechbrain_gense.models.mage import MAGE
-from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, BandAwareEncoder, MaskedEnhancer
+from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
 from speechbrain_gense.tokenizers.debug import DebugTokenizer
 
 
 def build(strategy="ctf", corrector=True, band=True):
-    torch.manual_seed(0)
-    tok = DebugTokenizer(vocab_size=32)
-    band_enc = BandAwareEncoder(n_fft=800, hop_length=200, num_bands=2, dim=8,
-                                out_dim=TINY_CONFIG["hidden_size"]) if band else None
-    enh = MaskedEnhancer(32, band_encoder=band_enc, **TINY_CONFIG)
-    corr = Corrector(TINY_CONFIG["hidden_size"], 32, dim=16) if corrector else None
-    freq = TokenFrequency(torch.arange(32, 0, -1))  # token 0 most frequent
-    return MAGE(tok, enh, corrector=corr, token_frequency=freq, mask_strategy=strategy,
-                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
+    return tiny_mage(mask_strategy=strategy, corrector=corrector, band=band).train()
+
+
+def test_mage_is_the_registered_mage_method():
+    mage = build()
+    assert isinstance(mage, GenerativeEnhancer) and get_method("mage") is MAGE
+    assert mage.output_tokenizer is mage.tokenizer and mage.sample_rate == 16000
+    assert mage.supports_prefix and mage.max_frames() == TINY_CONFIG["max_position"]
+    assert set(mage.decode_defaults) >= {"steps", "strategy", "use_corrector", "precision"}
+
+
+def test_max_frames_counts_the_speaker_position():
+    assert tiny_mage(speaker_dim=8, max_position=100).max_frames() == 99
+    assert tiny_mage(max_position=100).max_frames() == 100
+
+
+def test_unknown_decoding_option_is_an_error():
+    mage = build().eval()
+    with pytest.raises(ValueError, match=r"mage: unknown decoding option 'stpes' \(valid: .*steps"):
+        mage.enhance(torch.randn(1, 1600), stpes=4)
+    with pytest.raises(ValueError, match="unknown decoding option"):
+        tiny_mage(decode_opts={"stepz": 2})
+
+
+def test_enhance_reports_nfe_and_strategy_option_changes_the_order():
+    mage = build().eval()
+    noisy = torch.randn(1, 3200)
+    gen = torch.Generator().manual_seed
+    out = mage.enhance(noisy, generator=gen(0), steps=2, corrector_steps=1)
+    assert out["nfe"] == 2 + 1 + 1
+    assert mage.enhance(noisy, generator=gen(0), steps=2, use_corrector=False)["nfe"] == 2
+    ctf = mage.enhance(noisy, generator=gen(0), steps=4, use_corrector=False, strategy="ctf")
+    default = mage.enhance(noisy, generator=gen(0), steps=4, use_corrector=False)
+    assert torch.equal(ctf["tokens"], default["tokens"])  # frequency table: ctf by default
+    with pytest.raises(ValueError, match="strategy"):
+        mage.enhance(noisy, strategy="magic")
+
+
+def test_prefix_tokens_are_kept_and_checked():
+    mage = build(corrector=True).eval()
+    noisy = torch.randn(2, 3200)  # 16 frames
+    prefix = torch.randint(0, 32, (2, 5, 1))
+    out = mage.enhance(noisy, prefix=prefix, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out["tokens"][:, :5], prefix) and out["tokens"].shape == (2, 16, 1)
+    assert torch.all(out["confidence"][:, :5] > 0)
+    with pytest.raises(ValueError, match=r"expected prefix \[B=2, P, K=1\]"):
+        mage.enhance(noisy, prefix=prefix[:1])
 
 
 def test_vocab_mismatch_is_a_clear_error():
@@ -79,6 +117,7 @@ def test_generate_counts_model_calls_with_and_without_corrector():
     with_corr = mage.generate(cond, generator=torch.Generator().manual_seed(0))
     without = mage.generate(cond, generator=torch.Generator().manual_seed(0),
                             use_corrector=False)
+    assert mage.generate(cond, steps=1)["steps"] == 1 + 1 + 1
     assert without["steps"] == 3
     assert with_corr["steps"] == 3 + 1 + 1
     assert without["remasked"] is None and with_corr["remasked"].any()
@@ -114,6 +153,11 @@ def test_save_load_round_trip_gives_the_same_enhancement(tmp_path):
     mage.tokenizer = load_tokenizer("debug?vocab_size=32")
     folder = mage.save(str(tmp_path / "model"))
     again = MAGE.load(folder)
+    assert get_method("mage").load(folder).decode_opts == mage.decode_opts
+    import json
+    import os
+
+    assert json.load(open(os.path.join(folder, "mage.json")))["method"] == "mage"
     assert again.decode_opts == mage.decode_opts and again.mask_strategy == "ctf"
     assert torch.equal(again.token_frequency.counts, mage.token_frequency.counts)
     noisy = torch.randn(1, 2000)
