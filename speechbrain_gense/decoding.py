@@ -25,6 +25,7 @@ Masks, schedules, spans and token rarities come from
 :mod:`speechbrain_gense.masking`. Tokens are ``LongTensor[B, T, K]``.
 """
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -672,3 +673,441 @@ class ClassifierFreeGuidance:
         result["logits"] = uncond + w * (cond - uncond)
         result["guidance"] = w
         return result
+
+
+# --------------------------------------------------------------------------
+# Autoregressive decoding (transformers generate)
+# --------------------------------------------------------------------------
+
+
+class _PositionalLogitsProcessor(LogitsProcessor):
+    """A logits processor that knows the generated position ``t``.
+
+    ``start`` is the column of ``input_ids`` where generation starts (the
+    left-padded prompt width, the same for the whole batch);
+    :func:`ar_generate` sets it with :meth:`at`.
+    """
+
+    start = None
+
+    def at(self, start):
+        """A copy of the processor for generation starting at column ``start``."""
+        new = copy.copy(self)
+        new.start = int(start)
+        return new
+
+    def position(self, input_ids):
+        """0-based index of the token about to be generated."""
+        if self.start is None:
+            raise ValueError(f"{type(self).__name__}: the generation start is unknown "
+                             "(use .at(prompt_width) or pass it to ar_generate)")
+        return input_ids.shape[1] - self.start
+
+
+class TokenRangeLogitsProcessor(_PositionalLogitsProcessor):
+    """Allows only the token ids of a half-open range ``[lo, hi)``.
+
+    The range is fixed (``(lo, hi)``), one per generated position (a list
+    of ``(lo, hi)``; positions past its end are not constrained), or given
+    by a callable ``token_range(t) -> (lo, hi)`` of the generated position
+    ``t``. All other logits become ``-inf``.
+
+    Arguments
+    ---------
+    token_range : tuple, list or callable
+        See above.
+    start : int, optional
+        Column of ``input_ids`` where generation starts (set by
+        :func:`ar_generate`).
+
+    Example
+    -------
+    >>> proc = TokenRangeLogitsProcessor((1, 3), start=2)
+    >>> proc(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 5)).tolist()
+    [[-inf, 0.0, 0.0, -inf, -inf]]
+    >>> proc = TokenRangeLogitsProcessor([(0, 2), (3, 5)], start=2)
+    >>> proc(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 5)).tolist()
+    [[-inf, -inf, -inf, 0.0, 0.0]]
+    """
+
+    def __init__(self, token_range, start=None):
+        if callable(token_range):
+            self._range = token_range
+            self.length = None
+        elif (isinstance(token_range, tuple) and len(token_range) == 2
+              and all(isinstance(v, int) for v in token_range)):
+            self._check(token_range)
+            self._range = lambda t, r=tuple(token_range): r
+            self.length = None
+        elif isinstance(token_range, (list, tuple)):
+            ranges = [tuple(r) for r in token_range]
+            for r in ranges:
+                self._check(r)
+            self._range = lambda t, rs=ranges: rs[t] if t < len(rs) else None
+            self.length = len(ranges)
+        else:
+            raise ValueError(f"token_range must be (lo, hi), a list of (lo, hi) or a callable, "
+                             f"got {token_range!r}")
+        self.start = start
+
+    @staticmethod
+    def _check(r):
+        if len(r) != 2 or not 0 <= int(r[0]) < int(r[1]):
+            raise ValueError(f"a token range is (lo, hi) with 0 <= lo < hi, got {r!r}")
+
+    def range_at(self, t):
+        """``(lo, hi)`` of generated position ``t`` (``None``: unconstrained)."""
+        return self._range(t)
+
+    def __call__(self, input_ids, scores):
+        r = self.range_at(self.position(input_ids))
+        if r is None:
+            return scores
+        lo, hi = int(r[0]), int(r[1])
+        if not 0 <= lo < hi <= scores.shape[-1]:
+            raise ValueError(f"token range [{lo}, {hi}) outside the vocabulary "
+                             f"[0, {scores.shape[-1]})")
+        allowed = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        allowed[lo:hi] = True
+        return scores.masked_fill(~allowed, -math.inf)
+
+
+class CodebookOrderLogitsProcessor(TokenRangeLogitsProcessor):
+    """Codebook order of flattened multi-codebook tokens.
+
+    Generated position ``t`` holds codebook ``c = (first_codebook + t) % K``
+    (frame-major, e.g. DAC-SE1's 9 DAC codebooks) and may only emit the ids
+    ``[offsets[c], offsets[c] + vocab_per_codebook)``.
+
+    Arguments
+    ---------
+    offsets : int or list of int
+        First id of each codebook (``K`` values), or of codebook 0 with
+        codebook ``c`` at ``offsets + c * vocab_per_codebook``.
+    vocab_per_codebook : int
+        Ids per codebook.
+    num_codebooks : int
+        ``K``.
+    first_codebook : int
+        Codebook of the first generated token.
+    start : int, optional
+        Column of ``input_ids`` where generation starts.
+
+    Example
+    -------
+    >>> proc = CodebookOrderLogitsProcessor(5, 2, 3, start=1)
+    >>> [proc.range_at(t) for t in range(4)]
+    [(5, 7), (7, 9), (9, 11), (5, 7)]
+    >>> proc(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 12)).isfinite().int().tolist()
+    [[0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0]]
+    """
+
+    def __init__(self, offsets, vocab_per_codebook, num_codebooks, first_codebook=0, start=None):
+        K, V = int(num_codebooks), int(vocab_per_codebook)
+        if K < 1 or V < 1:
+            raise ValueError(f"need num_codebooks >= 1 and vocab_per_codebook >= 1, got {K}, {V}")
+        if isinstance(offsets, int):
+            offsets = [offsets + c * V for c in range(K)]
+        offsets = [int(o) for o in offsets]
+        if len(offsets) != K:
+            raise ValueError(f"expected {K} codebook offsets, got {len(offsets)}")
+        self.offsets, self.vocab_per_codebook, self.num_codebooks = offsets, V, K
+        self.first_codebook = int(first_codebook)
+        super().__init__(self._codebook_range, start=start)
+
+    def _codebook_range(self, t):
+        c = (self.first_codebook + t) % self.num_codebooks
+        return (self.offsets[c], self.offsets[c] + self.vocab_per_codebook)
+
+
+class ExactLengthLogitsProcessor(_PositionalLogitsProcessor):
+    """Generates exactly ``num_tokens[b]`` tokens before the end token.
+
+    Before position ``num_tokens[b]`` the end token is forbidden; from it
+    on the end token is the only choice (so ``generate`` stops each item
+    there; finished items are then filled with the pad id by ``generate``).
+
+    Arguments
+    ---------
+    num_tokens : torch.LongTensor
+        ``[B]`` tokens to generate per item.
+    eos_token_id : int
+        The end token.
+    start : int, optional
+        Column of ``input_ids`` where generation starts.
+
+    Example
+    -------
+    >>> proc = ExactLengthLogitsProcessor(torch.tensor([1, 2]), eos_token_id=0, start=3)
+    >>> proc(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3)).tolist()
+    [[0.0, -inf, -inf], [-inf, 0.0, 0.0]]
+    """
+
+    def __init__(self, num_tokens, eos_token_id, start=None):
+        self.num_tokens = torch.as_tensor(num_tokens).long()
+        self.eos_token_id = int(eos_token_id)
+        self.start = start
+
+    def __call__(self, input_ids, scores):
+        t = self.position(input_ids)
+        done = (self.num_tokens.to(scores.device) <= t)[:, None]
+        is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        is_eos[self.eos_token_id] = True
+        forced = torch.where(is_eos, 0.0, -math.inf).to(scores.dtype)
+        return torch.where(done, forced.expand_as(scores), scores.masked_fill(is_eos, -math.inf))
+
+
+class _ChosenProbRecorder(LogitsProcessor):
+    """Records the probability of each chosen token under the scores it sees.
+
+    The chosen token of a step is only known at the next call (last column
+    of ``input_ids``); :meth:`finish` takes the last one.
+    """
+
+    def __init__(self):
+        self.probs, self._log_probs = [], None
+
+    def _take(self, chosen):
+        if self._log_probs is not None:
+            self.probs.append(self._log_probs.gather(1, chosen[:, None].to(
+                self._log_probs.device))[:, 0].exp())
+        self._log_probs = None
+
+    def __call__(self, input_ids, scores):
+        self._take(input_ids[:, -1])
+        self._log_probs = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens):
+        self._take(last_tokens)
+        return torch.stack(self.probs, dim=1) if self.probs else None
+
+
+class GumbelNoiseLogitsProcessor(LogitsProcessor):
+    """Adds Gumbel noise drawn with a ``torch.Generator``.
+
+    With greedy search on top, ``argmax(scores + G)`` is a sample of
+    ``softmax(scores)`` (the Gumbel-max trick, as :func:`sample_logits`): it
+    makes ``generate`` sampling reproducible with a generator of its own,
+    without touching the global random state.
+
+    Arguments
+    ---------
+    generator : torch.Generator, optional
+        Random number generator (any device).
+
+    Example
+    -------
+    >>> proc = GumbelNoiseLogitsProcessor(torch.Generator().manual_seed(0))
+    >>> scores = torch.tensor([[0.0, -math.inf, 50.0]])
+    >>> proc(None, scores).argmax(-1).tolist(), bool(proc(None, scores)[0, 1].isinf())
+    ([2], True)
+    """
+
+    def __init__(self, generator=None):
+        self.generator = generator
+
+    def __call__(self, input_ids, scores):
+        uniform = rand_uniform(scores.shape, self.generator, scores.device)
+        exponential = (-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20)
+        return scores.float() - torch.log(exponential)
+
+
+class _ForwardCounter:
+    """Counts the forward passes of a module while active."""
+
+    def __init__(self, module):
+        self.count = 0
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        self.count += 1
+
+    def remove(self):
+        self._handle.remove()
+
+
+def _left_pad(x, lens, width, value):
+    """Right-padded ``x[B, P]`` with ``lens[B]`` -> left-padded ``[B, width]``."""
+    B = x.shape[0]
+    cols = torch.arange(width, device=x.device)[None, :] - (width - lens[:, None])
+    keep = cols >= 0
+    src = x.gather(1, cols.clamp(min=0, max=x.shape[1] - 1))
+    return torch.where(keep, src, torch.full((B, width), value, dtype=x.dtype, device=x.device)), keep
+
+
+@torch.no_grad()
+def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
+                temperature=1.0, top_k=None, top_p=None, generator=None, seed=None,
+                use_cache=True, extra_processors=(), position_ids=None, eos_token_id=None,
+                pad_token_id=0):
+    """Autoregressive generation of exactly ``num_tokens`` tokens per item.
+
+    A thin layer over ``transformers``' ``model.generate`` (its KV cache,
+    attention masks and position ids): the right-padded prompts are
+    left-padded for batched generation with an attention mask (positions
+    are counted from each item's first real token), and the logits go
+    through, in this order:
+
+    1. constraints: the token range (:class:`TokenRangeLogitsProcessor`,
+       or :class:`CodebookOrderLogitsProcessor` given as ``token_range``),
+       ``extra_processors``, then the exact length
+       (:class:`ExactLengthLogitsProcessor`, with ``eos_token_id``);
+    2. the probability of the chosen token is taken here (``token_prob``);
+    3. sampling: ``TemperatureLogitsWarper``, ``TopKLogitsWarper``,
+       ``TopPLogitsWarper`` (``transformers``) and Gumbel noise drawn with
+       ``generator`` (:class:`GumbelNoiseLogitsProcessor`), so that greedy
+       search samples, reproducibly for a seed. ``temperature = 0`` is
+       greedy decoding.
+
+    Without ``eos_token_id`` every item runs for ``max(num_tokens)`` steps
+    and is cut to its length. The model's own ``generation_config`` (e.g. a
+    checkpoint's repetition penalty or sampling defaults) is set aside
+    during the call: only the options here apply.
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        A causal LM (e.g. ``GPT2LMHeadModel``, ``LlamaForCausalLM``,
+        ``Qwen2ForCausalLM``).
+    prompt : torch.LongTensor
+        ``[B, P]`` prompts, right-padded with ``pad_token_id``.
+    prompt_lens : torch.LongTensor
+        ``[B]`` prompt lengths (``1 .. P``).
+    num_tokens : int or torch.LongTensor
+        Tokens to generate per item (``[B]`` or one for all).
+    token_range : tuple, list, callable or TokenRangeLogitsProcessor, optional
+        ``(lo, hi)`` half-open ids allowed, one range per generated
+        position, a callable ``t -> (lo, hi)``, or a processor such as
+        :class:`CodebookOrderLogitsProcessor`.
+    temperature : float
+        Sampling temperature (0: greedy).
+    top_k : int, optional
+        Sample among the ``top_k`` most likely tokens.
+    top_p : float, optional
+        Nucleus sampling mass, in ``(0, 1]``.
+    generator : torch.Generator, optional
+        Random number generator of the sampling.
+    seed : int, optional
+        Seed of a new CPU generator (when ``generator`` is not given).
+    use_cache : bool
+        Use the KV cache (same tokens, fewer operations).
+    extra_processors : sequence of LogitsProcessor
+        More constraints, applied after the token range.
+    position_ids : torch.LongTensor, optional
+        ``[B, P]`` position ids of the prompts (right-padded like them);
+        generated tokens continue from each item's last one.
+    eos_token_id : int, optional
+        End token: forbidden before, forced at ``num_tokens`` (stops early).
+    pad_token_id : int
+        Pad id of the prompts and of the returned tokens.
+
+    Returns
+    -------
+    dict
+        ``tokens``: ``LongTensor[B, max(num_tokens)]`` (padded with
+        ``pad_token_id``); ``lens``: ``LongTensor[B]`` (``num_tokens``);
+        ``token_prob``: ``FloatTensor[B, max(num_tokens)]``, probability of
+        each chosen token under the constrained, untempered softmax (0 on
+        padding); ``nfe``: number of model forward passes.
+
+    Example
+    -------
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=32, n_embd=16,
+    ...                                    n_layer=1, n_head=2)).eval()
+    >>> prompt = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    >>> out = ar_generate(model, prompt, torch.tensor([3, 2]), torch.tensor([4, 2]),
+    ...                   token_range=(3, 10), eos_token_id=2, seed=0)
+    >>> out["tokens"].shape, out["lens"].tolist(), out["nfe"]
+    (torch.Size([2, 4]), [4, 2], 5)
+    >>> bool(((out["tokens"][0] >= 3) & (out["tokens"][0] < 10)).all()), out["tokens"][1, 2:].tolist()
+    (True, [0, 0])
+    """
+    if prompt.dim() != 2:
+        raise ValueError(f"expected prompt [B, P], got {tuple(prompt.shape)}")
+    B, P = prompt.shape
+    device = prompt.device
+    prompt = prompt.long()
+    prompt_lens = torch.as_tensor(prompt_lens, device=device).long()
+    if prompt_lens.shape != (B,):
+        raise ValueError(f"expected prompt_lens of shape [{B}], got {tuple(prompt_lens.shape)}")
+    if B and (int(prompt_lens.min()) < 1 or int(prompt_lens.max()) > P):
+        raise ValueError(f"prompt_lens must be in [1, {P}], got {prompt_lens.tolist()}")
+    num_tokens = torch.as_tensor(num_tokens, device=device).long()
+    if num_tokens.dim() == 0:
+        num_tokens = num_tokens.expand(B)
+    if num_tokens.shape != (B,):
+        raise ValueError(f"expected num_tokens int or of shape [{B}], got {tuple(num_tokens.shape)}")
+    if B and int(num_tokens.min()) < 0:
+        raise ValueError(f"num_tokens must be >= 0, got {num_tokens.tolist()}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and (int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    n_max = int(num_tokens.max()) if B else 0
+    lens = num_tokens.clone()
+    if n_max == 0:
+        empty = torch.full((B, 0), pad_token_id, dtype=torch.long, device=device)
+        return {"tokens": empty, "lens": lens, "token_prob": empty.float(), "nfe": 0}
+
+    width = int(prompt_lens.max())
+    input_ids, attention_mask = _left_pad(prompt, prompt_lens, width, pad_token_id)
+    kwargs = {}
+    if position_ids is not None:
+        position_ids = torch.as_tensor(position_ids, device=device).long()
+        if position_ids.shape != prompt.shape:
+            raise ValueError(f"expected position_ids of shape {tuple(prompt.shape)}, "
+                             f"got {tuple(position_ids.shape)}")
+        kwargs["position_ids"] = _left_pad(position_ids, prompt_lens, width, 0)[0]
+
+    processors = []
+    if token_range is not None:
+        if not isinstance(token_range, TokenRangeLogitsProcessor):
+            token_range = TokenRangeLogitsProcessor(token_range)
+        if token_range.length is not None and token_range.length < n_max:
+            raise ValueError(f"token_range gives {token_range.length} ranges for "
+                             f"{n_max} generated tokens")
+        processors.append(token_range.at(width))
+    for proc in extra_processors:
+        processors.append(proc.at(width) if isinstance(proc, _PositionalLogitsProcessor) else proc)
+    if eos_token_id is not None:
+        processors.append(ExactLengthLogitsProcessor(num_tokens, eos_token_id, start=width))
+    recorder = _ChosenProbRecorder()
+    processors.append(recorder)
+    if temperature > 0 and top_k != 1:
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        if temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(float(temperature)))
+        if top_k is not None:
+            processors.append(TopKLogitsWarper(int(top_k)))
+        if top_p is not None and top_p < 1.0:
+            processors.append(TopPLogitsWarper(float(top_p)))
+        processors.append(GumbelNoiseLogitsProcessor(generator))
+
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=n_max + (eos_token_id is not None),
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache)
+    saved_config = model.generation_config
+    model.generation_config = GenerationConfig()
+    counter = _ForwardCounter(model)
+    try:
+        out = model.generate(input_ids, attention_mask=attention_mask.long(),
+                             generation_config=config,
+                             logits_processor=LogitsProcessorList(processors), **kwargs)
+    finally:
+        counter.remove()
+        model.generation_config = saved_config
+    generated = out[:, width:]
+    prob = recorder.finish(generated[:, -1])
+    T_gen = generated.shape[1]
+    if T_gen < n_max:
+        raise RuntimeError(f"generate stopped after {T_gen} of {n_max} tokens")
+    keep = torch.arange(n_max, device=device)[None, :] < lens[:, None]
+    tokens = generated[:, :n_max].masked_fill(~keep, pad_token_id)
+    token_prob = prob[:, :n_max].to(device).masked_fill(~keep, 0.0)
+    return {"tokens": tokens, "lens": lens, "token_prob": token_prob, "nfe": counter.count}
