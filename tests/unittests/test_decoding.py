@@ -1,4 +1,4 @@
-"""Token sampling and iterative (MaskGIT / MAGE) decoding (decoding.py)."""
+"""Token sampling and iterative (MaskGIT / MAGE / MAGNeT) decoding (decoding.py)."""
 
 import math
 
@@ -6,8 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speechbrain_gense.decoding import iterative_decode, sample_logits
-from speechbrain_gense.masking import TokenFrequency, mask_ratio, valid_mask
+from speechbrain_gense.decoding import (
+    ClassifierFreeGuidance,
+    DecodeStep,
+    ScarcityPriority,
+    iterative_decode,
+    sample_logits,
+)
+from speechbrain_gense.masking import (
+    TokenFrequency,
+    mask_ratio,
+    select_top,
+    select_top_spans,
+    span_pool,
+    valid_mask,
+)
 
 MASK = 99
 
@@ -335,3 +348,328 @@ def test_errors():
         iterative_decode(predict, (1, 3, 1), None, MASK, strategy="random", freq=None)
     with pytest.raises(ValueError, match="logits"):
         iterative_decode(predict, (1, 4, 1), None, MASK, strategy="confidence")
+
+
+# --------------------------------------------------------------------------
+# Extension points: step-aware predict_fn, priorities, spans, stages,
+# guidance, rescoring
+# --------------------------------------------------------------------------
+
+
+class StepRecorder(Recorder):
+    """A step-aware Recorder: also records the DecodeStep of each call."""
+
+    def __init__(self, logits, hidden_size=4):
+        super().__init__(logits, hidden_size)
+        self.infos = []
+
+    def __call__(self, tokens, step_info):
+        self.infos.append(step_info)
+        return super().__call__(tokens)
+
+
+def test_step_aware_predict_fn_gets_step_and_ratio():
+    B, T, K, V, S = 2, 12, 2, 8, 5
+    target = torch.randint(0, V, (B, T, K), generator=gen(11))
+    lens = torch.tensor([1.0, 0.5])
+    conf = torch.rand(B, T, K, generator=gen(12))
+    predict = StepRecorder(30.0 * F.one_hot(target, V).float())
+    out = iterative_decode(predict, (B, T, K), lens, MASK, steps=S, strategy="confidence",
+                           generator=gen(), corrector_fn=lambda h, t: conf,
+                           remask_ratio=0.25, corrector_steps=2)
+    infos = predict.infos
+    assert [i.step for i in infos] == [1, 2, 3, 4, 5, 0, 1, 2]
+    assert [i.steps for i in infos] == [S] * S + [0, 2, 2]
+    assert [i.phase for i in infos] == ["decode"] * S + ["score"] + ["correct"] * 2
+    assert [i.call for i in infos] == list(range(S + 3))
+    assert all(i.stage is None for i in infos)
+    for s, info in enumerate(infos[:S]):  # the ratio is the masked fraction of the input
+        assert info.ratio == pytest.approx(mask_ratio(s / S))
+        n_init = valid_mask(lens, T, K).sum((1, 2)).double()
+        assert predict.masks()[s].sum((1, 2)).tolist() == \
+            torch.floor(info.ratio * n_init + 1e-6).long().tolist()
+    assert infos[S].ratio == 0.0 and infos[S + 1].ratio == 1.0
+    # the same logits through a plain predict_fn give the same decode
+    plain = Recorder(30.0 * F.one_hot(target, V).float())
+    ref = iterative_decode(plain, (B, T, K), lens, MASK, steps=S, strategy="confidence",
+                           generator=gen(), corrector_fn=lambda h, t: conf,
+                           remask_ratio=0.25, corrector_steps=2)
+    assert torch.equal(out["tokens"], ref["tokens"]) and out["steps"] == ref["steps"] == S + 3
+
+
+def test_kwargs_predict_fn_is_step_aware():
+    seen = []
+
+    def predict(tokens, **kw):
+        seen.append(kw["step_info"].step)
+        return {"logits": torch.zeros(*tokens.shape, 4)}
+
+    iterative_decode(predict, (1, 4, 1), None, MASK, steps=3, strategy="confidence")
+    assert seen == [1, 2, 3]
+
+
+def test_temperature_schedule_callable():
+    """A temperature of 0 from step 2 on commits the argmax there."""
+    B, T, V, S = 1, 40, 6, 4
+    logits = torch.randn(B, T, 1, V, generator=gen(13))
+    temps = []
+
+    def temperature(info):
+        temps.append(info.step)
+        return 50.0 if info.step == 1 else 0.0
+
+    predict = Recorder(logits)
+    out = iterative_decode(predict, (B, T, 1), None, MASK, steps=S, strategy="confidence",
+                           temperature=temperature, generator=gen(1))
+    assert temps == [1, 2, 3, 4]
+    later = commit_steps(predict) > 1
+    assert torch.equal(out["tokens"][later], logits.argmax(-1)[later])
+
+
+def test_callable_priority_orders_commits():
+    """A priority of minus the frame index commits left to right."""
+    B, T, K, V, S = 1, 8, 1, 5, 4
+    target = torch.randint(0, V, (B, T, K), generator=gen(14))
+    calls = []
+
+    def left_to_right(log_prob, tokens, step_info):
+        calls.append((log_prob.clone(), tokens.clone(), step_info.step))
+        return -torch.arange(T, dtype=torch.float64)[None, :, None].expand(B, T, K)
+
+    predict = perfect(target, V, scale=5.0)
+    out = iterative_decode(predict, (B, T, K), None, MASK, steps=S, strategy=left_to_right,
+                           temperature=0.0)
+    assert torch.equal(out["tokens"], target)
+    # commits per step (cosine, n = 8): 1, 2, 2, 3, in time order
+    assert commit_steps(predict)[0, :, 0].tolist() == [1, 2, 2, 3, 3, 4, 4, 4]
+    log_prob, tokens, step = calls[0]
+    assert step == 1 and torch.equal(tokens, target)
+    expected = torch.log_softmax(5.0 * F.one_hot(target, V).double(), -1).amax(-1)
+    assert torch.allclose(log_prob, expected)
+
+
+def test_scarcity_priority_callable_equals_ctf():
+    B, T, K, V = 2, 16, 2, 8
+    logits = torch.randn(B, T, K, V, generator=gen(15))
+    freq = TokenFrequency(torch.randint(0, 90, (V,), generator=gen(16)))
+    a = iterative_decode(Recorder(logits), (B, T, K), None, MASK, steps=5, strategy="ctf",
+                         freq=freq, scarcity_weight=2.0, generator=gen(3))
+    b = iterative_decode(Recorder(logits), (B, T, K), None, MASK, steps=5,
+                         strategy=ScarcityPriority(freq, 2.0), generator=gen(3))
+    assert torch.equal(a["tokens"], b["tokens"])
+
+
+def test_select_top_spans_values():
+    scores = torch.randn(3, 11, 2, generator=gen(17)).double()
+    cand = torch.rand(3, 11, 2, generator=gen(18)) < 0.7
+    n = torch.tensor([3, 0, 30])
+    # span 1 is select_top
+    assert torch.equal(select_top_spans(scores, cand, n, 1), select_top(scores, cand, n))
+    # spans of 3 frames per codebook, mean of the candidates' scores
+    pooled, span_cand = span_pool(scores, cand, 3)
+    assert pooled.shape == (3, 4, 2)
+    for b, j, k in [(0, 0, 0), (1, 2, 1), (2, 3, 0)]:
+        c = cand[b, 3 * j: 3 * j + 3, k]
+        if c.any():
+            assert pooled[b, j, k] == pytest.approx(float(scores[b, 3 * j: 3 * j + 3, k][c].mean()))
+        else:
+            assert not span_cand[b, j, k]
+    chosen = select_top_spans(scores, cand, n, 3)
+    assert not (chosen & ~cand).any()
+    # each span is taken whole or not at all, and n spans per utterance
+    spans = torch.nn.functional.pad(chosen, (0, 0, 0, 1)).reshape(3, 4, 3, 2)
+    c4 = torch.nn.functional.pad(cand, (0, 0, 0, 1)).reshape(3, 4, 3, 2)
+    taken = spans.any(2)
+    assert torch.equal(spans, taken[:, :, None] & c4)
+    assert taken.reshape(3, -1).sum(1).tolist() == [3, 0, int(span_cand[2].sum())]
+    with pytest.raises(ValueError, match="span"):
+        select_top_spans(scores, cand, n, 0)
+    with pytest.raises(ValueError, match="span score"):
+        span_pool(scores, cand, 2, "median")
+
+
+def test_span_commit_mean_and_max():
+    """Spans of 2 frames are committed whole, by mean or max log-probability."""
+    T, V, S = 6, 4, 3
+    target = torch.tensor([0, 1, 2, 3, 0, 1])[None, :, None]
+    # spans (0,1), (2,3), (4,5): per-frame confidences; mean ranks span 1 > 0 > 2,
+    # max ranks span 0 > 2 > 1
+    scale = torch.tensor([9.0, 1.0, 4.5, 4.5, 8.0, 0.5])[None, :, None, None]
+    logits = scale * F.one_hot(target, V).float()
+    for span_score, order in (("mean", [2, 1, 3]), ("max", [1, 3, 2])):
+        predict = Recorder(logits)
+        out = iterative_decode(predict, (1, T, 1), None, MASK, steps=S, strategy="span",
+                               span=2, span_score=span_score, temperature=0.0)
+        assert torch.equal(out["tokens"], target)
+        # cosine over 3 spans: keep floor(cos(pi/6) 3) = 2, floor(cos(pi/3) 3) = 1, 0
+        steps = commit_steps(predict)[0, :, 0].tolist()
+        assert steps == [order[0]] * 2 + [order[1]] * 2 + [order[2]] * 2, span_score
+
+
+def test_span_strategy_defaults_to_three_frames_and_handles_padding():
+    B, T, K, V, S = 3, 11, 2, 8, 4
+    target = torch.randint(0, V, (B, T, K), generator=gen(19))
+    lens = torch.tensor([1.0, 8 / 11, 4 / 11])
+    valid = valid_mask(lens, T, K)
+    predict = perfect(target, V)
+    out = iterative_decode(predict, (B, T, K), lens, MASK, steps=S, strategy="span",
+                           generator=gen())
+    assert torch.equal(out["tokens"][valid], target[valid])
+    assert (out["tokens"][~valid] == 0).all()
+    step = commit_steps(predict)
+    # frames 3j..3j+2 of a codebook share their commit step (where valid)
+    for b in range(B):
+        for k in range(K):
+            for j in range(4):
+                s = step[b, 3 * j: 3 * j + 3, k][valid[b, 3 * j: 3 * j + 3, k]]
+                assert s.numel() == 0 or (s == s[0]).all()
+    # spans per step follow the schedule: n_spans(b) = 2 * ceil(frames / 3)
+    n_spans = torch.tensor([8, 6, 4]).double()
+    for s, masked in enumerate(predict.masks()):
+        spans = torch.nn.functional.pad(masked, (0, 0, 0, 1)).reshape(B, 4, 3, K).any(2)
+        expected = torch.floor(mask_ratio(s / S) * n_spans + 1e-6).long()
+        assert spans.reshape(B, -1).sum(1).tolist() == expected.tolist()
+
+
+def test_stage_loop_over_codebooks():
+    B, T, K, V = 2, 10, 3, 8
+    stage_steps = [3, 2, 1]
+    target = torch.randint(0, V, (B, T, K), generator=gen(20))
+    lens = torch.tensor([1.0, 0.6])
+    valid = valid_mask(lens, T, K)
+    predict = StepRecorder(30.0 * F.one_hot(target, V).float())
+    out = iterative_decode(predict, (B, T, K), lens, MASK, strategy="confidence",
+                           stage_steps=stage_steps, steps=99, generator=gen())
+    assert torch.equal(out["tokens"][valid], target[valid])
+    assert out["steps"] == len(predict.inputs) == 6
+    assert [(i.stage, i.step, i.steps) for i in predict.infos] == [
+        (0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 2), (1, 2, 2), (2, 1, 1)]
+    n_frames = valid[..., 0].sum(1).double()
+    for x, info in zip(predict.inputs, predict.infos):
+        k = info.stage
+        m = x == MASK
+        # later codebooks are fed masked, earlier ones fixed at their final tokens
+        assert torch.equal(m[..., k + 1:], valid[..., k + 1:])
+        assert torch.equal(x[..., :k][valid[..., :k]], out["tokens"][..., :k][valid[..., :k]])
+        # this stage's mask follows its own schedule
+        expected = torch.floor(mask_ratio((info.step - 1) / info.steps) * n_frames + 1e-6)
+        assert m[..., k].sum(1).tolist() == expected.long().tolist()
+    with pytest.raises(ValueError, match="stage_steps"):
+        iterative_decode(predict, (B, T, K), lens, MASK, strategy="confidence",
+                         stage_steps=[2, 2])
+
+
+def test_stage_loop_with_spans_and_prefix():
+    B, T, K, V = 1, 9, 2, 6
+    target = torch.randint(0, V, (B, T, K), generator=gen(21))
+    given = torch.full((B, T, K), 5)
+    init_mask = torch.zeros(B, T, dtype=torch.bool)
+    init_mask[:, 4:] = True
+    out = iterative_decode(perfect(target, V), (B, T, K), None, MASK, strategy="span",
+                           span=2, stage_steps=[2, 2], init_tokens=given,
+                           init_mask=init_mask, generator=gen())
+    assert (out["tokens"][:, :4] == 5).all()
+    assert torch.equal(out["tokens"][:, 4:], target[:, 4:])
+
+
+def test_classifier_free_guidance_one_batch_and_annealing():
+    B, T, K, V, S = 2, 8, 1, 5, 4
+    cond = torch.randn(B, T, K, V, generator=gen(22))
+    null = torch.randn(B, T, K, V, generator=gen(23))
+    batches = []
+
+    def model_fn(tokens, condition):
+        batches.append((tokens.clone(), condition["c"].clone()))
+        return {"logits": condition["c"], "hidden": torch.arange(2 * B).float()[:, None, None]
+                .expand(2 * B, T, 3)}
+
+    cfg = ClassifierFreeGuidance(model_fn, {"c": cond}, {"c": null}, w_start=5.0, w_end=1.0)
+    out = cfg(torch.zeros(B, T, K, dtype=torch.long), DecodeStep(step=2, steps=S, ratio=0.25))
+    w = 1.0 + 4.0 * 0.25
+    assert out["guidance"] == w
+    assert torch.allclose(out["logits"], null + w * (cond - null))
+    assert (out["hidden"][:, 0, 0] == torch.arange(B).float()).all()  # conditional half
+    tokens, condition = batches[0]
+    assert tokens.shape[0] == 2 * B and torch.equal(condition, torch.cat([cond, null]))
+    assert torch.equal(cfg(tokens[:B])["logits"], null + 5.0 * (cond - null))  # no step info
+    # inside iterative_decode: one call per step, coefficient annealed by the ratio
+    batches.clear()
+    coefs = []
+
+    def model_fn2(tokens, condition):
+        batches.append(tokens.clone())
+        return {"logits": condition["c"]}
+
+    class Spy(ClassifierFreeGuidance):
+        def coefficient(self, step_info=None):
+            coefs.append(super().coefficient(step_info))
+            return coefs[-1]
+
+    res = iterative_decode(Spy(model_fn2, {"c": cond}, {"c": null}, 5.0, 1.0), (B, T, K),
+                           None, MASK, steps=S, strategy="confidence", temperature=0.0)
+    assert res["steps"] == S and len(batches) == S
+    assert all(x.shape[0] == 2 * B and torch.equal(x[:B], x[B:]) for x in batches)
+    assert coefs == pytest.approx([1.0 + 4.0 * mask_ratio(s / S) for s in range(S)])
+    # greedy on the guided logits of the step where each position was committed
+    guided = [null + c * (cond - null) for c in coefs]
+    masks = [x[:B] == MASK for x in batches] + [torch.zeros(B, T, K, dtype=torch.bool)]
+    for s in range(S):
+        committed = masks[s] & ~masks[s + 1]
+        assert torch.equal(res["tokens"][committed], guided[s].argmax(-1)[committed])
+    with pytest.raises(ValueError, match="differ in shape"):
+        ClassifierFreeGuidance(model_fn, cond, null[:, :3])
+
+
+def test_rescoring_changes_commit_order_not_probabilities():
+    B, T, V, S = 1, 6, 4, 3
+    target = torch.tensor([0, 1, 2, 3, 0, 1])[None, :, None]
+    scale = torch.tensor([9.0, 8.0, 7.0, 6.0, 5.0, 4.0])[None, :, None, None]
+    logits = scale * F.one_hot(target, V).float()
+    # the rescorer trusts the last frames most
+    rscale = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[None, :, None, None]
+    seen = []
+
+    def rescore_fn(tokens, step_info):
+        seen.append((tokens.clone(), step_info.step))
+        return {"logits": rscale * F.one_hot(target, V).float()}
+
+    def run(weight):
+        predict = Recorder(logits)
+        out = iterative_decode(predict, (B, T, 1), None, MASK, steps=S, strategy="confidence",
+                               temperature=0.0, rescore_fn=rescore_fn, rescore_weight=weight)
+        return commit_steps(predict)[0, :, 0].tolist(), out
+
+    order0, out0 = run(0.0)
+    assert order0 == [1, 2, 2, 3, 3, 3] and not seen  # weight 0: rescorer not called
+    order1, out1 = run(1.0)
+    assert order1 == [3, 3, 3, 2, 2, 1]
+    assert [s for _, s in seen] == [1, 2, 3] and torch.equal(seen[0][0], target)
+    # weight 0.5: priority 0.5 (log p + log p_r); equal sums tie -> lower position first
+    seen.clear()
+    lp = torch.log_softmax(logits.double(), -1).amax(-1)[0, :, 0]
+    lr = torch.log_softmax((rscale * F.one_hot(target, V)).double(), -1).amax(-1)[0, :, 0]
+    order_half, _ = run(0.5)
+    rank = torch.sort(-(lp + lr), stable=True).indices.tolist()
+    expected = [0] * T
+    for r, t in enumerate(rank):
+        expected[t] = 1 if r < 1 else 2 if r < 3 else 3
+    assert order_half == expected
+    # token probabilities stay the model's
+    assert torch.allclose(out1["token_prob"], out0["token_prob"])
+    with pytest.raises(ValueError, match="rescore_fn"):
+        iterative_decode(Recorder(logits), (B, T, 1), None, MASK, strategy="confidence",
+                         rescore_weight=0.5)
+
+
+def test_extension_errors():
+    predict = perfect(torch.zeros(1, 3, 2, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="span"):
+        iterative_decode(predict, (1, 3, 2), None, MASK, strategy="confidence", span=0)
+    with pytest.raises(ValueError, match="span_score"):
+        iterative_decode(predict, (1, 3, 2), None, MASK, strategy="span", span_score="median")
+    with pytest.raises(ValueError, match="rescore_weight"):
+        iterative_decode(predict, (1, 3, 2), None, MASK, strategy="confidence",
+                         rescore_fn=lambda t, i: None, rescore_weight=1.5)
+    with pytest.raises(ValueError, match="stage_steps"):
+        iterative_decode(predict, (1, 3, 2), None, MASK, strategy="confidence",
+                         stage_steps=[2, 0])
