@@ -1,4 +1,4 @@
-"""CodecBrain: trains a codec (SimCodec) with reconstruction, commitment and GAN losses.
+"""CodecBrain: trains a codec (SimCodec, RVQCodec) with reconstruction, commitment and GAN losses.
 
 The Brain only wires the parts together: the codec's ``forward`` (see
 :class:`~speechbrain_gense.models.simcodec.SimCodec`), the generator loss
@@ -213,7 +213,11 @@ class CodecBrain(sb.Brain):
 
 
 def _vqs(quantizer):
-    return list(quantizer.groups) if hasattr(quantizer, "groups") else [quantizer]
+    """The VectorQuantizers of a quantizer: SimCodec's groups, the RVQ's codebooks, or itself."""
+    for name in ("groups", "quantizers"):
+        if hasattr(quantizer, name):
+            return list(getattr(quantizer, name))
+    return [quantizer]
 
 
 def usage_stats(quantizer):

@@ -50,7 +50,8 @@ from .manifest import write_manifest
 from .prepare_utils import utterance_seed, write_mixtures
 from .noise import NOISE_FAMILIES, room_impulse_response, synth_noise
 from .text import compose_sentences, normalize_words
-from .voices import BABBLE_VOICES, SPLIT_SPEAKERS, VOICES, check_engines, synthesize, trim_silence
+from .voices import (BABBLE_VOICES, SPLIT_SPEAKERS, VOICES, Voice, check_engines,
+                     codec_voice_pool, synthesize, trim_silence)
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _level(wav, rng):
 def _speak_job(job):
     """Worker: synthesise a batch for one voice, post-process, write wavs."""
     voice_name, items, seed = job
-    voice = VOICES.get(voice_name) or next(
+    voice = voice_name if isinstance(voice_name, Voice) else VOICES.get(voice_name) or next(
         v for vs in BABBLE_VOICES.values() for v in vs if v.name == voice_name)
     out = []
     for (uid, text, path), (wav, sr) in zip(items, synthesize(voice, [t for _, t, _ in items])):
@@ -313,6 +314,102 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
         json.dump(info, f, indent=2)
     logger.info("Built corpus in %s: %s minutes in %.1f s", out_dir, total, info["build_seconds"])
     return paths
+
+
+def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manifests=(),
+                     natural_share=0.25, workers=None, progress=True):
+    """Clean speech from many voices (a codec's training set), with one manifest.
+
+    Sentences are spread evenly over ``voices`` (default
+    :func:`~speechbrain_gense.data.voices.codec_voice_pool`: every espeak-ng
+    accent x variant except the corpus's valid/test/babble ones, plus the
+    train split's flite and festival voices), at random levels, trimmed, as
+    the corpus builder does; sentences of ``avoid_manifests`` (e.g. the
+    corpus's ``valid.json`` / ``test.json``) are never spoken. Writes
+    ``out_dir/clean/*.wav`` and ``out_dir/train.json`` (``clean_wav``,
+    ``length``, ``words``, ``speaker``) and ``speech_info.json``; reuses a
+    finished set built with the same settings.
+
+    Arguments
+    ---------
+    out_dir : str
+        Output folder.
+    minutes : float
+        Approximate minutes of speech.
+    seed : int
+        Fixes voices' pitch and rate, sentences and levels.
+    voices : list of Voice, optional
+        The speakers.
+    avoid_manifests : list of str
+        Manifests whose ``words`` must not be spoken.
+    natural_share : float
+        Share of the sentences given to the flite / festival voices (fewer,
+        more natural than espeak-ng's); the rest go round the espeak voices.
+    workers : int, optional
+        Synthesis processes (default: CPUs, at most 4).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    str
+        The manifest path.
+    """
+    from .manifest import read_manifest
+
+    out_dir = os.path.abspath(out_dir)
+    voices = codec_voice_pool(seed) if voices is None else list(voices)
+    check_engines(voices)
+    manifest = os.path.join(out_dir, "train.json")
+    info_path = os.path.join(out_dir, "speech_info.json")
+    config = {"minutes": minutes, "seed": seed, "voices": sorted(v.name for v in voices),
+              "natural_share": natural_share,
+              "avoid": sorted(os.path.abspath(m) for m in avoid_manifests), "version": 1}
+    if os.path.isfile(info_path) and os.path.isfile(manifest):
+        with open(info_path) as f:
+            if json.load(f).get("config") == config:
+                return manifest
+    avoid = {e["words"] for m in avoid_manifests for e in read_manifest(m).values()}
+    count = max(len(voices), math.ceil(minutes * 60 / SECONDS_PER_SENTENCE))
+    sentences = [t for t in compose_sentences(count + 4 * len(avoid) + 100,
+                                              stable_seed(seed, "codec_text"))
+                 if normalize_words(t) not in avoid][:count]
+    start = time.time()
+    espeak = [v for v in voices if v.engine == "espeak"]
+    natural = [v for v in voices if v.engine != "espeak"]
+    if not espeak or not natural:
+        natural_share = 1.0 if not espeak else 0.0
+    plan, counts = [], [0, 0]
+    for i, text in enumerate(sentences):
+        # Deterministic interleaving: a natural voice whenever its share lags.
+        use_natural = counts[1] < natural_share * (i + 1)
+        group = natural if use_natural else espeak
+        voice = group[counts[use_natural] % len(group)]
+        counts[use_natural] += 1
+        uid = f"speech_{i:06d}"
+        plan.append((uid, voice, text, os.path.join(out_dir, "clean", uid + ".wav")))
+    jobs = []
+    by_voice = {}
+    for uid, voice, text, path in plan:
+        by_voice.setdefault(voice.name, (voice, []))[1].append((uid, text, path))
+    for name in sorted(by_voice):
+        voice, items = by_voice[name]
+        for i in range(0, len(items), BATCH):
+            jobs.append((voice, items[i:i + BATCH], seed))
+    lengths = dict(_run_jobs(jobs, workers or min(4, os.cpu_count() or 1), "speaking",
+                             progress))
+    entries = {uid: {"clean_wav": path, "length": round(lengths[uid], 4),
+                     "words": normalize_words(text), "speaker": voice.name}
+               for uid, voice, text, path in plan}
+    write_manifest(manifest, entries, out_dir)
+    info = {"config": config, "utterances": len(entries),
+            "minutes_built": round(sum(e["length"] for e in entries.values()) / 60, 2),
+            "build_seconds": round(time.time() - start, 1)}
+    with open(info_path, "w") as f:
+        json.dump(info, f, indent=2)
+    logger.info("Built %s utterances (%s min) of %d voices in %s", len(entries),
+                info["minutes_built"], len(voices), out_dir)
+    return manifest
 
 
 def main(argv=None):

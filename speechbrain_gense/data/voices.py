@@ -11,6 +11,7 @@ Needs the Debian packages ``flite``, ``festival``, ``festvox-kallpc16k``,
 ``festvox-us-slt-hts`` and ``espeak-ng`` (``make setup`` installs them).
 """
 
+import math
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
+import torch
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,166 @@ BABBLE_VOICES = {
              _espeak("babble_us_m5", "en-us+m5", "M", 35, 170),
              _espeak("babble_nyc_f1", "en-us-nyc+f1", "F", 70, 160)],
 }
+
+#: espeak-ng English base voices (accents) of the codec training pool.
+ESPEAK_ENGLISH = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+
+
+def espeak_variants():
+    """The espeak-ng voice variants installed (``m1``, ``f2``, ``klatt3``, ``Alex`` ...).
+
+    Read from the ``!v`` folder of the espeak-ng data (empty when espeak-ng is
+    not installed). Sorted, so the pool built from it is deterministic.
+    """
+    for root in ("/usr/lib/x86_64-linux-gnu/espeak-ng-data", "/usr/lib/aarch64-linux-gnu/"
+                 "espeak-ng-data", "/usr/share/espeak-ng-data", "/usr/local/share/espeak-ng-data"):
+        folder = os.path.join(root, "voices", "!v")
+        if os.path.isdir(folder):
+            return sorted(n for n in os.listdir(folder)
+                          if os.path.isfile(os.path.join(folder, n)) and " " not in n)
+    return []
+
+
+def held_out_voices():
+    """Voices of the corpus's valid and test splits plus all babble voices.
+
+    The codec pool (:func:`codec_voice_pool`) keeps out every one of them, and
+    also every espeak-ng *variant* (formant set) any of them uses, whatever the
+    accent, and every flite/festival person among them.
+    """
+    names = SPLIT_SPEAKERS["valid"] + SPLIT_SPEAKERS["test"]
+    return [VOICES[n] for n in names] + [v for vs in BABBLE_VOICES.values() for v in vs]
+
+
+def codec_voice_pool(seed=0, variants=None, max_voices=None):
+    """Many training voices for a codec, none of them a valid/test/babble voice.
+
+    Every espeak-ng English accent (:data:`ESPEAK_ENGLISH`) crossed with every
+    installed variant (:func:`espeak_variants`) except the variants of
+    :func:`held_out_voices`, each with a pitch in [15, 85] and a rate in
+    [125, 195] words per minute drawn from ``seed``; plus the flite and
+    festival voices of the corpus's train split. The Piper neural voice is
+    never in it (it is the held-out test voice of the codec tables).
+
+    Arguments
+    ---------
+    seed : int
+        Fixes pitches, rates and (with ``max_voices``) the subset.
+    variants : list of str, optional
+        Variant names to cross (default: those installed).
+    max_voices : int, optional
+        Keep this many espeak voices (a seeded sample), plus the flite and
+        festival ones.
+
+    Returns
+    -------
+    list of Voice
+        Deterministic for a given ``seed`` and variant list.
+
+    Example
+    -------
+    >>> pool = codec_voice_pool(seed=1, variants=["m1", "m3", "klatt"])
+    >>> len(pool), sorted({v.engine for v in pool})
+    (20, ['espeak', 'festival', 'flite'])
+    >>> any(v.voice.endswith("+m1") for v in pool)  # m1 is a valid-split variant
+    False
+    """
+    import random
+
+    held = held_out_voices()
+    held_variants = {v.voice.split("+", 1)[1] for v in held
+                     if v.engine == "espeak" and "+" in v.voice}
+    held_people = {v.person for v in held}
+    variants = espeak_variants() if variants is None else list(variants)
+    rng = random.Random(seed)
+    pool = []
+    for base in ESPEAK_ENGLISH:
+        for var in variants:
+            if var in held_variants:
+                continue
+            pitch, rate = rng.randint(15, 85), rng.randint(125, 195)
+            gender = "F" if var[:1] == "f" and var[1:].isdigit() else "M"
+            pool.append(Voice(f"codec_{base}+{var}_p{pitch}_r{rate}", "espeak",
+                              f"{base}+{var}", gender, pitch, rate))
+    if max_voices is not None and len(pool) > max_voices:
+        pool = sorted(rng.sample(pool, max_voices), key=lambda v: v.name)
+    others = [VOICES[n] for n in SPLIT_SPEAKERS["train"]
+              if VOICES[n].engine != "espeak" and VOICES[n].person not in held_people]
+    return pool + others
+
+
+class VoicePerturbation:
+    """Random voice and channel changes of a clean training signal (codec training).
+
+    With ``speed_prob`` the signal is resampled by a factor ``f`` in
+    ``[speed_low, speed_high]`` and played at the original rate (pitch,
+    formants and tempo all scale by ``f``: a new "speaker"); with ``eq_prob``
+    one to ``max_eq_bands`` peaking equalisers of +-``max_eq_gain_db`` at
+    log-uniform centre frequencies colour it (microphone / room); finally its
+    RMS level is set to ``U(level_low_db, level_high_db)`` dBFS (peak <= 0.99).
+    Draws from torch's global generator (seeded by the recipe).
+
+    Arguments
+    ---------
+    sample_rate : int
+        Rate of the signals.
+    speed_prob, speed_low, speed_high : float
+        Resampling probability and factor range.
+    eq_prob : float
+        Probability of equalisation.
+    max_eq_bands : int
+        Most peaking filters.
+    max_eq_gain_db : float
+        Largest boost or cut.
+    level_low_db, level_high_db : float
+        RMS level range (None: keep the level).
+
+    Example
+    -------
+    >>> perturb = VoicePerturbation(16000, speed_prob=1.0, eq_prob=1.0)
+    >>> _ = torch.manual_seed(0)
+    >>> out = perturb(torch.randn(16000) * 0.1)
+    >>> out.dim(), 13000 < out.shape[0] < 19000, float(out.abs().max()) <= 0.99
+    (1, True, True)
+    """
+
+    def __init__(self, sample_rate=16000, speed_prob=0.6, speed_low=0.85, speed_high=1.18,
+                 eq_prob=0.5, max_eq_bands=3, max_eq_gain_db=8.0, level_low_db=-32.0,
+                 level_high_db=-16.0):
+        if not 0 < speed_low <= speed_high:
+            raise ValueError("need 0 < speed_low <= speed_high")
+        self.sample_rate = int(sample_rate)
+        self.speed_prob, self.speed_low, self.speed_high = speed_prob, speed_low, speed_high
+        self.eq_prob, self.max_eq_bands, self.max_eq_gain_db = eq_prob, max_eq_bands, max_eq_gain_db
+        self.level_low_db, self.level_high_db = level_low_db, level_high_db
+
+    @staticmethod
+    def _uniform(low, high):
+        return low + (high - low) * float(torch.rand(()))
+
+    def __call__(self, wav):
+        """``wav[S]`` -> perturbed ``wav[S']`` (``S'`` changes with the speed factor)."""
+        import torchaudio
+
+        sr = self.sample_rate
+        if float(torch.rand(())) < self.speed_prob:
+            factor = self._uniform(self.speed_low, self.speed_high)
+            new_sr = max(400, int(round(sr / factor / 400)) * 400)
+            if new_sr != sr:
+                wav = torchaudio.functional.resample(wav, sr, new_sr)
+        if float(torch.rand(())) < self.eq_prob:
+            for _ in range(int(torch.randint(1, self.max_eq_bands + 1, ()))):
+                centre = math.exp(self._uniform(math.log(80.0), math.log(0.4 * sr)))
+                gain = self._uniform(-self.max_eq_gain_db, self.max_eq_gain_db)
+                q = self._uniform(0.4, 2.5)
+                wav = torchaudio.functional.equalizer_biquad(wav, sr, centre, gain, q)
+        if self.level_low_db is not None:
+            rms = wav.pow(2).mean().sqrt().clamp(min=1e-8)
+            wav = wav * (10 ** (self._uniform(self.level_low_db, self.level_high_db) / 20) / rms)
+        peak = float(wav.abs().max()) if wav.numel() else 0.0
+        return wav * (0.99 / peak) if peak > 0.99 else wav
+
 
 REQUIRED_PROGRAMS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng"}
 

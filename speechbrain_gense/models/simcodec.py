@@ -528,7 +528,74 @@ def reorganize(quantizer, top_n, top_k, usage=None):
 # --------------------------------------------------------------------------
 
 
-class SimCodec(ConfigCheckpoint, nn.Module):
+class FrameRateCodec(ConfigCheckpoint, nn.Module):
+    """The frame-rate codec body shared by :class:`SimCodec` and the RVQ codec.
+
+    STFT log-magnitudes -> ConvNeXt encoder -> ``proj_in`` (latent ``D``) ->
+    *quantizer* -> ``proj_out`` -> ConvNeXt decoder -> Vocos-style iSTFT head.
+    Subclasses set ``self.quantizer`` and ``self.config``.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Audio rate.
+    n_fft : int
+        STFT size of the input features and of the output head.
+    hop_length : int
+        Samples per token frame (frame rate = ``sample_rate / hop_length``).
+    dim : int
+        ConvNeXt width.
+    intermediate_dim : int
+        ConvNeXt MLP width.
+    encoder_layers, decoder_layers : int
+        ConvNeXt blocks in the encoder and in the decoder.
+    latent_dim : int
+        Quantized latent dimension ``D``.
+
+    Example
+    -------
+    >>> body = FrameRateCodec(16000, 64, 16, 16, 32, 1, 1, 8)
+    >>> z = body.latent(torch.randn(2, 100))
+    >>> z.shape, body.decode_latent(z).shape
+    (torch.Size([2, 7, 8]), torch.Size([2, 112]))
+    """
+
+    def __init__(self, sample_rate, n_fft, hop_length, dim, intermediate_dim, encoder_layers,
+                 decoder_layers, latent_dim):
+        super().__init__()
+        self.sample_rate, self.hop_length = sample_rate, hop_length
+        self.features = STFTFeatures(n_fft, hop_length)
+        self.encoder = ConvNeXtStack(n_fft // 2 + 1, dim, intermediate_dim, encoder_layers)
+        self.proj_in = nn.Linear(dim, latent_dim)
+        self.proj_out = nn.Linear(latent_dim, dim)
+        self.decoder = ConvNeXtStack(dim, dim, intermediate_dim, decoder_layers)
+        self.head = ISTFTHead(dim, n_fft, hop_length)
+
+    @property
+    def frame_rate(self):
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples):
+        return math.ceil(num_samples / self.hop_length)
+
+    def frame_mask(self, num_samples, lens=None, device=None):
+        """``[B, T]`` bool mask of valid frames from relative lengths."""
+        T = self.num_frames(num_samples)
+        if lens is None:
+            return None
+        frames = torch.ceil(lens.to(device).float() * num_samples / self.hop_length)
+        return torch.arange(T, device=device)[None, :] < frames[:, None]
+
+    def latent(self, wav):
+        """``wav[B, S] -> z[B, T, D]`` (pre-quantization latent)."""
+        return self.proj_in(self.encoder(self.features(wav)).transpose(1, 2))
+
+    def decode_latent(self, zq):
+        """``zq[B, T, D] -> wav[B, T * hop]``."""
+        return self.head(self.decoder(self.proj_out(zq).transpose(1, 2)))
+
+
+class SimCodec(FrameRateCodec):
     """Frame-rate codec: STFT -> ConvNeXt encoder -> VQ -> ConvNeXt decoder -> iSTFT.
 
     Arguments
@@ -550,8 +617,10 @@ class SimCodec(ConfigCheckpoint, nn.Module):
     quantizer : str
         ``"group"`` (stage 1, two codebooks on ``D / 2`` each) or ``"single"``
         (stage 2).
-    codebook_size : int
-        Codes per group (``"group"``) or in total (``"single"``).
+    codebook_size : int or list of int
+        Codes per group (``"group"``; one value, or one per group, e.g.
+        ``[64, 128]`` so that reorganisation keeps every code) or in total
+        (``"single"``).
     ema_decay : float
         EMA decay of the codebooks.
     dead_code_threshold : float
@@ -570,55 +639,30 @@ class SimCodec(ConfigCheckpoint, nn.Module):
                  intermediate_dim=768, encoder_layers=4, decoder_layers=6, latent_dim=64,
                  quantizer="group", codebook_size=1024, ema_decay=0.99,
                  dead_code_threshold=0.1):
-        super().__init__()
+        super().__init__(sample_rate, n_fft, hop_length, dim, intermediate_dim,
+                         encoder_layers, decoder_layers, latent_dim)
+        if not isinstance(codebook_size, int):
+            codebook_size = [int(c) for c in codebook_size]
         self.config = dict(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, dim=dim,
             intermediate_dim=intermediate_dim, encoder_layers=encoder_layers,
             decoder_layers=decoder_layers, latent_dim=latent_dim, quantizer=quantizer,
             codebook_size=codebook_size, ema_decay=ema_decay,
             dead_code_threshold=dead_code_threshold)
-        self.sample_rate, self.hop_length = sample_rate, hop_length
-        self.features = STFTFeatures(n_fft, hop_length)
-        self.encoder = ConvNeXtStack(n_fft // 2 + 1, dim, intermediate_dim, encoder_layers)
-        self.proj_in = nn.Linear(dim, latent_dim)
         vq_args = dict(decay=ema_decay, dead_code_threshold=dead_code_threshold)
         if quantizer == "group":
             self.quantizer = GroupQuantizer(codebook_size, latent_dim, **vq_args)
         elif quantizer == "single":
+            if not isinstance(codebook_size, int):
+                raise ValueError("a single quantizer takes one codebook_size")
             self.quantizer = SingleQuantizer(codebook_size, latent_dim, **vq_args)
         else:
             raise ValueError(f"quantizer must be 'group' or 'single', got {quantizer!r}")
-        self.proj_out = nn.Linear(latent_dim, dim)
-        self.decoder = ConvNeXtStack(dim, dim, intermediate_dim, decoder_layers)
-        self.head = ISTFTHead(dim, n_fft, hop_length)
-
-    @property
-    def frame_rate(self):
-        return self.sample_rate / self.hop_length
 
     @property
     def num_codebooks(self):
         """Codes per frame: 2 (group) or 1 (single)."""
         return 2 if isinstance(self.quantizer, GroupQuantizer) else 1
-
-    def num_frames(self, num_samples):
-        return math.ceil(num_samples / self.hop_length)
-
-    def frame_mask(self, num_samples, lens=None, device=None):
-        """``[B, T]`` bool mask of valid frames from relative lengths."""
-        T = self.num_frames(num_samples)
-        if lens is None:
-            return None
-        frames = torch.ceil(lens.to(device).float() * num_samples / self.hop_length)
-        return torch.arange(T, device=device)[None, :] < frames[:, None]
-
-    def latent(self, wav):
-        """``wav[B, S] -> z[B, T, D]`` (pre-quantization latent)."""
-        return self.proj_in(self.encoder(self.features(wav)).transpose(1, 2))
-
-    def decode_latent(self, zq):
-        """``zq[B, T, D] -> wav[B, T * hop]``."""
-        return self.head(self.decoder(self.proj_out(zq).transpose(1, 2)))
 
     def encode(self, wav):
         """``wav[B, S] -> LongTensor[B, ceil(S / hop), K]`` (K = :attr:`num_codebooks`)."""
@@ -649,9 +693,6 @@ class SimCodec(ConfigCheckpoint, nn.Module):
             codes = codes.unsqueeze(-1)
         return {"wav": out, "codes": codes, "commit_loss": commit, "latent": z,
                 "quantized": zq, "mask": mask}
-
-    # -- persistence -------------------------------------------------------
-
 
 
 @torch.no_grad()
@@ -759,6 +800,7 @@ __all__ = [
     "TINY_CONFIG",
     "ConvNeXtBlock",
     "ConvNeXtStack",
+    "FrameRateCodec",
     "GroupQuantizer",
     "ISTFTHead",
     "STFTFeatures",

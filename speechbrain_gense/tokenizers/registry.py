@@ -10,7 +10,7 @@ import os
 from speechbrain_gense.paths import CHECKOUT_ROOT, resolve_path
 
 #: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
-KINDS = ("simcodec", "dac", "bigcodec", "kmeans", "debug")
+KINDS = ("simcodec", "rvq", "dac", "bigcodec", "kmeans", "debug")
 
 
 class SpecError(ValueError):
@@ -92,7 +92,7 @@ def parse_spec(spec):
     >>> parse_spec("magic:x")
     Traceback (most recent call last):
     ...
-    speechbrain_gense.tokenizers.registry.SpecError: unknown codec kind 'magic' in 'magic:x' (choose from simcodec, dac, bigcodec, kmeans, debug)
+    speechbrain_gense.tokenizers.registry.SpecError: unknown codec kind 'magic' in 'magic:x' (choose from simcodec, rvq, dac, bigcodec, kmeans, debug)
     """
     spec = spec.strip()
     if not spec:
@@ -131,12 +131,16 @@ def guess_kind(path):
     """
     from .bigcodec import CHECKPOINT_NAMES as BIGCODEC_NAMES
     from .dac import CHECKPOINT_NAMES as DAC_NAMES
+    from .rvq import CHECKPOINT_NAME as RVQ_NAME
     from .simcodec import CHECKPOINT_NAME as SIMCODEC_NAME
 
+    if os.path.basename(path) == RVQ_NAME:
+        return "rvq"
     if path.endswith(".ckpt"):
         return "simcodec"
     if os.path.isdir(path):
-        for kind, names in (("simcodec", (SIMCODEC_NAME,)), ("dac", DAC_NAMES),
+        for kind, names in (("simcodec", (SIMCODEC_NAME,)), ("rvq", (RVQ_NAME,)),
+                            ("dac", DAC_NAMES),
                             ("bigcodec", BIGCODEC_NAMES)):
             if any(os.path.isfile(os.path.join(path, n)) for n in names):
                 return kind
@@ -153,6 +157,9 @@ def load_tokenizer(spec, device="cpu"):
     - ``simcodec:PATH``: :class:`~.tokenizers.simcodec.SimCodecTokenizer`
       (a ``.ckpt`` file or a folder with ``simcodec.ckpt``); option
       ``flatten``;
+    - ``rvq:PATH``: :class:`~.tokenizers.rvq.RVQTokenizer` (a ``.ckpt`` file
+      or a folder with ``rvqcodec.ckpt``); option ``num_codebooks`` (the
+      first ``k`` codebooks);
     - ``dac:PATH``: :class:`~.tokenizers.dac.DACTokenizer` (a weights file,
       a folder holding one, or a released name in the local DAC cache);
       options ``num_codebooks``, ``backend``;
@@ -226,6 +233,10 @@ def load_tokenizer(spec, device="cpu"):
             from .simcodec import SimCodecTokenizer
 
             tok = SimCodecTokenizer(path, map_location="cpu", **options)
+        elif kind == "rvq":
+            from .rvq import RVQTokenizer
+
+            tok = RVQTokenizer(path, map_location="cpu", **options)
         elif kind == "dac":
             from .dac import DACTokenizer
 
