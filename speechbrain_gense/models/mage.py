@@ -77,7 +77,8 @@ class MAGE(GenerativeEnhancer):
         ``steps``, ``temperature``, ``top_k``, ``scarcity_weight``,
         ``remask_ratio``, ``remask_threshold``, ``corrector_steps``,
         ``strategy`` (``None``: ``"ctf"`` with a frequency table, else
-        ``"confidence"``), ``use_corrector`` and ``precision`` (``"fp32"``,
+        ``"confidence"``), ``corrector`` (``None``: use the corrector when
+        there is one; ``True`` without one is an error) and ``precision`` (``"fp32"``,
         or ``"bf16"`` / ``"fp16"`` to run the enhancer alone under
         :func:`torch.autocast`, about 2.5x faster on CPUs with AVX512-BF16
         or AMX). Any other name raises ``ValueError``.
@@ -88,7 +89,7 @@ class MAGE(GenerativeEnhancer):
     supports_prefix = True
     decode_defaults = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,  # noqa: RUF012
                            remask_ratio=0.1, remask_threshold=None, corrector_steps=None,
-                           strategy=None, use_corrector=True, precision="fp32")
+                           strategy=None, corrector=None, precision="fp32")
     #: Values of the ``precision`` decoding option and their autocast types.
     PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # noqa: RUF012
 
@@ -232,8 +233,10 @@ class MAGE(GenerativeEnhancer):
         """
         o = self.decode_options(**opts)
         strategy = o["strategy"] or self.default_strategy()
+        if o["corrector"] and self.corrector is None:
+            raise ValueError("corrector=True: the model has no corrector")
         corrector_fn = None
-        if o["use_corrector"] and self.corrector is not None:
+        if o["corrector"] is not False and self.corrector is not None:
             def corrector_fn(hidden, tokens):
                 return self.corrector.confidence(hidden, tokens, cond["lens"])
         precision = o["precision"] or "fp32"

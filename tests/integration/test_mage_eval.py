@@ -1,4 +1,5 @@
-"""gense-mage-eval on three hand-made utterances with two tiny MAGE folders."""
+"""gense-evaluate (and its old name gense-mage-eval) on three hand-made utterances with two
+tiny MAGE folders and the toy copy-noisy method."""
 
 import json
 
@@ -8,12 +9,9 @@ import torch
 
 from speechbrain_gense.audio import load_audio, save_audio
 from speechbrain_gense.data.manifest import write_manifest
-from speechbrain_gense.mage_eval import main
-from speechbrain_gense.masking import TokenFrequency
-from speechbrain_gense.models.corrector import Corrector
-from speechbrain_gense.models.mage import MAGE
-from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, BandAwareEncoder, MaskedEnhancer
-from speechbrain_gense.tokenizers.registry import load_tokenizer
+from speechbrain_gense.evaluation import main
+from speechbrain_gense.mage_eval import main as old_main
+from speechbrain_gense.models.debug import write_tiny_model
 
 # samples at 16 kHz, SNR, degradation
 UTTERANCES = {"u1": (24000, 2.0, "noise"), "u2": (16000, 7.0, "noise+reverb"),
@@ -27,19 +25,6 @@ def _signal(index, length):
     f0 = 120.0 + 40.0 * index
     wav = sum(torch.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
     return 0.1 * wav * 0.5 * (1 - torch.cos(2 * np.pi * 3 * t))
-
-
-def _tiny_mage(corrector=True, frequency=True):
-    torch.manual_seed(0)
-    tok = load_tokenizer("debug?vocab_size=32")
-    band = BandAwareEncoder(n_fft=800, hop_length=200, num_bands=2, dim=8,
-                            out_dim=TINY_CONFIG["hidden_size"])
-    enhancer = MaskedEnhancer(32, band_encoder=band, **TINY_CONFIG)
-    return MAGE(tok, enhancer,
-                corrector=Corrector(TINY_CONFIG["hidden_size"], 32, dim=16) if corrector else None,
-                token_frequency=TokenFrequency(torch.arange(32, 0, -1)) if frequency else None,
-                mask_strategy="ctf" if frequency else "random",
-                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +45,9 @@ def setup(tmp_path_factory):
                         "snr": snr, "degradation": degradation}
     manifest = root / "test.json"
     write_manifest(manifest, entries, data_root=root)
-    _tiny_mage().save(str(root / "mage"))
-    _tiny_mage(corrector=False, frequency=False).save(str(root / "plain"))
+    write_tiny_model(str(root / "mage"), "mage", band=True)
+    write_tiny_model(str(root / "plain"), "mage", corrector=False, token_frequency=False)
+    write_tiny_model(str(root / "copy"), "copy-noisy")
     return root, str(manifest)
 
 
@@ -72,14 +58,15 @@ def ablation(setup):
     before = {p: p.read_bytes() for p in sorted((root / "noisy").iterdir())}
     code = main(["--manifest", manifest, "--out", str(out), "--metrics", METRICS, "--quiet",
                  "--model", f"mage={root / 'mage'}", "--model", str(root / "plain"),
-                 "--steps", "1,2", "--corrector", "on,off", "--decode", "ctf,confidence",
+                 "--grid", "steps=1,2", "--grid", "corrector=on,off",
+                 "--grid", "strategy=ctf,confidence",
                  "--decode-opt", "temperature=0.8", "--baselines", "--codec", "--seed", "7"])
     assert before == {p: p.read_bytes() for p in sorted((root / "noisy").iterdir())}
-    return code, out, json.loads((out / "mage_results.json").read_text())
+    return code, out, json.loads((out / "results.json").read_text())
 
 
 def _mage_rows(model, steps, corrector, decode):
-    return [f"{model}/steps={s}/corrector={c}/decode={d}"
+    return [f"{model}/steps={s}/corrector={c}/strategy={d}"
             for s in steps for c in corrector for d in decode]
 
 
@@ -90,10 +77,13 @@ def test_rows_are_the_cross_product(ablation):
                 *_mage_rows("mage", (1, 2), ("on", "off"), ("ctf", "confidence")),
                 *_mage_rows("plain", (1, 2), ("off",), ("confidence",))]
     assert list(results["summary"]) == expected
-    # The plain model has no corrector and no frequency table.
+    # The plain model has no corrector and no frequency table: the model's own reasons.
     assert sorted(results["skipped"]) == sorted(
         set(_mage_rows("plain", (1, 2), ("on", "off"), ("ctf", "confidence")))
         - set(expected))
+    reasons = set(results["skipped"].values())
+    assert reasons == {"corrector=True: the model has no corrector",
+                       'strategy "ctf" needs a TokenFrequency (freq)'}
     assert results["num_utterances"] == 3 and results["metrics"] == ["pesq", "estoi"]
     assert results["seed"] == 7 and results["torch_threads"] == 1
 
@@ -106,26 +96,27 @@ def test_columns_timing_and_settings(ablation):
         assert row["pesq"] is not None and row["estoi"] is not None, name
     assert summary["clean"]["pesq"] > 4 and summary["noisy"]["rtf"] is None
     for name in ("rnnoise", "spectral_gating", "codec"):
-        assert summary[name]["rtf"] > 0 and summary[name]["model_calls"] is None
+        assert summary[name]["rtf"] > 0 and summary[name]["nfe"] is None
     assert summary["codec"]["bits_per_s"] == pytest.approx(80 * 5)  # 80 Hz x log2(32)
     for name, system in systems.items():
-        if system["kind"] != "mage":
+        if system["kind"] != "model":
             continue
+        assert system["method"] == "mage"
         row, settings = summary[name], system["settings"]
         assert row["rtf"] > 0 and system["timing"]["utterances"] == 3
         assert 0 <= row["confidence"] <= 1
         assert settings["temperature"] == 0.8  # --decode-opt reached every row
         steps = int(name.split("steps=")[1].split("/")[0])
         on = "corrector=on" in name
-        assert settings["use_corrector"] is on and settings["steps"] == steps
-        assert settings["strategy"] == name.rsplit("decode=", 1)[1]
-        assert row["model_calls"] == steps + (1 + 1 if on else 0)  # corrector_steps=1
-    header, _, *lines = (out / "mage_table.md").read_text().split("\n\n")[0].splitlines()
+        assert settings["corrector"] is on and settings["steps"] == steps
+        assert settings["strategy"] == name.rsplit("strategy=", 1)[1]
+        assert row["nfe"] == steps + (1 + 1 if on else 0)  # measured; corrector_steps=1
+    header, _, *lines = (out / "table.md").read_text().split("\n\n")[0].splitlines()
     assert header == "| system | files | NFE | RTF | PESQ | ESTOI |"
     assert len(lines) == len(summary)
-    assert next(l for l in lines if l.startswith("| mage/steps=2/corrector=on/decode=ctf |")
+    assert next(l for l in lines if l.startswith("| mage/steps=2/corrector=on/strategy=ctf |")
                 ).split(" | ")[2] == "4"
-    table = (out / "mage_table.md").read_text()
+    table = (out / "table.md").read_text()
     assert "**PESQ by SNR band (dB)**" in table and "**PESQ by degradation**" in table
 
 
@@ -135,7 +126,7 @@ def test_output_wavs(ablation):
         for uid, (length, _, _) in UTTERANCES.items():
             wav, sr = load_audio(out / name / f"{uid}.wav")
             assert sr == 16000 and wav.shape == (length,), (name, uid)
-    wav, _ = load_audio(out / "mage/steps=2/corrector=on/decode=ctf" / "u1.wav")
+    wav, _ = load_audio(out / "mage/steps=2/corrector=on/strategy=ctf" / "u1.wav")
     assert float(wav.abs().max()) > 0
 
 
@@ -147,12 +138,12 @@ def test_same_seed_same_wavs_and_default_row(setup, capsys):
         code = main(["--manifest", manifest, "--out", str(out), "--metrics", "sisdr",
                      "--quiet", "--model", f"mage={root / 'mage'}", "--seed", str(seed)])
         assert code == 0
-        return out, json.loads((out / "mage_results.json").read_text())
+        return out, json.loads((out / "results.json").read_text())
 
     (a, res), (b, _), (c, _) = run("seed_a", 3), run("seed_b", 3), run("seed_c", 4)
     # Without variant options: one row per model, with its own decoding options.
     assert list(res["summary"]) == ["mage"]
-    assert res["summary"]["mage"]["model_calls"] == 3 + 1 + 1
+    assert res["summary"]["mage"]["nfe"] == 3 + 1 + 1
     assert "| mage | 3 | 5 |" in capsys.readouterr().out
     for uid in UTTERANCES:
         assert (a / "mage" / f"{uid}.wav").read_bytes() == (b / "mage" / f"{uid}.wav").read_bytes()
@@ -166,8 +157,10 @@ def test_bad_model_folder(setup, capsys):
         code = main(["--manifest", manifest, "--out", str(root / "bad"), "--quiet",
                      "--model", f"m={folder}", "--metrics", "sisdr"])
         err = capsys.readouterr().err.strip()
-        assert code == 2 and err.startswith("gense-mage-eval: error:"), err
-        assert "mage.json missing" in err and len(err.splitlines()) == 1
+        assert code == 2 and err.startswith("gense-evaluate: error:"), err
+        assert len(err.splitlines()) == 1
+        assert ("no such model folder" if folder.name == "nonexistent"
+                else "inference.yaml: missing") in err
     assert not (root / "bad").exists()  # fails before any work
 
 
@@ -176,10 +169,10 @@ def test_usage_errors(setup, capsys):
     model = ["--model", f"mage={root / 'mage'}"]
     common = ["--manifest", manifest, "--out", str(root / "bad"), "--quiet", "--metrics", "sisdr"]
     cases = [
-        (model + ["--steps", "0,4"], "--steps: bad value '0'"),
-        (model + ["--corrector", "on,maybe"], "--corrector: bad value 'maybe'"),
-        (model + ["--decode", "ctf,greedy"], "--decode: bad value 'greedy'"),
-        (model + ["--decode-opt", "steps=3"], "use --steps"),
+        (model + ["--grid", "steps"], "--grid: expected NAME=VALUE, got 'steps'"),
+        (model + ["--grid", "steps=1,1"], "a value is repeated"),
+        (model + ["--grid", "steps=1", "--grid", "steps=2"], "axis 'steps' given twice"),
+        (model + ["--decode-opt", "steps"], "--decode-opt: expected NAME=VALUE"),
         (model + ["--metrics", "pesq,nope"], "unknown metric 'nope'"),
         (model + ["--model", f"mage={root / 'plain'}"], "two models named 'mage'"),
         (["--model", f"clean={root / 'mage'}", "--baselines"], "'clean' is taken"),
@@ -197,4 +190,42 @@ def test_usage_errors(setup, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    assert "--corrector" in capsys.readouterr().out
+    assert "--grid" in capsys.readouterr().out
+
+
+def test_every_row_skipped_is_a_one_line_error(setup, capsys):
+    root, manifest = setup
+    code = main(["--manifest", manifest, "--out", str(root / "typo"), "--quiet",
+                 "--metrics", "sisdr", "--model", f"mage={root / 'mage'}",
+                 "--grid", "stpes=1,2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "unknown decoding option 'stpes'" in err, err
+
+
+def test_a_toy_method_plugs_into_the_evaluation(setup):
+    """copy-noisy: one module + one registry entry, nothing in the evaluation knows it."""
+    root, manifest = setup
+    out = root / "toy"
+    code = main(["--manifest", manifest, "--out", str(out), "--quiet", "--metrics", "sisdr",
+                 "--model", f"copy={root / 'copy'}", "--grid", "shift=0,1", "--codec"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    summary, systems = results["summary"], results["systems"]
+    assert list(summary) == ["codec", "copy/shift=0", "copy/shift=1"]
+    assert systems["copy/shift=0"]["method"] == "copy-noisy"
+    assert summary["copy/shift=0"]["nfe"] == 0 and summary["copy/shift=0"]["confidence"] == 1
+    # shift=0 re-synthesises the noisy tokens; shift=1 moves every code: other audio
+    a = load_audio(out / "copy" / "shift=0" / "u1.wav")[0]
+    b = load_audio(out / "copy" / "shift=1" / "u1.wav")[0]
+    assert not torch.allclose(a, b)
+
+
+def test_old_name_and_options_still_work(setup):
+    root, manifest = setup
+    out = root / "old"
+    code = old_main(["--manifest", manifest, "--out", str(out), "--quiet", "--metrics",
+                     "sisdr", "--model", f"mage={root / 'mage'}", "--steps", "1",
+                     "--corrector", "off", "--decode=confidence"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["summary"]) == ["mage/steps=1/corrector=off/strategy=confidence"]

@@ -122,7 +122,7 @@ def test_steps_reach_the_decoder(enhancer):
     assert enhancer.nfe == 1 + 1 + 1
     enhancer.enhance_batch(noisy, seed=0, steps=5, corrector_steps=2)
     assert enhancer.nfe == 5 + 1 + 2
-    enhancer.enhance_batch(noisy, seed=0, steps=5, use_corrector=False)
+    enhancer.enhance_batch(noisy, seed=0, steps=5, corrector=False)
     assert enhancer.nfe == 5
     enhancer.enhance_batch(noisy, seed=0)  # the model's own default: 3 + 1 + 1
     assert enhancer.nfe == 5

@@ -19,7 +19,7 @@ def test_mage_is_the_registered_mage_method():
     assert isinstance(mage, GenerativeEnhancer) and get_method("mage") is MAGE
     assert mage.output_tokenizer is mage.tokenizer and mage.sample_rate == 16000
     assert mage.supports_prefix and mage.max_frames() == TINY_CONFIG["max_position"]
-    assert set(mage.decode_defaults) >= {"steps", "strategy", "use_corrector", "precision"}
+    assert set(mage.decode_defaults) >= {"steps", "strategy", "corrector", "precision"}
 
 
 def test_max_frames_counts_the_speaker_position():
@@ -41,12 +41,16 @@ def test_enhance_reports_nfe_and_strategy_option_changes_the_order():
     gen = torch.Generator().manual_seed
     out = mage.enhance(noisy, generator=gen(0), steps=2, corrector_steps=1)
     assert out["nfe"] == 2 + 1 + 1
-    assert mage.enhance(noisy, generator=gen(0), steps=2, use_corrector=False)["nfe"] == 2
-    ctf = mage.enhance(noisy, generator=gen(0), steps=4, use_corrector=False, strategy="ctf")
-    default = mage.enhance(noisy, generator=gen(0), steps=4, use_corrector=False)
+    assert mage.enhance(noisy, generator=gen(0), steps=2, corrector=False)["nfe"] == 2
+    ctf = mage.enhance(noisy, generator=gen(0), steps=4, corrector=False, strategy="ctf")
+    default = mage.enhance(noisy, generator=gen(0), steps=4, corrector=False)
     assert torch.equal(ctf["tokens"], default["tokens"])  # frequency table: ctf by default
     with pytest.raises(ValueError, match="strategy"):
         mage.enhance(noisy, strategy="magic")
+    plain = tiny_mage(corrector=False)
+    assert plain.enhance(noisy, steps=2)["nfe"] == 2  # corrector=None: used when there is one
+    with pytest.raises(ValueError, match="the model has no corrector"):
+        plain.enhance(noisy, steps=2, corrector=True)
 
 
 def test_prefix_tokens_are_kept_and_checked():
@@ -116,7 +120,7 @@ def test_generate_counts_model_calls_with_and_without_corrector():
     cond = mage.condition(torch.randn(1, 1600))
     with_corr = mage.generate(cond, generator=torch.Generator().manual_seed(0))
     without = mage.generate(cond, generator=torch.Generator().manual_seed(0),
-                            use_corrector=False)
+                            corrector=False)
     assert mage.generate(cond, steps=1)["steps"] == 1 + 1 + 1
     assert without["steps"] == 3
     assert with_corr["steps"] == 3 + 1 + 1
