@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.degrade import fit_length_end
-from .base import GenerativeEnhancer, register_method
+from .base import GenerativeEnhancer
 from .io import ConfigCheckpoint
 
 #: A small LM for tests and doctests.
@@ -353,6 +353,53 @@ def target_positions(layout, num_tokens=None):
 # -- the two language models ----------------------------------------------------
 
 
+class PlannedPositionsMixin:
+    """Lets ``transformers`` ``generate`` give generated tokens planned position ids.
+
+    ``generate`` continues the prompt's position ids (last + 1, + 2, ...).
+    GenSE places generated token ``i`` at ``target_start + i`` instead (the
+    position of the noisy token it replaces, or at a fixed distance from it).
+    While :attr:`planned_positions` (``[B, N]``) is set, each position id
+    that ``generate`` appends for generated token ``k`` is replaced by
+    ``planned_positions[:, k]``; the KV cache, the sampling and the stopping
+    stay ``generate``'s own.
+    """
+
+    planned_positions = None
+    _planned_start = None
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        plan = self.planned_positions
+        if plan is not None and self._planned_start is None and \
+                model_kwargs.get("position_ids") is not None:
+            self._planned_start = model_kwargs["position_ids"].shape[-1]
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args,
+                                                                   **kwargs)
+        pos = model_kwargs.get("position_ids")
+        if plan is not None and pos is not None:
+            start, end = self._planned_start, pos.shape[-1]
+            k = min(end - start, plan.shape[1])
+            pos = pos.clone()
+            pos[:, start:start + k] = plan[:, :k].to(pos.device, pos.dtype)
+            model_kwargs["position_ids"] = pos
+        return model_kwargs
+
+    def plan_positions(self, positions):
+        """Sets (``[B, N]``) or clears (None) the planned positions of the next ``generate``."""
+        self.planned_positions = positions
+        self._planned_start = None
+
+
+_PLANNED = {}
+
+
+def _planned_class(base):
+    """``base`` (a ``transformers`` causal LM class) with :class:`PlannedPositionsMixin`."""
+    if base not in _PLANNED:
+        _PLANNED[base] = type(base.__name__, (PlannedPositionsMixin, base), {})
+    return _PLANNED[base]
+
+
 class TokenLM(ConfigCheckpoint, nn.Module):
     """A decoder-only ``transformers`` LM over the GenSE vocabulary (N2S or S2S).
 
@@ -401,7 +448,7 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                              n_head=num_heads, n_inner=inter, n_positions=max_positions,
                              activation_function="gelu_new", resid_pdrop=dropout,
                              embd_pdrop=dropout, attn_pdrop=dropout, **specials)
-            self.lm = GPT2LMHeadModel(cfg)
+            self.lm = _planned_class(GPT2LMHeadModel)(cfg)
         else:
             from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -410,7 +457,7 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                               num_key_value_heads=num_heads, intermediate_size=inter,
                               max_position_embeddings=max_positions, attention_dropout=dropout,
                               **specials)
-            self.lm = LlamaForCausalLM(cfg)
+            self.lm = _planned_class(LlamaForCausalLM)(cfg)
 
     @property
     def max_positions(self):
@@ -674,13 +721,16 @@ class GenSE(GenerativeEnhancer):
                 pos[b, P:P + num_prefix] = int(layout["target_start"][b]) + torch.arange(num_prefix)
             prompt, prompt_lens, positions = lay["ids"], lay["lens"], pos
         remaining = n - num_prefix
-        gen_pos = target_positions(layout)[:, num_prefix:]
-        out = ar_generate(
-            lm.lm, prompt.to(device), prompt_lens.to(device), remaining.to(device),
-            token_range=layout["token_range"], temperature=temperature, top_k=opts["top_k"],
-            top_p=opts["top_p"], generator=generator, use_cache=opts["use_cache"],
-            position_ids=_full_positions(positions, prompt_lens, gen_pos).to(device),
-            pad_token_id=self.vocab.pad)
+        lm.lm.plan_positions(target_positions(layout)[:, num_prefix:].to(device))
+        try:
+            out = ar_generate(
+                lm.lm, prompt.to(device), prompt_lens.to(device), remaining.to(device),
+                token_range=layout["token_range"], temperature=temperature,
+                top_k=opts["top_k"], top_p=opts["top_p"], generator=generator,
+                use_cache=opts["use_cache"], position_ids=positions.to(device),
+                pad_token_id=self.vocab.pad)
+        finally:
+            lm.lm.plan_positions(None)
         tokens, probs = out["tokens"], out["token_prob"]
         if num_prefix:
             pre = prefix[:, :num_prefix].to(device)
@@ -729,8 +779,11 @@ class GenSE(GenerativeEnhancer):
         T = noisy["ac"].shape[1]
         frames = noisy["ac_frames"].to(self.device)
         valid = torch.arange(T, device=self.device)[None, :] < frames[:, None]
-        ac = _fit_frames(tokens - self.vocab.ac_offset, T).clamp(0, self.vocab.num_acoustic - 1)
+        ac = _fit_frames(tokens - self.vocab.ac_offset, T)  # ar_generate keeps the range
         ac = torch.where(valid, ac, torch.zeros_like(ac))
+        if clean_sem is not None:
+            clean_sem = torch.where(_valid(noisy["sem_frames"], clean_sem), clean_sem,
+                                    torch.zeros_like(clean_sem))
         conf = _fit_frames(ac_prob.float(), T)
         if sem_prob is not None:
             idx = (torch.arange(T, device=self.device).float()
@@ -817,6 +870,12 @@ def crop(wav, lens, max_samples):
     return wav[..., :max_samples], samples / max_samples
 
 
+def _valid(frames, tokens):
+    """``[B, T]`` True on the first ``frames[b]`` frames of ``tokens[B, T]``."""
+    T = tokens.shape[1]
+    return torch.arange(T, device=tokens.device)[None, :] < frames.to(tokens.device)[:, None]
+
+
 def _fit_frames(tokens, T):
     """Cuts or zero-pads ``tokens[B, T', ...]`` to ``T`` frames."""
     if tokens.shape[1] >= T:
@@ -825,23 +884,5 @@ def _fit_frames(tokens, T):
     return F.pad(tokens, pad)
 
 
-def _full_positions(prompt_positions, prompt_lens, gen_positions):
-    """Positions ``[B, P_max + N]``: each item's prompt positions, then its generated ones.
-
-    Laid out as the right-padded prompt followed by the generated tokens of
-    the item (``prompt_positions[b, :P_b]``, ``gen_positions[b]``, padding 0).
-    """
-    B, P = prompt_positions.shape
-    N = gen_positions.shape[1]
-    out = torch.zeros(B, P + N, dtype=torch.long)
-    for b in range(B):
-        p = int(prompt_lens[b])
-        out[b, :p] = prompt_positions[b, :p]
-        out[b, p:p + N] = gen_positions[b]
-    return out
-
-
-register_method("gense", "speechbrain_gense.models.gense:GenSE")
-
-__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "TokenLM", "assemble", "crop",
+__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "PlannedPositionsMixin", "TokenLM", "assemble", "crop",
            "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing", "vocab_size"]

@@ -1,0 +1,295 @@
+"""GenSE: vocabulary, prompt layouts, position ids, training loss, AR generation, save/load."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechbrain_gense.models.gense import (
+    TINY_LM,
+    GenSE,
+    GenSEVocab,
+    TokenLM,
+    n2s_layout,
+    s2s_layout,
+    teacher_forcing,
+    vocab_size,
+)
+from speechbrain_gense.tokenizers.debug import DebugTokenizer
+
+SR = 16000
+
+
+def _tokenizers():
+    # 50 Hz semantic (16 codes) and 80 Hz acoustic (32 codes), as k-means + SimCodec
+    return DebugTokenizer(hop=320, vocab_size=16), DebugTokenizer(hop=200, vocab_size=32)
+
+
+def tiny_gense(seed=0, max_seconds=0.5, **kwargs):
+    torch.manual_seed(seed)
+    sem, ac = _tokenizers()
+    v = GenSEVocab(sem.vocab_size, ac.vocab_size)
+    n2s = kwargs.pop("n2s", TokenLM(v.size, **TINY_LM))
+    return GenSE(sem, ac, n2s, TokenLM(v.size, **TINY_LM), max_seconds=max_seconds,
+                 **kwargs).eval()
+
+
+class _Batch(dict):
+    """Enough of a PaddedBatch for compute_objectives."""
+
+    __getattr__ = dict.__getitem__
+
+
+class _Padded(tuple):
+    @property
+    def data(self):
+        return self[0]
+
+
+def _batch(noisy, clean, lens):
+    return _Batch(noisy_sig=_Padded((noisy, lens)), clean_sig=_Padded((clean, lens)))
+
+
+def _audio(seed=0, B=2, S=3200):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(B, S, generator=g) * 0.1
+    return clean + 0.05 * torch.randn(B, S, generator=g), clean
+
+
+# -- vocabulary and layouts ------------------------------------------------------
+
+
+def test_vocabulary_offsets_derived_from_tokenizers():
+    v = GenSEVocab(1024, 8192)  # GenSE's sizes: semantic 3..1026, acoustic 1027..9218
+    assert (v.pad, v.bos, v.eos) == (0, 1, 2)
+    assert v.semantic_range == (3, 1027) and v.acoustic_range == (1027, 9219)
+    sem, ac = _tokenizers()
+    assert vocab_size(sem, ac) == 3 + 16 + 32
+    assert GenSEVocab(16, 32).ac(torch.tensor([0, 31])).tolist() == [19, 50]
+
+
+def test_n2s_layout_batched_with_padding():
+    v = GenSEVocab(16, 32)
+    noisy = torch.tensor([[4, 5, 6], [7, 8, 0]])
+    lay = n2s_layout(v, noisy, torch.tensor([3, 2]))
+    assert lay["ids"].tolist() == [[7, 8, 9, 1], [10, 11, 1, 0]]
+    assert lay["positions"].tolist() == [[0, 1, 2, 3], [0, 1, 2, 0]]
+    assert lay["lens"].tolist() == [4, 3]
+    assert lay["num_tokens"].tolist() == [3, 2]
+    assert lay["target_start"].tolist() == [0, 0]  # clean token i at position i (noisy i's)
+
+
+def test_s2s_layout_token_chain_and_ablations():
+    v = GenSEVocab(16, 32)
+    ns, cs = torch.tensor([[1, 2]]), torch.tensor([[3, 4]])
+    na = torch.tensor([[0, 5, 6]])
+    lay = s2s_layout(v, ns, cs, torch.tensor([2]), na, torch.tensor([3]), target_offset=8)
+    # [noisy_sem ; clean_sem ; BOS ; noisy_ac]
+    assert lay["ids"].tolist() == [[4, 5, 6, 7, 1, 19, 24, 25]]
+    assert lay["positions"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2]]
+    assert lay["target_start"].tolist() == [8] and lay["token_range"] == (19, 51)
+    no_chain = s2s_layout(v, None, cs, torch.tensor([2]), None, torch.tensor([3]), 8,
+                          parts=["clean_sem"])
+    assert no_chain["ids"].tolist() == [[6, 7, 1]]
+    assert no_chain["positions"].tolist() == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="ordered subset"):
+        s2s_layout(v, ns, cs, torch.tensor([2]), na, torch.tensor([3]), 8,
+                   parts=["noisy_ac", "noisy_sem"])
+    with pytest.raises(ValueError, match="not given"):
+        s2s_layout(v, ns, None, torch.tensor([2]), na, torch.tensor([3]), 8)
+
+
+def test_teacher_forcing_positions_and_queries():
+    v = GenSEVocab(16, 32)
+    lay = s2s_layout(v, torch.tensor([[1, 2]]), torch.tensor([[3, 4]]), torch.tensor([2]),
+                     torch.tensor([[0, 5, 6]]), torch.tensor([3]), target_offset=8)
+    tf = teacher_forcing(lay, v.ac(torch.tensor([[9, 10, 11]])))
+    # prompt, then the targets but the last as input; target i as input at 8 + i
+    assert tf["ids"].tolist() == [[4, 5, 6, 7, 1, 19, 24, 25, 28, 29]]
+    assert tf["positions"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 8, 9]]
+    # the last prompt token predicts target 0, target i predicts target i + 1
+    assert tf["query"].tolist() == [[7, 8, 9]]
+
+
+def test_loss_is_next_token_ce_on_targets_only():
+    torch.manual_seed(0)
+    v = GenSEVocab(16, 32)
+    lm = TokenLM(v.size, **TINY_LM).eval()
+    lay = n2s_layout(v, torch.tensor([[4, 5, 6], [7, 8, 0]]), torch.tensor([3, 2]))
+    target = v.sem(torch.tensor([[1, 2, 3], [9, 10, 0]]))
+    loss = lm.loss(lay, target)
+    # by hand: full forward of the HF model, softmax over the semantic ids only
+    lo, hi = v.semantic_range
+    ce = []
+    rows = [([7, 8, 9, 1, 4, 5], [0, 1, 2, 3, 0, 1], 3), ([10, 11, 1, 12], [0, 1, 2, 0], 2)]
+    for b, (seq, pos, n) in enumerate(rows):
+        logits = lm.lm(input_ids=torch.tensor([seq]), position_ids=torch.tensor([pos])).logits[0]
+        P = len(seq) - (n - 1)
+        for i in range(n):
+            ce.append(F.cross_entropy(logits[P - 1 + i, lo:hi][None], (target[b, i] - lo)[None]))
+    assert loss["tokens"] == 5
+    assert torch.allclose(loss["loss"], torch.stack(ce).mean(), atol=1e-5)
+    # padding targets do not count
+    target2 = target.clone()
+    target2[1, 2] = v.sem(torch.tensor(15))
+    assert torch.allclose(lm.loss(lay, target2)["loss"], loss["loss"])
+
+
+def test_bad_configurations_raise():
+    sem, ac = _tokenizers()
+    v = GenSEVocab(16, 32)
+    with pytest.raises(ValueError, match="vocab_size"):
+        GenSE(sem, ac, TokenLM(v.size + 1, **TINY_LM), TokenLM(v.size, **TINY_LM),
+              max_seconds=0.5)
+    with pytest.raises(ValueError, match="max_positions"):
+        GenSE(sem, ac, TokenLM(v.size, **TINY_LM), TokenLM(v.size, **TINY_LM), max_seconds=2.0)
+    with pytest.raises(ValueError, match="no N2S"):
+        GenSE(sem, ac, None, TokenLM(v.size, **TINY_LM), max_seconds=0.5)
+    with pytest.raises(ValueError, match="arch"):
+        TokenLM(v.size, arch="rnn")
+    model = tiny_gense()
+    with pytest.raises(ValueError, match="unknown decoding option 'temprature'"):
+        model.enhance(torch.randn(1, 3200), temprature=0.5)
+    with pytest.raises(ValueError, match="at most 0.5 s"):
+        model.enhance(torch.randn(1, 16000))
+
+
+# -- generation -----------------------------------------------------------------
+
+
+def test_exact_lengths_and_acoustic_range_only():
+    model = tiny_gense()
+    noisy, _ = _audio()
+    lens = torch.tensor([1.0, 0.5])
+    out = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(0),
+                        temperature=50.0)  # near uniform: unmasked, 1/3 would be semantic
+    assert out["tokens"].shape == (2, 16, 1) and out["wav"].shape == noisy.shape
+    assert out["semantic"].shape[1] == 10  # T_s of 0.2 s at 50 Hz
+    assert out["lens"].tolist() == [1.0, 0.5]
+    assert ((out["tokens"] >= 0) & (out["tokens"] < 32)).all()
+    assert ((out["semantic"] >= 0) & (out["semantic"] < 16)).all()
+    assert (out["semantic"][1, 5:] == 0).all()
+    assert (out["tokens"][1, 8:] == 0).all()  # past the item's 8 frames: padding
+    assert out["nfe"] > 0
+    assert ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
+
+
+def test_kv_cache_generation_equals_no_cache():
+    model = tiny_gense(seed=3)
+    noisy, _ = _audio(1)
+    lens = torch.tensor([1.0, 0.6])
+    a = model.enhance(noisy, lens, top_k=1, use_cache=True)
+    b = model.enhance(noisy, lens, top_k=1, use_cache=False)
+    assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["semantic"], b["semantic"])
+    assert torch.allclose(a["confidence"], b["confidence"], atol=1e-4)
+    s1 = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(5), use_cache=True)
+    s2 = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(5), use_cache=False)
+    assert torch.equal(s1["tokens"], s2["tokens"])
+
+
+def test_teacher_lm_reproduces_the_targets():
+    """LMs fitted to one batch by the training loss regenerate its clean tokens exactly
+    (training and generation agree on prompts, positions and target ranges)."""
+    model = tiny_gense(seed=1)
+    model.train()
+    noisy, clean = _audio(2)
+    lens = torch.tensor([1.0, 0.75])
+    batch = _batch(noisy, clean, lens)
+    params = list(model.n2s.parameters()) + list(model.s2s.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    for _ in range(300):
+        out = model.compute_objectives(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        if out["n2s_acc"] == 1.0 and out["s2s_acc"] == 1.0 and out["loss"] < 0.05:
+            break
+    assert out["n2s_acc"] == 1.0 and out["s2s_acc"] == 1.0
+    model.eval()
+    enhanced = model.enhance(noisy, lens, top_k=1)
+    target = model.tokens(clean, lens)
+    sem_n = target["sem_frames"]
+    for b in range(2):
+        assert torch.equal(enhanced["semantic"][b, :sem_n[b]], target["sem"][b, :sem_n[b]])
+        n = int(target["ac_frames"][b])
+        assert torch.equal(enhanced["tokens"][b, :n, 0], target["ac"][b, :n])
+    # and with a committed prefix, generation continues it to the same targets
+    prefix = target["ac"][:, :5, None]
+    cont = model.enhance(noisy, lens, top_k=1, prefix=prefix)
+    assert torch.equal(cont["tokens"], enhanced["tokens"])
+
+
+def test_save_load_round_trip(tmp_path):
+    from speechbrain_gense.models.base import get_method, load_enhancer
+
+    model = tiny_gense(seed=4, decode_opts={"temperature": 0.7})
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?vocab_size=32"
+    folder = model.save(str(tmp_path / "gense"))
+    assert sorted(os.listdir(folder)) == ["gense.json", "n2s.ckpt", "s2s.ckpt"]
+    assert get_method("gense") is GenSE
+    loaded = load_enhancer(folder)
+    assert isinstance(loaded, GenSE) and loaded.decode_opts["temperature"] == 0.7
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    noisy, _ = _audio(3)
+    assert torch.equal(model.enhance(noisy, top_k=1)["tokens"],
+                       loaded.enhance(noisy, top_k=1)["tokens"])
+    half = GenSE.load(model.save(str(tmp_path / "half"), dtype="float16"))
+    w, h = model.s2s.lm.lm_head.weight, half.s2s.lm.lm_head.weight
+    assert h.dtype == torch.float32 and torch.allclose(w, h, atol=1e-3)
+
+
+def test_from_hparams_enhances(tmp_path):
+    from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
+
+    model = tiny_gense(seed=5)
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?vocab_size=32"
+    folder = model.save(str(tmp_path / "gense"))
+    write_inference_yaml(folder, chunk_seconds=0.3, overlap_seconds=0.05)
+    enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
+    wav = enhancer.enhance_batch(torch.randn(2, 16000) * 0.1, seed=0)  # 1 s: chunked
+    assert wav.shape == (2, 16000) and torch.isfinite(wav).all()
+
+
+def test_token_model_brain_trains_gense():
+    from speechbrain_gense.brains.token_model import TokenModelBrain
+
+    model = tiny_gense(seed=6)
+    brain = TokenModelBrain(modules={"n2s": model.n2s, "s2s": model.s2s},
+                            opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+                            hparams={"model": model}, run_opts={"device": "cpu"})
+    brain.init_optimizers()
+    noisy, clean = _audio(4)
+    from speechbrain.dataio.batch import PaddedBatch
+
+    batch = PaddedBatch([{"noisy_sig": noisy[0], "clean_sig": clean[0]},
+                         {"noisy_sig": noisy[1, :2000], "clean_sig": clean[1, :2000]}])
+    loss = brain.fit_batch(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert {"n2s_loss", "s2s_loss", "n2s_acc", "s2s_acc"} <= set(brain.last_stats)
+    # the initial loss is about log(range size) for an untrained LM
+    assert abs(brain.last_stats["n2s_loss"] - torch.log(torch.tensor(16.0))) < 1.0
+
+
+def test_generated_tokens_get_the_planned_positions():
+    """N2S: clean token i at position i; S2S: acoustic token i at s2s_target_offset + i."""
+    model = tiny_gense(seed=7)
+    seen = {"n2s": [], "s2s": []}
+    hooks = [getattr(model, name).lm.register_forward_pre_hook(
+        lambda mod, args, kwargs, name=name: seen[name].append(kwargs["position_ids"].clone()),
+        with_kwargs=True) for name in seen]
+    noisy, _ = _audio(5, B=1)
+    model.enhance(noisy, top_k=1)
+    for h in hooks:
+        h.remove()
+    # first call: the (left-padded) prompt; then one call per generated token but the last
+    n2s = [p[0, -1].item() for p in seen["n2s"][1:]]
+    assert seen["n2s"][0][0].tolist() == list(range(10)) + [10]  # noisy 0..9, BOS 10
+    assert n2s == list(range(9))  # clean_0 .. clean_8 as inputs at 0 .. 8
+    s2s = [p[0, -1].item() for p in seen["s2s"][1:]]
+    assert seen["s2s"][0][0].tolist() == list(range(21)) + list(range(16))
+    assert model.s2s_target_offset == 40  # acoustic frames of max_seconds (0.5 s at 80 Hz)
+    assert s2s == [40 + i for i in range(15)]
