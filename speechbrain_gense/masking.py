@@ -612,7 +612,8 @@ def num_to_mask(ratio, n_valid):
 
 
 def sample_training_mask(tokens, lens, strategy="random", freq=None, ratio=None,
-                         schedule="cosine", noise=0.3, generator=None):
+                         schedule="cosine", noise=0.3, generator=None, span=1,
+                         span_score="mean"):
     """Draws the training mask of a batch of tokens.
 
     Per utterance, the ratio is ``r = mask_ratio(u, schedule)`` with
@@ -629,6 +630,15 @@ def sample_training_mask(tokens, lens, strategy="random", freq=None, ratio=None,
       early steps and rare ones in later refinements. ``noise`` sets how
       strictly the rarity order is followed (0: exactly the rarest tokens,
       ties by lower position).
+
+    With ``span > 1`` (MAGNeT-style span masking) whole spans of ``span``
+    consecutive frames per codebook are masked instead of positions: the
+    spans of :func:`select_top_spans` (non-overlapping, from frame 0),
+    ``n = max(1, ceil(r * n_spans))`` of the ``n_spans`` spans with valid
+    frames, ranked by the ``span_score`` of the strategy's scores. (MAGNeT
+    draws possibly overlapping spans and maps the rate to a span count;
+    non-overlapping spans make the count exact, and the decoder commits the
+    same spans.)
 
     Padded positions are never masked.
 
@@ -650,6 +660,10 @@ def sample_training_mask(tokens, lens, strategy="random", freq=None, ratio=None,
         Weight of the uniform noise added to the rarity (``"ctf"``).
     generator : torch.Generator, optional
         Random number generator (any device).
+    span : int
+        Span length in frames (1: position-level masks).
+    span_score : str
+        ``"mean"`` or ``"max"`` pooling of the scores over a span.
 
     Returns
     -------
@@ -666,6 +680,10 @@ def sample_training_mask(tokens, lens, strategy="random", freq=None, ratio=None,
     ...                                freq=freq, ratio=0.5, noise=0.0)
     >>> mask[..., 0].int().tolist(), r.tolist()
     ([[0, 0, 1, 1], [1, 0, 0, 0]], [0.5, 0.5])
+    >>> mask, _ = sample_training_mask(torch.zeros(1, 7, 1, dtype=torch.long), None, ratio=0.3,
+    ...                                span=3, generator=torch.Generator().manual_seed(0))
+    >>> mask.shape, int(mask.sum()) in (1, 3)  # one of the spans [0, 3), [3, 6), [6, 7)
+    (torch.Size([1, 7, 1]), True)
     """
     if tokens.dim() != 3:
         raise ValueError(f"expected tokens [B, T, K], got {tuple(tokens.shape)}")
@@ -681,9 +699,12 @@ def sample_training_mask(tokens, lens, strategy="random", freq=None, ratio=None,
         r = _per_utterance(ratio, B, device)
         if (r < 0).any() or (r > 1).any():
             raise ValueError("mask ratios must be in [0, 1]")
-    n = num_to_mask(r, valid.sum((1, 2)))
     scores = MASK_STRATEGIES[strategy](tokens, freq, noise, generator)
-    mask = select_top(scores, valid, n)
+    if span > 1:
+        n_spans = span_pool(scores, valid, span)[1].reshape(B, -1).sum(1)
+        mask = select_top_spans(scores, valid, num_to_mask(r, n_spans), span, span_score)
+    else:
+        mask = select_top(scores, valid, num_to_mask(r, valid.sum((1, 2))))
     return mask, r.float()
 
 

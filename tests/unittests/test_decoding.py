@@ -16,6 +16,7 @@ from speechbrain_gense.decoding import (
 from speechbrain_gense.masking import (
     TokenFrequency,
     mask_ratio,
+    sample_training_mask,
     select_top,
     select_top_spans,
     span_pool,
@@ -486,6 +487,31 @@ def test_select_top_spans_values():
         select_top_spans(scores, cand, n, 0)
     with pytest.raises(ValueError, match="span score"):
         span_pool(scores, cand, 2, "median")
+
+
+def test_span_training_mask_uses_the_same_spans():
+    """Training span masks (masking.sample_training_mask) mask whole spans of the
+    decoder's span grid, ceil(r * n_spans) of them, never padding."""
+    B, T, K = 4, 13, 2
+    tokens = torch.randint(0, 8, (B, T, K), generator=gen(24))
+    lens = torch.tensor([1.0, 10 / 13, 5 / 13, 1 / 13])
+    valid = valid_mask(lens, T, K)
+    ratio = torch.tensor([0.3, 0.5, 1.0, 0.01])
+    mask, r = sample_training_mask(tokens, lens, ratio=ratio, span=3, generator=gen(25))
+    assert torch.equal(r, ratio)
+    assert not (mask & ~valid).any()
+    grid = torch.nn.functional.pad(mask, (0, 0, 0, 2)).reshape(B, 5, 3, K)
+    vgrid = torch.nn.functional.pad(valid, (0, 0, 0, 2)).reshape(B, 5, 3, K)
+    taken = grid.any(2)
+    assert torch.equal(grid, taken[:, :, None] & vgrid)  # whole spans
+    n_spans = vgrid.any(2).reshape(B, -1).sum(1).double()  # 10, 8, 4, 2
+    assert n_spans.tolist() == [10, 8, 4, 2]
+    expected = torch.ceil(ratio.double() * n_spans - 1e-6).clamp(min=1).long()
+    assert taken.reshape(B, -1).sum(1).tolist() == expected.tolist() == [3, 4, 4, 1]
+    # span = 1 is the position-level mask
+    a, _ = sample_training_mask(tokens, lens, ratio=ratio, span=1, generator=gen(26))
+    b, _ = sample_training_mask(tokens, lens, ratio=ratio, generator=gen(26))
+    assert torch.equal(a, b)
 
 
 def test_span_commit_mean_and_max():
