@@ -732,12 +732,18 @@ def codebook_usage(model, wav, lens=None):
     return out
 
 
-def to_stage2(model, top_n, top_k, wav=None, lens=None):
+def to_stage2(model, top_n, top_k, wav=None, lens=None, reinit_projections=True,
+              min_kept_share=None):
     """The stage-2 model: single ``top_n * top_k`` codebook from reorganisation.
 
-    Encoder and decoder weights are copied, the codebook is built by
-    :func:`reorganize` from the stage-1 usage counts, and the projections
-    around the quantizer (``proj_in``, ``proj_out``) are freshly initialised.
+    Encoder and decoder weights are copied and the codebook is built by
+    :func:`reorganize` from the stage-1 usage counts. The projections around
+    the quantizer (``proj_in``, ``proj_out``) are freshly initialised (GenSE's
+    description) or, with ``reinit_projections=False``, copied too: then a
+    frame whose stage-1 pair is among the kept codes gets exactly the stage-2
+    code of that pair, and with stage-1 group sizes equal (or close) to
+    ``top_n`` and ``top_k`` the quantized space stays (almost) what stage 1
+    learnt (the kept share of usage is reported).
 
     Arguments
     ---------
@@ -748,12 +754,20 @@ def to_stage2(model, top_n, top_k, wav=None, lens=None):
     wav, lens : torch.Tensor, optional
         A batch on which to measure usage before and after (see
         :func:`codebook_usage`); without it "before" is the stage-1 counts.
+    reinit_projections : bool
+        Re-initialise ``proj_in`` / ``proj_out`` (True) or copy them.
+    min_kept_share : float, optional
+        The share of each group's usage the kept codes must cover; a lower
+        share is logged as a warning and flagged in the report
+        (``meets_min_kept_share``).
 
     Returns
     -------
     SimCodec
         Stage-2 model; ``model.reorganization`` holds ``before``/``after``
-        usage, the kept share of stage-1 usage, and the selected indices.
+        usage, the kept share of stage-1 usage, the selected indices and,
+        with ``wav``, ``same_code_share``: the share of frames whose stage-2
+        code is their stage-1 pair.
 
     Example
     -------
@@ -770,24 +784,66 @@ def to_stage2(model, top_n, top_k, wav=None, lens=None):
     config = dict(model.config, quantizer="single", codebook_size=top_n * top_k)
     device = next(model.parameters()).device
     new = SimCodec(**config).to(device)
-    keep = {k: v for k, v in model.state_dict().items()
-            if not k.startswith(("quantizer.", "proj_in.", "proj_out."))}
+    fresh = ("quantizer.", "proj_in.", "proj_out.") if reinit_projections else ("quantizer.",)
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh)}
     missing, unexpected = new.load_state_dict(keep, strict=False)
-    assert not unexpected and all(k.startswith(("quantizer.", "proj_in.", "proj_out."))
-                                  for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith(fresh) for k in missing), (missing, unexpected)
     new.quantizer = reorganize(model.quantizer, top_n, top_k, usage=usage)
     new.train(model.training)
     kept = [float(u[i].sum() / u.sum().clamp(min=1e-12))
             for u, i in zip(usage, (new.quantizer.top_n_index, new.quantizer.top_k_index))]
     info = {"before": before, "kept_usage_share": kept,
+            "group_sizes": list(model.quantizer.codebook_sizes),
+            "reinit_projections": bool(reinit_projections),
             "top_n_index": new.quantizer.top_n_index.tolist(),
             "top_k_index": new.quantizer.top_k_index.tolist()}
+    if min_kept_share is not None:
+        info["min_kept_share"] = float(min_kept_share)
+        info["meets_min_kept_share"] = all(k >= min_kept_share for k in kept)
+        if not info["meets_min_kept_share"]:
+            logger.warning("SimCodec reorganisation keeps only %s of the stage-1 usage "
+                           "(wanted >= %.2f): make the stage-1 groups closer to %d and %d",
+                           [round(k, 3) for k in kept], min_kept_share, top_n, top_k)
     if wav is not None:
         info["after"] = codebook_usage(new, wav, lens)
+        info["same_code_share"] = same_code_share(model, new, wav, lens)
     logger.info("SimCodec reorganisation %dx%d: before %s, after %s, kept usage %s",
                 top_n, top_k, before, info.get("after"), kept)
     new.reorganization = info
     return new
+
+
+@torch.no_grad()
+def same_code_share(stage1, stage2, wav, lens=None):
+    """Share of valid frames whose stage-2 code is the reorganised stage-1 pair.
+
+    Stage-1 pair ``(i, j)`` maps to stage-2 code ``a * top_k + b`` where
+    ``top_n_index[a] = i`` and ``top_k_index[b] = j``; a pair with a code
+    that was not kept counts as changed.
+
+    Example
+    -------
+    >>> s1 = SimCodec(**TINY_CONFIG)
+    >>> s2 = to_stage2(s1, 8, 8, reinit_projections=False)
+    >>> same_code_share(s1, s2, torch.randn(2, 320))
+    1.0
+    """
+    q = stage2.quantizer
+    n1, n2 = stage1.quantizer.codebook_sizes
+    rank_n = torch.full((n1,), -1, dtype=torch.long)
+    rank_n[q.top_n_index] = torch.arange(len(q.top_n_index))
+    rank_k = torch.full((n2,), -1, dtype=torch.long)
+    rank_k[q.top_k_index] = torch.arange(len(q.top_k_index))
+    pairs = stage1.encode(wav).cpu()
+    codes = stage2.encode(wav)[..., 0].cpu()
+    a, b = rank_n[pairs[..., 0]], rank_k[pairs[..., 1]]
+    expected = torch.where((a >= 0) & (b >= 0), a * len(q.top_k_index) + b,
+                           torch.full_like(a, -1))
+    mask = stage1.frame_mask(wav.shape[-1], lens, wav.device)
+    same = (expected == codes)
+    if mask is not None:
+        same = same[mask.cpu()]
+    return round(float(same.float().mean()), 4) if same.numel() else float("nan")
 
 
 def count_parameters(module):
@@ -811,5 +867,6 @@ __all__ = [
     "codebook_usage",
     "count_parameters",
     "reorganize",
+    "same_code_share",
     "to_stage2",
 ]

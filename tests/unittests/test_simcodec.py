@@ -19,6 +19,7 @@ from speechbrain_gense.models.simcodec import (
     VectorQuantizer,
     codebook_stats,
     reorganize,
+    same_code_share,
     to_stage2,
 )
 from speechbrain_gense.tokenizers.simcodec import SimCodecTokenizer
@@ -175,6 +176,72 @@ def test_to_stage2_copies_weights_and_reinitialises_projections():
     assert s2(wav)["codes"].shape == (2, 200, 1)
     with pytest.raises(ValueError):
         to_stage2(s2, 2, 2)
+
+
+def _toy_group_usage(sizes, steps=40, centres=32, seed=0):
+    """A GroupQuantizer of ``sizes`` fitted (EMA) on a toy mixture with flat usage."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    means = 4 * torch.randn(centres, 4, generator=g)
+    gq = GroupQuantizer(sizes, 4, decay=0.8).train()
+    for _ in range(steps):
+        idx = torch.randint(0, centres, (8, 64), generator=g)
+        gq(means[idx] + 0.3 * torch.randn(8, 64, 4, generator=g))
+    gq.reset_usage()
+    for _ in range(10):  # usage counted on fresh batches
+        idx = torch.randint(0, centres, (8, 64), generator=g)
+        gq(means[idx] + 0.3 * torch.randn(8, 64, 4, generator=g))
+    return gq
+
+
+def test_reorganisation_keeps_the_usage_share_of_groups_sized_like_the_kept_codes():
+    """Groups of the kept sizes keep >= 90 % of the usage (here all of it); 4x
+    larger groups with flat usage keep a small share (the first shipped codec's
+    18 % / 31 % problem)."""
+    top_n, top_k = 8, 8
+    for sizes, low, high in [((8, 8), 0.999, 1.0), ((32, 32), 0.0, 0.5)]:
+        gq = _toy_group_usage(sizes)
+        usage = [u.clone() for u in gq.usage]
+        assert all(int((u > 0).sum()) > 0.75 * n for u, n in zip(usage, sizes))  # in use
+        sq = reorganize(gq, top_n, top_k)
+        for u, idx in zip(usage, (sq.top_n_index, sq.top_k_index)):
+            share = float(u[idx].sum() / u.sum())
+            assert low <= share <= high, (sizes, share)
+    # The recipe's check: to_stage2 reports the kept share and flags a short one.
+    torch.manual_seed(0)
+    for sizes, ok in [((8, 8), True), ((32, 32), False)]:
+        s1 = SimCodec(**dict(TINY_CONFIG, codebook_size=list(sizes))).train()
+        for i in range(6):
+            s1(speechlike(seed=i))
+        s1.eval()
+        s2 = to_stage2(s1, top_n, top_k, wav=speechlike(seed=9), reinit_projections=False,
+                       min_kept_share=0.9)
+        info = s2.reorganization
+        assert info["meets_min_kept_share"] is ok, info["kept_usage_share"]
+        assert info["group_sizes"] == list(sizes)
+        if ok:
+            assert min(info["kept_usage_share"]) >= 0.9
+
+
+def test_stage2_with_copied_projections_keeps_every_code():
+    """Group sizes equal to top_n / top_k and copied projections: every frame's
+    stage-2 code is its stage-1 pair, and the decoded audio is identical."""
+    torch.manual_seed(0)
+    s1 = SimCodec(**dict(TINY_CONFIG, codebook_size=[4, 8])).train()
+    for i in range(4):
+        s1(speechlike(seed=i))
+    s1.eval()
+    wav = speechlike(seed=7)
+    s2 = to_stage2(s1, 4, 8, wav=wav, reinit_projections=False).eval()
+    assert s2.reorganization["same_code_share"] == 1.0
+    assert s2.reorganization["kept_usage_share"] == [1.0, 1.0]
+    assert s2.reorganization["after"]["tokens"]["used"] == \
+        s2.reorganization["before"]["tokens"]["used"]
+    assert torch.allclose(s1.decode(s1.encode(wav)), s2.decode(s2.encode(wav)), atol=1e-5)
+    # GenSE's re-initialised projections change most codes.
+    s2_fresh = to_stage2(s1, 4, 8, wav=wav)
+    assert s2_fresh.reorganization["same_code_share"] < 0.9
+    assert same_code_share(s1, s2, wav) == 1.0
 
 
 # -- losses and training -----------------------------------------------------------

@@ -41,7 +41,7 @@ from speechbrain_gense.training import prepare_recipe_data
 logger = logging.getLogger(__name__)
 
 # --debug: a tiny corpus and a small codebook (command-line overrides still win).
-DEBUG_OVERRIDES = {"corpus_minutes": 0.3, "codebook_size": 16, "top_n": 4, "top_k": 4,
+DEBUG_OVERRIDES = {"corpus_minutes": 0.3, "top_n": 4, "top_k": 4,
                    "batch_size": 2, "valid_max_files": 2, "valid_pesq_utterances": 1,
                    "usage_batches": 2, "adversarial_start_epoch_stage2": 2}
 
@@ -143,11 +143,14 @@ def reorganise(brain1, hparams, train):
         codec(wav[i:i + hparams["batch_size"]], lens[i:i + hparams["batch_size"]])
     for q in codec.quantizer.groups:
         q.track_usage = False
-    stage2 = to_stage2(codec, hparams["top_n"], hparams["top_k"], wav=wav, lens=lens)
+    stage2 = to_stage2(codec, hparams["top_n"], hparams["top_k"], wav=wav, lens=lens,
+                       reinit_projections=hparams.get("reinit_projections", True),
+                       min_kept_share=hparams.get("min_kept_share"))
     info = stage2.reorganization
     report = {"top_n": hparams["top_n"], "top_k": hparams["top_k"],
-              "before": info["before"], "after": info["after"],
-              "kept_usage_share": info["kept_usage_share"]}
+              **{k: info[k] for k in ("group_sizes", "reinit_projections", "before", "after",
+                                      "kept_usage_share", "same_code_share",
+                                      "min_kept_share", "meets_min_kept_share") if k in info}}
     with open(os.path.join(hparams["save_folder"], "reorganisation.json"), "w") as f:
         json.dump(report, f, indent=2)
     stage2.save(os.path.join(hparams["save_folder"], "stage2_init.ckpt"))
