@@ -51,6 +51,37 @@ from speechbrain_gense.masking import (
 )
 
 
+def gumbel_perturb(scores, generator=None):
+    """``scores + G`` with Gumbel noise ``G = -log(-log(U))``, ``U ~ U(0, 1)``.
+
+    ``argmax(gumbel_perturb(scores))`` is a sample of ``softmax(scores)``
+    (the Gumbel-max trick); ``-inf`` scores stay ``-inf``. (On CPU, drawing
+    ``U`` and taking two logs is several times faster than
+    ``exponential_()``.)
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        ``[..., V]`` float scores.
+    generator : torch.Generator, optional
+        Random number generator (any device) of ``U``.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``scores``.
+
+    Example
+    -------
+    >>> x = gumbel_perturb(torch.tensor([[0.0, -math.inf, 50.0]]), torch.Generator().manual_seed(0))
+    >>> x.shape, x.argmax(-1).tolist(), bool(x[0, 1].isinf())
+    (torch.Size([1, 3]), [2], True)
+    """
+    uniform = rand_uniform(scores.shape, generator, scores.device)
+    exponential = (-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20)
+    return scores - torch.log(exponential)
+
+
 def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
     """Samples one token per position from logits.
 
@@ -100,11 +131,7 @@ def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
         if top_k is not None and top_k < V:
             kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
             scores = scores.masked_fill(scores < kth, -math.inf)
-        # Gumbel-max: argmax(scores + G), G = -log(-log(U)) (on CPU, drawing U
-        # and taking two logs is several times faster than exponential_()).
-        uniform = rand_uniform(scores.shape, generator, scores.device)
-        exponential = (-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20)
-        tokens = (scores - torch.log(exponential)).argmax(-1)
+        tokens = gumbel_perturb(scores, generator).argmax(-1)
     chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     probs = (chosen - torch.logsumexp(logits, dim=-1)).exp()
     return tokens, probs
@@ -887,7 +914,7 @@ class GumbelNoiseLogitsProcessor(LogitsProcessor):
     """Adds Gumbel noise drawn with a ``torch.Generator``.
 
     With greedy search on top, ``argmax(scores + G)`` is a sample of
-    ``softmax(scores)`` (the Gumbel-max trick, as :func:`sample_logits`): it
+    ``softmax(scores)`` (:func:`gumbel_perturb`, as :func:`sample_logits`): it
     makes ``generate`` sampling reproducible with a generator of its own,
     without touching the global random state.
 
@@ -908,9 +935,7 @@ class GumbelNoiseLogitsProcessor(LogitsProcessor):
         self.generator = generator
 
     def __call__(self, input_ids, scores):
-        uniform = rand_uniform(scores.shape, self.generator, scores.device)
-        exponential = (-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20)
-        return scores.float() - torch.log(exponential)
+        return gumbel_perturb(scores.float(), self.generator)
 
 
 class _ForwardCounter:

@@ -24,7 +24,8 @@ V, PAD, EOS = 40, 0, 2
 def tiny_gpt2(seed=0, vocab=V, n_layer=2, n_embd=32):
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab, n_positions=128, n_embd=n_embd, n_layer=n_layer,
-                        n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                        n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=1, eos_token_id=EOS)
     return GPT2LMHeadModel(config).eval()
 
 
@@ -59,7 +60,7 @@ def lookup_model(targets, n_positions=48):
     are zero and position p has the one-hot embedding e_p."""
     n_embd = n_positions
     config = GPT2Config(vocab_size=V, n_positions=n_positions, n_embd=n_embd, n_layer=2,
-                        n_head=2, tie_word_embeddings=False)
+                        n_head=2, tie_word_embeddings=False, bos_token_id=1, eos_token_id=EOS)
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for block in model.transformer.h:
@@ -164,6 +165,16 @@ def test_exact_length_batch(eos):
     if eos is not None:
         assert not (out["tokens"][mask] == eos).any()  # eos forbidden before the end
     assert out["nfe"] == 11 + (eos is not None)
+
+
+def test_model_eos_does_not_stop_without_eos_token_id():
+    """The model's own end token (config.eos_token_id = 2) is an ordinary token
+    when ar_generate is given no eos_token_id."""
+    model = tiny_gpt2(seed=8)
+    prompt, lens = batch()
+    out = ar_generate(model, prompt, lens, 40, token_range=(2, 4), seed=0, temperature=2.0)
+    assert out["tokens"].shape == (3, 40)
+    assert (out["tokens"] == EOS).any() and ((out["tokens"] == 2) | (out["tokens"] == 3)).all()
 
 
 def test_exact_length_processor_values():
