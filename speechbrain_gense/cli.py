@@ -3,9 +3,10 @@
 Usage::
 
     gense-enhance noisy.wav more/ "takes/**/*.flac" -o enhanced/ [--model DIR]
-        [--steps N] [--precision fp32|bf16] [--seed 0] [--device cpu|cuda] [--batch-size N]
-        [--chunk-seconds S] [--overlap-seconds S] [--overwrite]
-        [--confidence] [--plot] [--quiet]
+        [--steps N] [--precision fp32|bf16] [--decode-opt NAME=VALUE ...] [--seed 0]
+        [--device cpu|cuda] [--batch-size N] [--chunk-seconds S] [--overlap-seconds S]
+        [--overwrite] [--confidence] [--plot] [--quiet]
+    gense-enhance --version
 
 Inputs are files, folders (searched recursively for audio files) and glob
 patterns. Each output keeps its input's path relative to the folder (or the
@@ -13,8 +14,10 @@ fixed part of the glob) it was found in, its sample rate, channels and
 length, and its format: ``.flac`` for FLAC input, ``.wav`` otherwise.
 
 - The model is a folder loadable by
-  :meth:`~speechbrain_gense.inference.EnhanceGenerative.from_hparams`
-  (default: ``pretrained/mage`` of the repository).
+  :meth:`~speechbrain_gense.inference.EnhanceGenerative.from_hparams`, of any
+  registered method (default: the shipped ``pretrained/mage``). ``--steps``,
+  ``--precision`` and ``--decode-opt NAME=VALUE`` set decoding options; a name
+  the model's method does not declare is a usage error (exit status 2).
 - Existing outputs are skipped unless ``--overwrite``.
 - Nothing is written over an input: when ``-o`` is an input folder (or the
   fixed part of an input glob), or an output path would be an input file,
@@ -44,6 +47,9 @@ import torch
 from tqdm import tqdm
 
 from speechbrain_gense.audio import AudioError
+from speechbrain_gense.commands import UsageError, parse_assignment, parse_value
+from speechbrain_gense.models.io import atomic_output, atomic_write_text
+from speechbrain_gense.utils import first_line
 
 #: Extensions taken from folders (explicit file arguments may have any).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".mp3", ".opus")
@@ -54,10 +60,6 @@ DEFAULT_MODEL = os.path.join("pretrained", "mage")
 PLOT_SECONDS = 30.0
 
 PROG = "gense-enhance"
-
-
-class UsageError(Exception):
-    """A problem that stops the whole command (exit status 2)."""
 
 
 def default_model_folder():
@@ -242,8 +244,6 @@ def write_confidence_csv(path, confidence, frame_rate, overwrite=False):
     >>> open(path).read().splitlines()
     ['time_s,confidence', '0.0000,0.5000', '0.0125,1.0000']
     """
-    from speechbrain_gense.inference import _atomic_write_text
-
     if os.path.exists(path) and not overwrite:
         raise AudioError(f"{path}: exists (use --overwrite to replace it)")
     confidence = confidence.float().cpu()
@@ -260,7 +260,7 @@ def write_confidence_csv(path, confidence, frame_rate, overwrite=False):
         lines.append(",".join(row))
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
     except OSError as e:
         raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
 
@@ -297,17 +297,49 @@ def write_plot(path, noisy_path, enhanced_path, overwrite=False):
             ax.set_ylabel("kHz")
         axes[-1].set_xlabel("time (s)")
         fig.tight_layout()
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
         try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=100)
         except OSError as e:
-            if os.path.exists(tmp):
-                os.remove(tmp)
             raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         plt.close(fig)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: prints :func:`speechbrain_gense.doctor.version_text` (imported only then)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):  # noqa: A002 -- argparse's signature
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from speechbrain_gense.doctor import version_text
+
+        print(version_text())
+        parser.exit()
+
+
+def decode_options(args):
+    """The decoding options of the command line (``--steps``, ``--precision``, ``--decode-opt``).
+
+    Example
+    -------
+    >>> args = build_parser().parse_args(["in.wav", "-o", "out", "--steps", "4",
+    ...                                   "--decode-opt", "temperature=0.5"])
+    >>> decode_options(args)
+    {'temperature': 0.5, 'steps': 4}
+    """
+    opts = {}
+    for item in args.decode_opt:
+        try:
+            name, text = parse_assignment(item, "--decode-opt")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        opts[name] = parse_value(text)
+    opts.update({k: v for k, v in (("steps", args.steps), ("precision", args.precision))
+                 if v is not None})
+    return opts
 
 
 def build_parser():
@@ -317,6 +349,9 @@ def build_parser():
         description="Enhances noisy speech files with a generative enhancer over audio tokens. "
         "Outputs keep the input's relative path, format (wav, or flac for flac), sample rate, "
         "channels and length.")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of this package, torch, torchaudio, "
+                        "speechbrain and transformers, and exit")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio files, folders (searched recursively) or glob patterns")
     parser.add_argument("-o", "--out", required=True, metavar="OUTDIR",
@@ -328,6 +363,9 @@ def build_parser():
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                         help="enhancer arithmetic (default: the model's, fp32); bf16 is about "
                         "2.5x faster on CPUs with AVX512-BF16/AMX")
+    parser.add_argument("--decode-opt", action="append", default=[], metavar="NAME=VALUE",
+                        help="a decoding option of the model's method (repeatable), e.g. "
+                        "temperature=0.7")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--batch-size", type=int,
                         help="signals (channels x chunks) per model call (default: the channels)")
@@ -397,8 +435,7 @@ def load_model(folder, device="cpu", chunk_seconds=None, overlap_seconds=None):
         return EnhanceGenerative.from_hparams(source=folder, overrides=overrides,
                                               run_opts={"device": device})
     except Exception as e:  # noqa: BLE001 -- any loading failure: one line
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"cannot load the model in {folder} ({text})") from None
+        raise UsageError(f"cannot load the model in {folder} ({first_line(e)})") from None
 
 
 def main(argv=None):
@@ -425,14 +462,18 @@ def main(argv=None):
             say(message)
         if not jobs and not failures:
             raise UsageError("no audio files found in the inputs")
+        decode_opts = decode_options(args)
         enhancer = load_model(args.model, args.device, args.chunk_seconds,
                               args.overlap_seconds) if jobs else None
+        if enhancer is not None:
+            try:  # an option the method does not declare: before any file
+                enhancer.model.decode_options(**{**enhancer.decode_opts, **decode_opts})
+            except ValueError as e:
+                raise UsageError(first_line(e)) from None
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
-    decode_opts = {k: v for k, v in (("steps", args.steps), ("precision", args.precision))
-                   if v is not None}
     written = skipped = 0
     for job in tqdm(jobs, desc=PROG, unit="file", disable=args.quiet):
         source, output = job["input"], job["output"]
@@ -453,12 +494,11 @@ def main(argv=None):
             if args.plot:
                 write_plot(job["png"], source, output, overwrite=args.overwrite)
         except AudioError as e:
-            failures.append((source, str(e).splitlines()[0]))
+            failures.append((source, first_line(e)))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 -- one bad file must not stop the batch
-            text = str(e).splitlines()[0] if str(e) else type(e).__name__
-            failures.append((source, f"{source}: enhancement failed ({text})"))
+            failures.append((source, f"{source}: enhancement failed ({first_line(e)})"))
         else:
             written += 1
             continue

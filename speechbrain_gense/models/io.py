@@ -9,9 +9,11 @@
 - :class:`FolderCheckpoint` is the folder format of every enhancer
   (:class:`~speechbrain_gense.models.base.GenerativeEnhancer`): the method's
   own files plus one JSON ``info_file`` naming the method.
-- :func:`atomic_write_text`: a text file that appears complete or not at all.
+- :func:`atomic_output` / :func:`atomic_write_text`: a file that appears
+  complete or not at all.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -19,31 +21,49 @@ import tempfile
 import torch
 
 
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file renamed over it.
+@contextlib.contextmanager
+def atomic_output(path):
+    """Context manager: a temporary path next to ``path``, renamed over it on success.
 
-    Readers never see a half-written file; the file gets the usual
-    permissions (:func:`speechbrain_gense.audio.publish`).
+    The one atomic writer of the project: whatever writes into the temporary
+    file (text, a figure, a checkpoint), readers never see a half-written
+    ``path``; on an exception the temporary file is removed. The file gets
+    the usual permissions (:func:`speechbrain_gense.audio.publish`).
 
     Example
     -------
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.json")
-    >>> atomic_write_text(path, "{}")
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with atomic_output(path) as tmp:
+    ...     _ = open(tmp, "w").write("done")
     >>> open(path).read(), sorted(os.listdir(os.path.dirname(path)))
-    ('{}', ['a.json'])
+    ('done', ['a.txt'])
     """
     from ..audio import publish
 
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    """Writes ``text`` to ``path`` atomically (:func:`atomic_output`).
+
+    Example
+    -------
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.json")
+    >>> atomic_write_text(path, "{}")
+    >>> open(path).read()
+    '{}'
+    """
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class FolderCheckpoint:

@@ -12,26 +12,14 @@ import torch
 
 from speechbrain_gense import cli
 from speechbrain_gense.cli import main
-from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
-from speechbrain_gense.masking import TokenFrequency
-from speechbrain_gense.models.corrector import Corrector
+from speechbrain_gense.inference import EnhanceGenerative
+from speechbrain_gense.models.debug import write_tiny_mage, write_tiny_model
 from speechbrain_gense.models.mage import MAGE
-from speechbrain_gense.models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
-from speechbrain_gense.tokenizers.registry import load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = load_tokenizer("debug?vocab_size=32")
-    mage = MAGE(tok, MaskedEnhancer(32, **TINY_CONFIG),
-                corrector=Corrector(TINY_CONFIG["hidden_size"], 32, dim=16),
-                token_frequency=TokenFrequency(torch.arange(32, 0, -1)),
-                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
-    folder = str(tmp_path_factory.mktemp("model") / "mage")
-    mage.save(folder)
-    write_inference_yaml(folder)
-    return folder
+    return write_tiny_mage(str(tmp_path_factory.mktemp("model") / "mage"))
 
 
 def noise(channels, samples, seed=0):
@@ -105,10 +93,24 @@ def test_cli_and_enhance_file_give_the_same_audio(model, inputs, tmp_path, capsy
                               read(tmp_path / "cli" / "a.wav")[0])
 
 
-def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, tmp_path, capsys):
+def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, tmp_path, capsys,
+                                                               monkeypatch):
+    seen = []
+    real = MAGE.predict
+
+    def predict(self, tokens, cond):  # the enhancer's output type: bf16 under autocast
+        out = real(self, tokens, cond)
+        seen.append(out["logits"].dtype)
+        return out
+
+    monkeypatch.setattr(MAGE, "predict", predict)
+    code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "fp32", "--model", model,
+                  "--seed", 5, "--steps", 2, "--quiet")
+    assert code == 0 and seen and set(seen) == {torch.float32}
+    seen.clear()
     code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "bf16", "--model", model,
                   "--seed", 5, "--steps", 2, "--precision", "bf16", "--quiet")
-    assert code == 0
+    assert code == 0 and seen and set(seen) == {torch.bfloat16}
     enhancer = EnhanceGenerative.from_hparams(source=model, run_opts={"device": "cpu"})
     enhancer.enhance_file(str(inputs / "a.wav"), str(tmp_path / "api.wav"), seed=5, steps=2,
                           precision="bf16")
@@ -117,6 +119,57 @@ def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, t
         run(capsys, inputs / "a.wav", "-o", tmp_path / "x", "--model", model,
             "--precision", "int4")
     assert exit_info.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
+def test_steps_and_decode_opts_reach_the_model(model, inputs, tmp_path, capsys, monkeypatch):
+    calls = []
+    real = MAGE.enhance
+
+    def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):
+        out = real(self, wav, lens, generator=generator, prefix=prefix, **opts)
+        calls.append((opts, out["nfe"]))
+        return out
+
+    monkeypatch.setattr(MAGE, "enhance", enhance)
+    code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "o", "--model", model, "--quiet",
+                  "--steps", 1, "--decode-opt", "corrector=off", "--decode-opt", "temperature=0")
+    assert code == 0 and calls
+    opts, nfe = calls[-1]
+    assert opts["steps"] == 1 and opts["corrector"] is False and opts["temperature"] == 0
+    assert nfe == 1  # one step, no corrector pass
+
+
+def test_unknown_decoding_option_is_a_usage_error(model, inputs, tmp_path, capsys):
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "o", "--model", model,
+                    "--decode-opt", "stpes=4")
+    assert code == 2 and "unknown decoding option 'stpes'" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "o", "--model", model,
+                    "--decode-opt", "steps")
+    assert code == 2 and "expected NAME=VALUE" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("speechbrain-gense ")
+    assert "torch " in out and "speechbrain " in out
+
+
+def test_a_toy_method_plugs_into_the_cli(inputs, tmp_path, capsys):
+    """copy-noisy knows nothing of the CLI; the CLI nothing of it but the registry."""
+    folder = write_tiny_model(str(tmp_path / "copy"), "copy-noisy")
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out", "--model", folder,
+                    "--confidence", "--decode-opt", "shift=2", "--quiet")
+    assert code == 0, err
+    out, rate = read(tmp_path / "out" / "a.wav")
+    assert rate == 16000 and out.shape == read(inputs / "a.wav")[0].shape
+    lines = (tmp_path / "out" / "a.confidence.csv").read_text().splitlines()
+    assert lines[1].endswith(",1.0000")
+    code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "o2", "--model", folder,
+                    "--steps", 3)
+    assert code == 2 and "copy-noisy: unknown decoding option 'steps' (valid: shift)" in err
 
 
 def test_outputs_get_the_usual_file_permissions(model, inputs, tmp_path, capsys):
@@ -222,9 +275,14 @@ def test_plot_without_matplotlib_is_a_clear_error(model, inputs, tmp_path, capsy
 
 
 def test_model_errors(model, inputs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "default_model_folder", lambda: str(tmp_path / "pretrained/mage"))
+    from speechbrain_gense import paths
+
+    monkeypatch.setattr(paths, "pretrained_roots", lambda: [str(tmp_path / "nowhere")])
+    monkeypatch.setattr(paths, "CHECKOUT_ROOT", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
     code, err = run(capsys, inputs / "a.wav", "-o", tmp_path / "out")
-    assert code == 2 and "pretrained/mage is missing" in err and "--model" in err
+    assert code == 2 and "no --model given" in err and "pretrained/mage" in err
+    assert "pass --model DIR" in err and len(err.strip().splitlines()) == 1
     bare = tmp_path / "bare"
     shutil.copytree(model, bare)
     os.remove(bare / "inference.yaml")
