@@ -761,13 +761,14 @@ class TokenRangeLogitsProcessor(_PositionalLogitsProcessor):
         if callable(token_range):
             self._range = token_range
             self.length = None
-        elif (isinstance(token_range, tuple) and len(token_range) == 2
-              and all(isinstance(v, int) for v in token_range)):
-            self._check(token_range)
-            self._range = lambda t, r=tuple(token_range): r
+        elif (isinstance(token_range, (list, tuple)) and len(token_range) == 2
+              and not any(isinstance(v, (list, tuple)) for v in token_range)):
+            r = (int(token_range[0]), int(token_range[1]))
+            self._check(r)
+            self._range = lambda t, r=r: r
             self.length = None
         elif isinstance(token_range, (list, tuple)):
-            ranges = [tuple(r) for r in token_range]
+            ranges = [tuple(int(v) for v in r) for r in token_range]
             for r in ranges:
                 self._check(r)
             self._range = lambda t, rs=ranges: rs[t] if t < len(rs) else None
