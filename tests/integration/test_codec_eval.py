@@ -235,3 +235,22 @@ def test_rvq_codec_one_row_per_first_k_codebooks(setup, capsys):
     assert main(["--manifest", manifest, "--out", str(out), "--codec", f"rvq:{root / 'rvq'}",
                  "--rvq-codebooks", "one"]) == 2
     assert "--rvq-codebooks takes numbers" in capsys.readouterr().err
+
+
+def test_training_curves_from_a_recipe_log(tmp_path, capsys):
+    log = tmp_path / "train_log.txt"
+    log.write_text(
+        "epoch: 1, lr: 5.00e-04, adversarial: False - train loss: 1.16e+02, train G_recon_loss: "
+        "2.58 - valid loss: 84.11, valid G_recon_loss: 1.87, valid pesq: 1.12\n"
+        "epoch: 2, lr: 5.00e-04, adversarial: True - train loss: 90.0, train G_recon_loss: 2.0, "
+        "train D_loss: 0.5 - valid loss: 70.0, valid G_recon_loss: 1.5, valid pesq: 1.30\n"
+        "Epoch loaded: 2 - test loss: 70.0\n")
+    out = tmp_path / "out"
+    assert main(["--training-log", f"rvq={log}@250", "--out", str(out)]) == 0
+    points = json.loads((out / "training_curves_rvq.json").read_text())
+    assert [p["steps"] for p in points] == [250, 500]
+    assert [p["valid_pesq"] for p in points] == [1.12, 1.30]
+    assert points[1]["adversarial"] and points[1]["train_D_loss"] == 0.5
+    assert (out / "training_curves_rvq.png").stat().st_size > 1000
+    assert main(["--training-log", f"rvq={tmp_path / 'none.txt'}", "--out", str(out)]) == 2
+    assert "no such training log" in capsys.readouterr().err
