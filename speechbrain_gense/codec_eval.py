@@ -5,7 +5,7 @@ decoded by each codec, one at a time; the resynthesised signal is written to
 ``OUT/<codec>/{id}.wav`` (at the manifest's rate and length) and scored
 against the clean reference with the evaluation harness
 (:func:`~speechbrain_gense.metrics.evaluate.evaluate_manifest`: DNSMOS, PESQ,
-ESTOI, SI-SDR, MCD, SECS, WER). A ``clean`` row (the reference scored against
+ESTOI, SI-SDR, MCD, SECS, WER, dWER). A ``clean`` row (the reference scored against
 itself) is the ceiling, as in ``gense-baselines``. Next to quality, each codec
 gets its rate and speed:
 
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 PROG = "gense-codec-eval"
 #: The harness metrics scored by default (all of them: MCD included).
-DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "mcd", "secs", "wer")
+DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "mcd", "secs", "wer", "dwer")
 #: The manifest the harness scores (the utterances used), in ``OUT``.
 INPUT_MANIFEST = "codec_input.json"
 RESULTS_FILE = "codec_results.json"
