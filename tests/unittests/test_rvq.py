@@ -234,3 +234,38 @@ def test_codec_voice_pool_keeps_valid_and_test_voices_out():
         assert VOICES[name] not in pool
     assert not any("piper" in v.name for v in pool)
     assert len(codec_voice_pool(seed=3, variants=variants, max_voices=3)) == 3 + 4
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng")
+def test_build_speech_set_is_deterministic_and_avoids_given_sentences(tmp_path):
+    import hashlib
+    import json
+
+    from speechbrain_gense.data.corpus import build_speech_set
+    from speechbrain_gense.data.manifest import read_manifest, write_manifest
+    from speechbrain_gense.data.voices import codec_voice_pool
+
+    voices = [v for v in codec_voice_pool(seed=1, variants=["m3", "klatt", "f4"])
+              if v.engine == "espeak"][:3]
+    first = build_speech_set(tmp_path / "a", minutes=0.2, seed=5, voices=voices,
+                             workers=1, progress=False)
+    entries = read_manifest(first)
+    assert len(entries) >= 3
+    assert {e["speaker"] for e in entries.values()} == {v.name for v in voices}
+    # The same arguments give the same audio; sentences of avoid_manifests are not spoken.
+    avoid = tmp_path / "avoid.json"
+    uid0 = sorted(entries)[0]
+    write_manifest(avoid, {"x": {"clean_wav": "x.wav", "words": entries[uid0]["words"]}})
+    second = build_speech_set(tmp_path / "b", minutes=0.2, seed=5, voices=voices,
+                              avoid_manifests=[str(avoid)], workers=1, progress=False)
+    again = build_speech_set(tmp_path / "c", minutes=0.2, seed=5, voices=voices,
+                             avoid_manifests=[str(avoid)], workers=1, progress=False)
+
+    def digest(manifest):
+        return [hashlib.md5(open(e["clean_wav"], "rb").read()).hexdigest()
+                for _, e in sorted(read_manifest(manifest).items())]
+
+    assert digest(second) == digest(again)
+    assert entries[uid0]["words"] not in {e["words"] for e in read_manifest(second).values()}
+    info = json.loads((tmp_path / "b" / "speech_info.json").read_text())
+    assert info["utterances"] == len(read_manifest(second))
