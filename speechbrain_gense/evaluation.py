@@ -387,7 +387,7 @@ def _mean(values):
 
 def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines=False,
                    codec=False, metrics=DEFAULT_METRICS, max_utts=None, seed=1234,
-                   decode_opts=None, device="cpu", progress=True):
+                   decode_opts=None, device="cpu", progress=True, asr=None):
     """Enhances the test utterances with every system, scores and times them.
 
     Arguments
@@ -416,6 +416,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
         Device of the models (for the timings).
     progress : bool
         Progress bars of the scoring.
+    asr : str, optional
+        ASR of the WER metrics (``"whisper"``, ``"pocketsphinx"``; default:
+        :func:`~speechbrain_gense.metrics.wer.asr_for_manifest`'s).
 
     Returns
     -------
@@ -440,7 +443,7 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
     os.makedirs(out_dir, exist_ok=True)
     input_manifest = os.path.join(out_dir, INPUT_MANIFEST)
     entries = subset_manifest(manifest, input_manifest, "noisy_wav", max_utts, seed)
-    asr = asr_for_manifest(manifest) if "wer" in metrics else None
+    asr = asr_for_manifest(manifest, asr) if {"wer", "dwer"} & set(metrics) else None
     systems = {}
 
     def run(name, method, manifest_in=input_manifest):
@@ -530,7 +533,7 @@ def format_table(results, breakdown=("ovrl", "pesq")):
 
     rows = results["summary"]
     present = {c for row in rows.values() for c in row}
-    quality = [c for c in COLUMNS if c in present]
+    quality = [c for c in COLUMNS if c in present and c not in ("nfe", "rtf")]  # own columns
     lines = []
     for name, row in rows.items():
         nfe, rtf = row.get("nfe"), row.get("rtf")
@@ -582,6 +585,8 @@ def build_parser(prog=PROG):
     parser.add_argument("--seed", type=int, default=1234,
                         help="seed of the decoding (and of --max-utts) (default 1234)")
     add_metric_argument(parser, DEFAULT_METRICS)
+    parser.add_argument("--asr", help="ASR of wer/dwer: whisper or pocketsphinx (default: the "
+                        "metrics' default)")
     add_device_arguments(parser)
     parser.add_argument("--out", default="results/eval", help="output folder (default "
                         "results/eval)")
@@ -619,7 +624,7 @@ def main(argv=None, prog=PROG):
             manifest = resolve_manifest(args, progress=not args.quiet)
             results, table = run_evaluation(
                 manifest, args.out, models, variants, args.baselines, args.codec, metrics,
-                args.max_utts, args.seed, decode_opts, device, not args.quiet)
+                args.max_utts, args.seed, decode_opts, device, not args.quiet, args.asr)
     except (ValueError, OSError, RuntimeError) as e:
         return usage_error(prog, e)
     finally:

@@ -1,10 +1,19 @@
-"""Recipe steps shared by the datasets' MAGE recipes (``recipes/*/mage/train.py``).
+"""Recipe steps shared by the recipes of every method (``recipes/*/*/train.py``).
 
-A recipe parses its arguments, prepares its dataset (its own
-``*_prepare.py``) and hands the manifests to :func:`train_mage`, which does
-the rest: token cache and token-frequency table, datasets, the
-:class:`~speechbrain_gense.brains.masked.MaskedEnhancerBrain` fit, the test
-evaluation and the export of the model folder.
+A recipe's ``train.py`` shows its own steps (datasets, Brain, fit, export,
+as in SpeechBrain's templates); these are the pieces several recipes share:
+
+- :func:`load_recipe_hparams`: SpeechBrain's argument parsing, the ``--debug``
+  settings of ``hparams/debug.yaml`` (next to the recipe's YAML; the
+  command line still wins), DDP set-up and the experiment folder;
+- :func:`prepare_recipe_data`: the manifests given in the YAML, or those the
+  dataset's own ``prepare`` writes;
+- :func:`build_token_frequency`: the token cache of the clean training speech
+  and its token-frequency table;
+- :func:`token_datasets`: cached clean-token crops with on-the-fly
+  degradation for training, fixed (or degraded) mixtures for valid / test;
+- :func:`export_enhancer`: the model folder (``save`` + ``inference.yaml``)
+  and ``test_stats.json``, on the main process.
 """
 
 import json
@@ -12,36 +21,54 @@ import logging
 import os
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
-from .brains.masked import MaskedEnhancerBrain
 from .data.pipelines import build_dataset, token_crop_pipeline
 from .inference import write_inference_yaml
 from .masking import TokenFrequency
-from .tokenizers.cache import TokenCache
+from .models.debug import write_tiny_mage  # noqa: F401 -- moved; kept importable from here
 
 logger = logging.getLogger(__name__)
 
-#: ``--debug`` settings of the MAGE recipes: debug tokenizer, tiny model and
-#: corpus, 2-step decoding (command-line overrides still win).
-MAGE_DEBUG_OVERRIDES = {
-    "corpus_minutes": 0.3, "tokenizer_spec": "debug?vocab_size=64", "vocab_size": 64,
-    "hidden_size": 32, "num_layers": 2, "num_heads": 2, "segment_frames": 40,
-    "batch_size": 2, "valid_batch_size": 2, "valid_max_files": 2,
-    "valid_decode_utterances": 1,
-    "decode_opts": {"steps": 2, "corrector_steps": 1, "remask_ratio": 0.1}}
+#: File of ``--debug`` settings next to a recipe's hparams file.
+DEBUG_YAML = "debug.yaml"
+
+
+def debug_overrides_file(hparams_file):
+    """The ``debug.yaml`` next to ``hparams_file`` (or None when there is none).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> debug_overrides_file(os.path.join(folder, "mage.yaml")) is None
+    True
+    >>> open(os.path.join(folder, "debug.yaml"), "w").close()
+    >>> os.path.basename(debug_overrides_file(os.path.join(folder, "mage.yaml")))
+    'debug.yaml'
+    """
+    path = os.path.join(os.path.dirname(hparams_file), DEBUG_YAML)
+    return path if os.path.isfile(path) else None
 
 
 def load_recipe_hparams(argv, debug_overrides=None):
-    """``sb.parse_arguments`` + ``debug_overrides`` under ``--debug`` + DDP init + YAML.
+    """``sb.parse_arguments`` + the ``--debug`` settings + DDP init + YAML.
+
+    Under ``--debug`` the settings of ``hparams/debug.yaml`` (next to the
+    hparams file; for recipes without one, ``debug_overrides``) are applied
+    below the command-line overrides: e.g. a debug tokenizer and a tiny
+    model, on top of SpeechBrain's 2 batches x 2 epochs.
 
     Returns
     -------
     hparams_file, run_opts, hparams, overrides
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    debug_file = debug_overrides_file(hparams_file)
+    if run_opts.get("debug") and debug_file:
+        with open(debug_file) as f:
+            debug_overrides = load_hyperpyyaml(f)
     if run_opts.get("debug") and debug_overrides:
         user = load_hyperpyyaml(overrides) if overrides else {}
         overrides = {**debug_overrides, **(user or {})}
@@ -94,62 +121,15 @@ def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
             paths.update({k: os.path.join(folder, f"{k}.json") for k in ("noise_train", "rir_train")
                           if os.path.isfile(os.path.join(folder, f"{k}.json"))})
         return paths
-    kwargs = {"noise_folder": hparams.get("noise_folder"), "seed": hparams.get("seed", 1234),
-              "sample_rate": hparams.get("sample_rate", 16000),
+    kwargs = {"seed": hparams.get("seed", 1234), "sample_rate": hparams.get("sample_rate", 16000),
               "corpus_opts": {"minutes": hparams.get("corpus_minutes", 60.0), "progress": False}}
+    if "noise_folder" in hparams:  # datasets with their own noise (DNS) have no such option
+        kwargs["noise_folder"] = hparams["noise_folder"]
     args = [hparams.get("data_folder"), hparams["data_save_folder"]]
     run_on_main(prepare, args=args, kwargs=kwargs)
     paths = prepare(*args, skip_prep=True, **kwargs)
     paths["test"] = paths.get(test_split)
     return paths
-
-
-def write_tiny_mage(folder, vocab_size=32, seed=0, max_position=None):
-    """Writes a tiny, randomly initialised MAGE model folder with its ``inference.yaml``.
-
-    For tests and ``--debug`` runs of recipes that need an enhancer:
-    ``EnhanceGenerative.from_hparams(source=folder)`` loads it (debug
-    tokenizer, 2-layer enhancer, corrector, 3 decoding steps).
-
-    Arguments
-    ---------
-    folder : str
-        Output folder.
-    vocab_size : int
-        Codebook size of the debug tokenizer.
-    seed : int
-        Seed of the weights.
-    max_position : int, optional
-        Longest sequence of the enhancer in token frames (default: that of
-        ``TINY_CONFIG``).
-
-    Returns
-    -------
-    str
-        ``folder``.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = write_tiny_mage(os.path.join(tempfile.mkdtemp(), "mage"))
-    >>> all(os.path.isfile(os.path.join(folder, f)) for f in ("inference.yaml", "mage.json"))
-    True
-    """
-    from .models.corrector import Corrector
-    from .models.mage import MAGE
-    from .models.masked_enhancer import TINY_CONFIG, MaskedEnhancer
-    from .tokenizers.registry import load_tokenizer
-
-    torch.manual_seed(seed)
-    tokenizer = load_tokenizer(f"debug?vocab_size={vocab_size}")
-    config = dict(TINY_CONFIG, **({"max_position": int(max_position)} if max_position else {}))
-    mage = MAGE(tokenizer, MaskedEnhancer(vocab_size, **config),
-                corrector=Corrector(TINY_CONFIG["hidden_size"], vocab_size, dim=16),
-                token_frequency=TokenFrequency(torch.arange(vocab_size, 0, -1)),
-                decode_opts={"steps": 3, "corrector_steps": 1, "remask_ratio": 0.2})
-    mage.save(folder)
-    write_inference_yaml(folder, overwrite=True)
-    return folder
 
 
 def build_token_frequency(cache, manifest, data_root=None, out_file=None):
@@ -175,7 +155,7 @@ def build_token_frequency(cache, manifest, data_root=None, out_file=None):
     return freq
 
 
-def mage_datasets(hparams, paths, cache):
+def token_datasets(hparams, paths, cache):
     """Training set (cached clean tokens, aligned crops, on-the-fly degradation)
     and, when their manifests exist, ``valid`` / ``test`` sets.
 
@@ -209,56 +189,32 @@ def mage_datasets(hparams, paths, cache):
     return sets
 
 
-def train_mage(hparams, run_opts, paths):
-    """Token cache + frequency table, fit, test evaluation, export of the model folder.
+def export_enhancer(model, hparams, brain=None, split="test"):
+    """Writes the trained enhancer's folder and its test statistics (main process only).
 
-    Arguments
-    ---------
-    hparams : dict
-        The loaded recipe YAML (``mage``, ``modules``, ``opt_class``,
-        ``checkpointer``, ``epoch_counter``, ...).
-    run_opts : dict
-        SpeechBrain run options.
-    paths : dict
-        Manifests: ``train`` (clean, for on-the-fly mixing), optional
-        ``valid``/``test``, ``noise_train``/``rir_train`` and ``data_root``.
+    ``model.save(hparams["model_folder"], dtype=hparams["export_dtype"])``,
+    its ``inference.yaml`` (so that ``EnhanceGenerative.from_hparams`` loads
+    it) and ``<output_folder>/test_stats.json`` (``brain.last_stats``).
 
     Returns
     -------
-    MaskedEnhancerBrain
-        The trained Brain (``last_stats``: the test statistics).
+    str
+        The model folder.
     """
-    mage = hparams["mage"]
-    if mage.tokenizer.sample_rate != hparams["sample_rate"] or \
-            mage.tokenizer.vocab_size != hparams["vocab_size"]:
-        raise ValueError("sample_rate / vocab_size in the YAML must match the tokenizer "
-                         f"({mage.tokenizer.sample_rate} Hz, {mage.tokenizer.vocab_size} codes)")
-    cache = TokenCache(hparams["token_cache_folder"], mage.tokenizer)
-    mage.token_frequency = build_token_frequency(cache, paths["train"], paths.get("data_root"),
-                                                 hparams["token_frequency_file"])
-    sets = mage_datasets(hparams, paths, cache)
-
-    brain = MaskedEnhancerBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
-                                hparams=hparams, run_opts=run_opts,
-                                checkpointer=hparams["checkpointer"])
-    brain.fit(hparams["epoch_counter"], sets["train"], sets.get("valid"),
-              train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": True,
-                                   "num_workers": hparams["num_workers"]},
-              valid_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
-    if "test" in sets:
-        brain.evaluate(sets["test"], min_key="loss",
-                       test_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
-    else:
-        brain.checkpointer.recover_if_possible(min_key="loss")
+    folder = hparams["model_folder"]
     if sb.utils.distributed.if_main_process():
-        mage.save(hparams["model_folder"], dtype=hparams.get("export_dtype"))
-        write_inference_yaml(hparams["model_folder"])
+        model.save(folder, dtype=hparams.get("export_dtype"))
+        write_inference_yaml(folder, method=model.method, overwrite=True)
+        stats = dict(brain.last_stats) if brain is not None else {}
         with open(os.path.join(hparams["output_folder"], "test_stats.json"), "w") as f:
-            json.dump({"split": "test" if "test" in sets else "valid (no test set)",
-                       **brain.last_stats}, f, indent=2)
-    logger.info("MAGE exported to %s; test %s", hparams["model_folder"], brain.last_stats)
-    return brain
+            json.dump({"split": split, **stats}, f, indent=2)
+    logger.info("%s exported to %s; %s %s", model.method, folder, split,
+                brain.last_stats if brain is not None else {})
+    return folder
 
 
-__all__ = ["MAGE_DEBUG_OVERRIDES", "build_token_frequency", "load_recipe_hparams", "mage_datasets",
-           "prepare_recipe_data", "train_mage", "write_tiny_mage"]
+#: Old name of :func:`token_datasets` (kept while recipes move over).
+mage_datasets = token_datasets
+
+__all__ = ["DEBUG_YAML", "build_token_frequency", "debug_overrides_file", "export_enhancer",
+           "load_recipe_hparams", "prepare_recipe_data", "token_datasets"]

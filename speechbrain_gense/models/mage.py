@@ -72,6 +72,8 @@ class MAGE(GenerativeEnhancer):
         Noise added to the rarity when choosing ``"ctf"`` training masks.
     schedule : str
         Masking schedule (training ratios and decoding steps).
+    corrector_weight : float
+        Weight of the corrector's loss in :meth:`compute_objectives`.
     decode_opts : dict, optional
         This model's defaults of the decoding options (:attr:`decode_defaults`):
         ``steps``, ``temperature``, ``top_k``, ``scarcity_weight``,
@@ -95,7 +97,7 @@ class MAGE(GenerativeEnhancer):
 
     def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
                  token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
-                 schedule="cosine", decode_opts=None):
+                 schedule="cosine", corrector_weight=1.0, decode_opts=None):
         super().__init__(decode_opts)
         if enhancer.config["vocab_size"] != tokenizer.vocab_size:
             raise ValueError(f"enhancer vocab_size {enhancer.config['vocab_size']} != "
@@ -110,6 +112,7 @@ class MAGE(GenerativeEnhancer):
             token_frequency = TokenFrequency.load(token_frequency)
         self.token_frequency = token_frequency
         self.mask_strategy, self.mask_noise, self.schedule = mask_strategy, mask_noise, schedule
+        self.corrector_weight = corrector_weight
 
     @property
     def output_tokenizer(self):
@@ -216,6 +219,32 @@ class MAGE(GenerativeEnhancer):
             res["corrector_loss"] = c["loss"].detach()
             res["corrector_acc"] = c["acc"]
         return res
+
+    def compute_objectives(self, batch, stage=None):
+        """The training objective of a batch (what the generic Brain runs).
+
+        ``batch`` has ``noisy_sig`` and either ``clean_tokens`` (from the
+        token cache) or ``clean_sig`` (tokenized here). The clean tokens are
+        masked and predicted from the noisy conditioning
+        (:meth:`forward_train`); the result is :meth:`losses` (``loss``,
+        ``ce``, ``acc`` and the corrector's).
+
+        Example
+        -------
+        >>> from speechbrain.dataio.batch import PaddedBatch
+        >>> from speechbrain_gense.models.debug import tiny_mage
+        >>> batch = PaddedBatch([{"clean_sig": torch.randn(1600), "noisy_sig": torch.randn(1600)},
+        ...                      {"clean_sig": torch.randn(800), "noisy_sig": torch.randn(800)}])
+        >>> sorted(tiny_mage().compute_objectives(batch))
+        ['acc', 'ce', 'corrector_acc', 'corrector_loss', 'loss']
+        """
+        noisy, lens = batch.noisy_sig
+        cond = self.condition(noisy, lens)
+        if "clean_tokens" in batch:
+            clean_tokens = batch.clean_tokens.data
+        else:
+            clean_tokens = self.tokenize(batch.clean_sig.data, batch.clean_sig.lengths)[0]
+        return self.losses(self.forward_train(clean_tokens, cond), self.corrector_weight)
 
     # -- inference ---------------------------------------------------------
 
@@ -356,7 +385,8 @@ class MAGE(GenerativeEnhancer):
             speaker = getattr(self.speaker_encoder, "spec", None) or {"kind": "resemblyzer"}
         return {"tokenizer_spec": spec, "speaker_encoder": speaker,
                 "mask_strategy": self.mask_strategy, "mask_noise": self.mask_noise,
-                "schedule": self.schedule, "decode_opts": self.decode_opts}
+                "schedule": self.schedule, "corrector_weight": self.corrector_weight,
+                "decode_opts": self.decode_opts}
 
     @classmethod
     def load(cls, folder, device="cpu", tokenizer=None):
@@ -402,6 +432,7 @@ class MAGE(GenerativeEnhancer):
                    token_frequency=freq, mask_strategy=info.get("mask_strategy", "ctf"),
                    mask_noise=info.get("mask_noise", 0.3),
                    schedule=info.get("schedule", "cosine"),
+                   corrector_weight=info.get("corrector_weight", 1.0),
                    decode_opts=info.get("decode_opts"))
 
     @staticmethod

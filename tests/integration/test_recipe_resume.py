@@ -8,16 +8,26 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage")
-# The --debug sizes, given as plain overrides: --debug stops after its own
-# number of epochs whatever the epoch counter says, which hides resumption.
-TINY = ["--corpus_minutes", "0.3", "--tokenizer_spec", "debug",  # vocabulary 64
-        "--vocab_size", "64", "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2",
-        "--segment_frames", "40", "--batch_size", "2", "--valid_batch_size", "2",
-        "--valid_max_files", "2", "--valid_decode_utterances", "1",
-        "--decode_opts", "{steps: 2, corrector_steps: 1, remask_ratio: 0.1}",
-        "--noprogressbar"]
+
+
+def _tiny():
+    """The --debug sizes of hparams/debug.yaml, given as plain overrides: --debug stops
+    after its own number of epochs whatever the epoch counter says, which hides resumption."""
+    with open(os.path.join(RECIPE, "hparams", "debug.yaml")) as f:
+        debug = yaml.safe_load(f)
+    args = []
+    for key, value in debug.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(
+            value, default_flow_style=True).strip().removesuffix("...").strip()
+        args += [f"--{key}", text]
+    return [*args, "--noprogressbar"]
+
+
+TINY = _tiny()
 
 
 def _cmd(out, data, epochs):

@@ -7,19 +7,26 @@
    (``token_cache_folder``, one folder per tokenizer fingerprint; DDP ranks
    share the work), and the token-frequency table of scarcity-aware masking
    is counted from it (``token_frequency_file``).
-   (steps 2 to 4: ``speechbrain_gense.training.train_mage``, shared with
-   the DNS recipe)
-3. ``MaskedEnhancerBrain`` trains the enhancer and the corrector; each
-   validation epoch also enhances a few utterances (DNSMOS OVRL, PESQ).
-4. The best checkpoint is evaluated on the test mixtures and exported to
-   ``model_folder`` (enhancer, corrector, token-frequency table).
+3. Datasets: crops of ``segment_frames`` cached clean tokens with the aligned
+   clean speech, degraded on the fly; valid / test use the fixed mixtures.
+4. ``TokenModelBrain`` runs MAGE's own objective
+   (:meth:`~speechbrain_gense.models.mage.MAGE.compute_objectives`: masked-token
+   cross-entropy + corrector BCE); each validation epoch also enhances a few
+   utterances (DNSMOS OVRL, PESQ).
+5. The best checkpoint is evaluated on the test mixtures and exported to
+   ``model_folder`` (enhancer, corrector, token-frequency table,
+   ``inference.yaml``): ``EnhanceGenerative.from_hparams(source=model_folder)``.
 
 Usage::
 
     python train.py hparams/mage.yaml
-    python train.py hparams/mage.yaml --debug
-    torchrun --nproc_per_node=2 train.py hparams/mage.yaml      # DDP (gloo on CPU)
-    python train.py hparams/mage.yaml --mask_strategy random    # MaskGIT ablation
+    python train.py hparams/mage.yaml --debug                  # hparams/debug.yaml
+    python train.py hparams/mage.yaml --mask_strategy random   # MaskGIT ablation
+    # DDP, one node (gloo on CPU, nccl on GPU):
+    torchrun --nproc_per_node=2 train.py hparams/mage.yaml --distributed_backend gloo
+    # DDP, two nodes (run on each, NODE_RANK 0 and 1):
+    torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=4 \\
+        --master_addr=$MASTER --master_port=29500 train.py hparams/mage.yaml
 
 Authors
  * speechbrain-gense contributors
@@ -29,11 +36,14 @@ import logging
 import os
 import sys
 
+from speechbrain_gense.brains.token_model import TokenModelBrain
+from speechbrain_gense.tokenizers.cache import TokenCache
 from speechbrain_gense.training import (
-    MAGE_DEBUG_OVERRIDES,
+    build_token_frequency,
+    export_enhancer,
     load_recipe_hparams,
     prepare_recipe_data,
-    train_mage,
+    token_datasets,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,9 +57,40 @@ def prepare_data(hparams):
     return prepare_recipe_data(hparams, prepare_librispeech_noisy)
 
 
+def train(hparams, run_opts, paths):
+    """Steps 2-5: tokens, datasets, fit, test, export. Returns the Brain."""
+    mage = hparams["model"]
+
+    # 2. Token cache of the clean training speech and the token-frequency table.
+    cache = TokenCache(hparams["token_cache_folder"], mage.tokenizer)
+    mage.token_frequency = build_token_frequency(cache, paths["train"], paths.get("data_root"),
+                                                 hparams["token_frequency_file"])
+
+    # 3. Datasets.
+    sets = token_datasets(hparams, paths, cache)
+
+    # 4. Training (resumes from the last checkpoint of a killed run).
+    brain = TokenModelBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
+                            hparams=hparams, run_opts=run_opts,
+                            checkpointer=hparams["checkpointer"])
+    brain.fit(hparams["epoch_counter"], sets["train"], sets.get("valid"),
+              train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": True,
+                                   "num_workers": hparams["num_workers"]},
+              valid_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
+
+    # 5. Test with the best checkpoint, then export the model folder.
+    if "test" in sets:
+        brain.evaluate(sets["test"], min_key="loss",
+                       test_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
+    else:
+        brain.checkpointer.recover_if_possible(min_key="loss")
+    export_enhancer(mage, hparams, brain, split="test" if "test" in sets else "valid (no test)")
+    return brain
+
+
 def main(argv):
-    _, run_opts, hparams, _ = load_recipe_hparams(argv, MAGE_DEBUG_OVERRIDES)
-    train_mage(hparams, run_opts, prepare_data(hparams))
+    _, run_opts, hparams, _ = load_recipe_hparams(argv)
+    train(hparams, run_opts, prepare_data(hparams))
 
 
 if __name__ == "__main__":
