@@ -400,6 +400,24 @@ def _planned_class(base):
     return _PLANNED[base]
 
 
+_HEAD, _EMBED = "lm.lm_head.weight", ("lm.transformer.wte.weight", "lm.model.embed_tokens.weight")
+
+
+def _drop_tied_head(module, state_dict, prefix, local_metadata):
+    """State-dict hook: leaves out the LM head when it is the embedding table itself."""
+    head = module.lm.get_output_embeddings().weight
+    if head is module.lm.get_input_embeddings().weight:
+        state_dict.pop(prefix + _HEAD, None)
+
+
+def _fill_tied_head(module, state_dict, prefix, *args):
+    """Load pre-hook: gives a state dict without the tied head its value back."""
+    if prefix + _HEAD not in state_dict:
+        for key in _EMBED:
+            if prefix + key in state_dict:
+                state_dict[prefix + _HEAD] = state_dict[prefix + key]
+
+
 class TokenLM(ConfigCheckpoint, nn.Module):
     """A decoder-only ``transformers`` LM over the GenSE vocabulary (N2S or S2S).
 
@@ -458,6 +476,9 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                               max_position_embeddings=max_positions, attention_dropout=dropout,
                               **specials)
             self.lm = _planned_class(LlamaForCausalLM)(cfg)
+        # The LM head is tied to the token embedding: store the table once.
+        self.register_state_dict_post_hook(_drop_tied_head)
+        self.register_load_state_dict_pre_hook(_fill_tied_head)
 
     @property
     def max_positions(self):

@@ -228,6 +228,8 @@ def test_save_load_round_trip(tmp_path):
     model.acoustic_tokenizer.spec = "debug?vocab_size=32"
     folder = model.save(str(tmp_path / "gense"))
     assert sorted(os.listdir(folder)) == ["gense.json", "n2s.ckpt", "s2s.ckpt"]
+    stored = torch.load(os.path.join(folder, "s2s.ckpt"), weights_only=True)["state_dict"]
+    assert "lm.lm_head.weight" not in stored  # tied to the embedding: stored once
     assert get_method("gense") is GenSE
     loaded = load_enhancer(folder)
     assert isinstance(loaded, GenSE) and loaded.decode_opts["temperature"] == 0.7
