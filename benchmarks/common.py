@@ -102,7 +102,7 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
     str
         ``folder``.
     """
-    from speechbrain_gense.training import write_tiny_mage
+    from speechbrain_gense.models.debug import write_tiny_mage
 
     return write_tiny_mage(folder, seed=seed, max_position=max_position)
 

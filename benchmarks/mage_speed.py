@@ -49,6 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import machine_info  # noqa: E402 (after the path set-up)
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from speechbrain_gense.commands import sync  # noqa: E402 (run from a checkout too)
+from speechbrain_gense.utils import first_line  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_HPARAMS = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage", "hparams",
                               "mage.yaml")
@@ -84,7 +88,7 @@ def build_recipe_mage(hparams=RECIPE_HPARAMS):
             hp = load_hyperpyyaml(f, overrides={
                 "tokenizer_spec": f"simcodec:{os.path.join(tmp, 'simcodec')}",
                 "output_folder": os.path.join(tmp, "out")})
-        mage = hp["mage"]
+        mage = hp["model"]
     mage.token_frequency = TokenFrequency(torch.ones(mage.tokenizer.vocab_size))
     return mage.eval()
 
@@ -107,18 +111,13 @@ def test_signal(seconds, sample_rate, seed=0):
     return (0.1 * voiced * envelope + 0.02 * noise).unsqueeze(0)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, runs, device):
     times = []
     for _ in range(runs):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -192,20 +191,20 @@ def time_chain(mage, wav, steps, runs, use_corrector=True, seed=0, precision="fp
     lens = torch.ones(1, device=device)
     for run in range(runs):
         generator = torch.Generator().manual_seed(seed + run)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         tokens, tok_lens = mage.tokenize(wav, lens)
-        _sync(device)
+        sync(device)
         t1 = time.perf_counter()
         cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)  # + speaker embedding
-        _sync(device)
+        sync(device)
         t2 = time.perf_counter()
-        out = mage.generate(cond, generator=generator, steps=steps, use_corrector=use_corrector,
+        out = mage.generate(cond, generator=generator, steps=steps, corrector=use_corrector,
                             precision=precision)
-        _sync(device)
+        sync(device)
         t3 = time.perf_counter()
         mage.tokenizer.decode(out["tokens"], cond["lens"])
-        _sync(device)
+        sync(device)
         t4 = time.perf_counter()
         calls = out["steps"]
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
@@ -364,13 +363,13 @@ def main(argv=None):
     folder = args.model or (DEFAULT_MODEL if os.path.isdir(DEFAULT_MODEL) else None)
     try:
         if folder:
-            mage, name = MAGE.load(folder, map_location=str(device)), folder
+            mage, name = MAGE.load(folder, device=str(device)), folder
         else:
             mage = build_recipe_mage()
             name = "recipe default size, freshly initialised (mage.yaml + SimCodec DEFAULT_CONFIG)"
         mage = mage.to(device).eval()
     except Exception as e:  # noqa: BLE001 -- report on one line
-        return error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return error(first_line(e))
     result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
                  args.gemm_size, gemm_runs, precisions=precisions)
     table = format_table(result)
