@@ -293,6 +293,7 @@ def test_model_errors(model, inputs, tmp_path, capsys, monkeypatch):
     assert code == 2 and "--steps" in err
 
 
+@pytest.mark.slow
 def test_long_file_with_chunks_and_batches(model, tmp_path, capsys):
     sf.write(tmp_path / "long.wav", noise(2, 16000 * 30), 16000)
     code, err = run(capsys, tmp_path / "long.wav", "-o", tmp_path / "out", "--model", model,

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # two recipe runs in subprocesses
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "mage")

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess runs / shipped models: minutes
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = []
 for path in sorted(glob.glob(os.path.join(REPO, "tests", "recipes", "*.csv"))):

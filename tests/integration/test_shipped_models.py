@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -10,6 +11,8 @@ from speechbrain_gense.asr import load_asr
 from speechbrain_gense.cli import main as enhance_main
 from speechbrain_gense.inference import EnhanceGenerative
 from speechbrain_gense.tokenizers.registry import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # the shipped models, end to end
 
 EXAMPLES = os.path.join(PROJECT_ROOT, "pretrained", "examples")
 EXAMPLE = "test_espeak_us_f2_00021.wav"

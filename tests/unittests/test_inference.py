@@ -335,6 +335,7 @@ def test_windows_fit_the_model_and_chunks_can_be_batched():
     assert torch.equal(y, batched) and len(model.model.calls) - calls == math.ceil(calls / 4)
 
 
+@pytest.mark.slow
 def test_long_file_is_streamed_in_bounded_blocks(enhancer, tmp_path, monkeypatch):
     rate, seconds = 16000, 180
     path = str(tmp_path / "long.wav")
