@@ -35,6 +35,7 @@ torch.Size([2, 10, 1])
 
 import torch
 import torch.nn.functional as F
+from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
 from torch import nn
 
@@ -56,7 +57,7 @@ def frame_mask(lens, num_frames, device=None):
             [ True,  True, False, False]])
     """
     keep = torch.round(lens.float() * num_frames).long().clamp(0, num_frames)
-    return torch.arange(num_frames, device=device)[None, :] < keep.to(device)[:, None]
+    return length_to_mask(keep.to(device), num_frames, dtype=torch.bool, device=device)
 
 
 class Corrector(ConfigCheckpoint, nn.Module):

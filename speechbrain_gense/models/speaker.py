@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
+from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
 from speechbrain_gense.metrics.common import SILENCE_PEAK
@@ -73,7 +74,7 @@ def _prepare(wav, lens, sample_rate, target_rate=SAMPLE_RATE):
         wav = torchaudio.functional.resample(wav, sample_rate, target_rate)
     lens = lens.to(wav.device, torch.float32)
     num = torch.round(lens * wav.shape[1]).long().clamp(0, wav.shape[1])
-    valid = torch.arange(wav.shape[1], device=wav.device)[None, :] < num[:, None]
+    valid = length_to_mask(num, wav.shape[1], dtype=torch.bool, device=wav.device)
     peak = (wav.abs() * valid).amax(dim=1) if wav.shape[1] else torch.zeros(len(wav))
     silent = (peak < SILENCE_PEAK).cpu()
     if silent.any():
