@@ -35,6 +35,20 @@ def usage_error(prog, error):
     return 2
 
 
+def exit_status(prog, failed):
+    """0 when nothing ``failed``, else 1 after a one-line count on stderr.
+
+    Example
+    -------
+    >>> exit_status("gense-x", 0)
+    0
+    """
+    if failed:
+        print(f"{prog}: {failed} files failed (see the errors above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parse_value(text):
     """A command-line value: int, float, bool (``on/off/true/false``), None or text.
 
@@ -268,6 +282,7 @@ __all__ = [
     "add_metric_argument",
     "check_corpus_args",
     "check_threads",
+    "exit_status",
     "markdown_table",
     "parse_assignment",
     "parse_list",

@@ -65,6 +65,7 @@ from .commands import (
     add_metric_argument,
     check_corpus_args,
     check_threads,
+    exit_status,
     markdown_table,
     parse_assignment,
     parse_list,
@@ -637,11 +638,7 @@ def main(argv=None, prog=PROG):
         print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()))
     print(f"\nwritten: {os.path.join(args.out, TABLE_FILE)}, "
           f"{os.path.join(args.out, RESULTS_FILE)}")
-    failed = sum(row["failed"] for row in results["summary"].values())
-    if failed:
-        print(f"{prog}: {failed} files failed (see the errors above)", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(prog, sum(row["failed"] for row in results["summary"].values()))
 
 
 if __name__ == "__main__":
