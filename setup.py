@@ -100,7 +100,10 @@ setup(
             "gense-eval=speechbrain_gense.metrics.evaluate:main",
             "gense-baselines=speechbrain_gense.baselines:main",
             "gense-codec-eval=speechbrain_gense.codec_eval:main",
+            "gense-evaluate=speechbrain_gense.evaluation:main",
+            # old name of gense-evaluate, kept for a while
             "gense-mage-eval=speechbrain_gense.mage_eval:main",
+            "gense-import-whisper=speechbrain_gense.whisper:main",
             "gense-enhance=speechbrain_gense.cli:main",
             "gense-doctor=speechbrain_gense.doctor:main",
         ]
