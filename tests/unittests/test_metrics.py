@@ -9,11 +9,18 @@ import pytest
 import torch
 
 from speechbrain_gense.metrics import (
+    ASR,
+    BATCH_METRICS,
+    DEFAULT_ASR,
     METRICS,
     MetricWarning,
     PocketsphinxASR,
     SpeechBrainASR,
+    WhisperTranscriber,
     corpus_wer,
+    dwer,
+    dwer_batch,
+    make_asr,
     dnsmos,
     dnsmos_batch,
     estoi,
@@ -67,7 +74,8 @@ def at_snr(clean, noise, snr):
 
 
 def test_registry():
-    assert set(METRICS) == {"dnsmos", "pesq", "estoi", "sisdr", "secs", "wer", "mcd"}
+    assert set(METRICS) == {"dnsmos", "pesq", "estoi", "sisdr", "secs", "wer", "dwer", "mcd"}
+    assert METRICS["dwer"].needs == "reference" and "dwer" in BATCH_METRICS
     assert METRICS["dnsmos"].columns == ("sig", "bak", "ovrl", "p808")
     assert METRICS["wer"].needs == "words" and METRICS["dnsmos"].needs is None
 
@@ -176,6 +184,11 @@ def test_dnsmos_short_and_clipped(speech, speech_dnsmos):
 
 def test_text_and_counts():
     assert normalize_text("  Don't stop -- it's 'OK', right?") == "DON'T STOP IT'S OK RIGHT"
+    # Whisper writes numbers in digits; the references spell them.
+    assert normalize_text("The 12 birds left at 3:00, 1,500 came at 7:45.") == (
+        "THE TWELVE BIRDS LEFT AT THREE O'CLOCK ONE THOUSAND FIVE HUNDRED CAME AT "
+        "SEVEN FORTY FIVE")
+    assert word_errors("TWENTY ONE CARS", "21 cars.") == (0, 3)
     assert word_errors(FOX, FOX.lower()) == (0, 9)
     assert word_errors("a b c", "a x c d") == (2, 3)
     assert word_errors("", "a") == (1, 0)
@@ -216,6 +229,63 @@ def test_speechbrain_asr_adapter():
     assert model.calls == [((1, 16000), [1.0])]  # resampled to 16 kHz
     assert SpeechBrainASR(FakeModel(["HELLO", "WORLD"])).transcribe(np.zeros(10), 16000) == (
         "HELLO WORLD")
+
+
+class ByLength(ASR):
+    """Transcribes by signal length: tells signals apart without a model."""
+
+    def __init__(self, texts):
+        self.texts, self.calls = texts, 0
+
+    def transcribe(self, wav, sr):
+        self.calls += 1
+        return self.texts[len(wav)]
+
+
+def test_dwer_is_against_the_asr_transcript_of_the_reference():
+    asr = ByLength({3: "a b c d", 2: "a x c", 1: ""})
+    assert dwer(np.ones(2), np.ones(3), asr) == pytest.approx(2 / 4)
+    assert dwer(np.ones(3), np.ones(3), asr) == 0.0
+    with pytest.warns(MetricWarning, match="hears no word"):
+        assert math.isnan(dwer(np.ones(2), np.ones(1), asr))
+    assert dwer_batch.__name__ == "dwer_batch"  # the MetricStats form (default ASR)
+
+
+def test_asr_names_and_default():
+    assert DEFAULT_ASR == "whisper"
+    assert isinstance(make_asr(), WhisperTranscriber) and make_asr() is make_asr("whisper")
+    assert isinstance(make_asr("pocketsphinx:none"), PocketsphinxASR)
+    assert make_asr("pocketsphinx:none").config.get("lm") is None
+    mine = ByLength({})
+    assert make_asr(mine) is mine
+    with pytest.raises(ValueError, match="unknown ASR 'kaldi'"):
+        make_asr("kaldi")
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    from speechbrain_gense.whisper import convert_ct2_whisper, write_tiny_ct2_folder
+
+    root = tmp_path_factory.mktemp("whisper")
+    convert_ct2_whisper(write_tiny_ct2_folder(str(root / "ct2")), str(root / "hf"))
+    return str(root / "hf")
+
+
+def test_whisper_transcriber_batches_and_caches(tiny_whisper):
+    asr = WhisperTranscriber(tiny_whisper, batch_size=2)
+    gen = torch.Generator().manual_seed(0)
+    wavs = [0.1 * torch.randn(n, generator=gen) for n in (8000, 12000, 8000)]
+    texts = asr.transcribe_many(wavs + [torch.zeros(0)], 16000)
+    assert len(texts) == 4 and texts[3] == ""
+    calls = []
+    decode = asr._decode
+    asr._decode = lambda pieces, *a: (calls.append(len(pieces)), decode(pieces, *a))
+    assert asr.transcribe(wavs[1], 16000) == texts[1]  # cached: nothing decoded
+    assert calls == []
+    long = 0.1 * torch.randn(16000 * 31, generator=gen)  # two 30 s windows
+    asr.transcribe(long, 16000)
+    assert calls == [2]
+    assert asr.transcribe(wavs[0].numpy(), 8000) is not None  # resampled
 
 
 def test_metric_stats(speech, noise):
