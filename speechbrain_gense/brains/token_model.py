@@ -77,6 +77,26 @@ class TokenModelBrain(sb.Brain):
             self._decode_some(batch)
         return predictions["loss"]
 
+    def optimizers_step(self):
+        """Averages the gradients over DDP ranks, then steps.
+
+        The model's objective calls its own submodules, not the DDP wrappers
+        of ``self.modules``, so DDP's own gradient hooks never fire; the
+        average is taken here instead (a no-op change for gradients that are
+        already equal).
+        """
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            world = dist.get_world_size()
+            for p in self.modules.parameters():
+                if not p.requires_grad:
+                    continue
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= world
+        super().optimizers_step()
+
     @torch.no_grad()
     def _decode_some(self, batch):
         """Enhances up to ``valid_decode_utterances`` utterances and scores them."""
