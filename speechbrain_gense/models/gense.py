@@ -256,7 +256,7 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     Example
     -------
     >>> v = GenSEVocab(16, 32)
-    >>> p = s2s_layout(v, torch.tensor([[4, 5]]), torch.tensor([6, 7]).view(1, 2), torch.tensor([2]),
+    >>> p = s2s_layout(v, torch.tensor([[4, 5]]), torch.tensor([[6, 7]]), torch.tensor([2]),
     ...                torch.tensor([[0, 1, 2]]), torch.tensor([3]), target_offset=10)
     >>> p["ids"].tolist(), p["positions"].tolist()
     ([[7, 8, 9, 10, 1, 19, 20, 21]], [[0, 1, 2, 3, 4, 0, 1, 2]])
@@ -339,7 +339,8 @@ def teacher_forcing(layout, target_ids, pad=0):
     L = seq["ids"].shape[1]
     attention = (torch.arange(L)[None, :] < seq["lens"][:, None]).long()
     target_mask = torch.arange(T)[None, :] < n[:, None]
-    targets = torch.where(target_mask, target_ids[:, :T].cpu(), torch.full_like(target_ids[:, :T].cpu(), pad))
+    cut = target_ids[:, :T].cpu()
+    targets = torch.where(target_mask, cut, torch.full_like(cut, pad))
     return {"ids": seq["ids"], "positions": positions, "attention_mask": attention,
             "query": query, "targets": targets, "target_mask": target_mask}
 
@@ -733,7 +734,7 @@ class GenSE(GenerativeEnhancer):
         num_prefix = 0
         if prefix is not None:  # committed target tokens continue the prompt
             num_prefix = min(int(prefix.shape[1]), int(n.min()))
-            lay = assemble([(prompt, prompt_lens, 0), (prefix[:, :num_prefix], 
+            lay = assemble([(prompt, prompt_lens, 0), (prefix[:, :num_prefix],
                             torch.full_like(n, num_prefix), 0)], prompt.shape[0])
             pos = lay["positions"].clone()
             for b in range(prompt.shape[0]):
@@ -905,5 +906,6 @@ def _fit_frames(tokens, T):
     return F.pad(tokens, pad)
 
 
-__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "PlannedPositionsMixin", "TokenLM", "assemble", "crop",
-           "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing", "vocab_size"]
+__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "PlannedPositionsMixin", "TokenLM",
+           "assemble", "crop", "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing",
+           "vocab_size"]
