@@ -12,8 +12,8 @@ import torch
 
 from speechbrain_gense.tokenizers.base import AudioTokenizer
 from speechbrain_gense.tokenizers.semantic import (
-    KMeansTokenizer, SpectralFeatures, SSLFeatures, build_features, cluster_usage,
-    tiny_wavlm_config,
+    KMeansTokenizer, SpectralFeatures, SSLFeatures, WhisperFeatures, build_features,
+    cluster_usage, tiny_wavlm_config,
 )
 
 
@@ -199,3 +199,57 @@ def test_spectral_features_and_usage():
     assert usage["bits_per_s"] == 500.0 and usage["entropy_bits_per_s"] == 50.0
 
 # The recipe itself runs with --debug from tests/recipes/LibriSpeech-noisy.csv.
+
+
+# ------------------------------------------------------------- Whisper features
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    """A tiny random Whisper, converted from a CTranslate2 folder like the real one."""
+    from speechbrain_gense.whisper import convert_ct2_whisper, write_tiny_ct2_folder
+
+    root = tmp_path_factory.mktemp("tiny_whisper")
+    convert_ct2_whisper(write_tiny_ct2_folder(str(root / "ct2")), str(root / "hf"))
+    return str(root / "hf")
+
+
+def test_whisper_features_skip_the_padding(whisper_dir):
+    feats = WhisperFeatures(whisper_dir, layer=2)
+    assert (feats.dim, feats.frame_rate, feats.sample_rate) == (16, 50.0, 16000)
+    gen = torch.Generator().manual_seed(0)
+    wav = 0.1 * torch.randn(2, 24000, generator=gen)
+    out = feats(wav, torch.tensor([1.0, 0.5]))
+    assert out.shape == (2, feats.num_frames(24000), 16) == (2, 75, 16)
+    # Batch-invariant: the short item alone gives the same frames; its padding is zeros.
+    alone = feats(wav[1:, :12000])
+    assert torch.allclose(out[1, :38], alone[0], atol=1e-5)
+    assert torch.all(out[1, 38:] == 0)
+    # The padded 30 s computation gives the same number of frames, other values.
+    feats.pad = True
+    padded = feats(wav[:1])
+    feats.pad = False
+    assert padded.shape == (1, 75, 16) and not torch.allclose(padded, out[:1], atol=1e-3)
+    assert feats.config() == {"name": "whisper", "source": whisper_dir, "layer": 2,
+                              "pad": False, "chunk_seconds": 30.0}
+    with pytest.raises(ValueError, match=r"layer must be in \[1, 2\]"):
+        WhisperFeatures(whisper_dir, layer=3)
+
+
+def test_whisper_features_long_input_in_windows(whisper_dir):
+    feats = WhisperFeatures(whisper_dir, layer=1, chunk_seconds=1.0)
+    out = feats(0.1 * torch.randn(1, 40000))  # 2.5 s: windows of 1 s, 1 s, 0.5 s
+    assert out.shape == (1, 125, 16) and torch.all(out.abs().sum(-1) > 0)
+
+
+def test_whisper_kmeans_tokenizer_save_load(whisper_dir, tmp_path):
+    tok = KMeansTokenizer(WhisperFeatures(whisper_dir, layer=2), n_clusters=8, seed=0)
+    wavs = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(1))
+    tok.fit(tok.feature_frames(wavs, torch.ones(4)))
+    tokens, lens = tok.encode(wavs[:2], torch.tensor([1.0, 0.5]))
+    assert tokens.shape == (2, 50, 1) and tokens.max() < 8
+    assert lens.tolist() == pytest.approx([1.0, 0.5])
+    tok.save(str(tmp_path / "k.pt"))
+    back = KMeansTokenizer.load(str(tmp_path / "k.pt"))
+    assert isinstance(back.features, WhisperFeatures) and back.features.layer == 2
+    assert torch.equal(back.encode(wavs[:2], torch.tensor([1.0, 0.5]))[0], tokens)
