@@ -903,6 +903,40 @@ def encoder_states(encoder, mel, layer=None):
     return x
 
 
+def benchmark(source=None, files=(), runs=3):
+    """Conversion time and batched transcription RTF (``gense-import-whisper --benchmark``)."""
+    import glob
+    import statistics
+
+    from .audio import load_audio
+    from .metrics.wer import WhisperTranscriber
+
+    source = source or default_ct2_folder()
+    with tempfile.TemporaryDirectory() as tmp:
+        info = convert_ct2_whisper(source, os.path.join(tmp, "whisper"))
+    print(f"conversion: {info['seconds']:.2f} s ({info['parameters']:,} parameters)")
+    if not files:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        files = sorted(glob.glob(os.path.join(root, "pretrained", "examples", "*", "*.wav")))
+    wavs = [load_audio(f, sample_rate=SAMPLE_RATE)[0] for f in files]
+    audio = sum(w.shape[0] for w in wavs) / SAMPLE_RATE
+    start = time.perf_counter()
+    asr = WhisperTranscriber(whisper_folder(source))
+    asr.model
+    print(f"load (WhisperASR.from_hparams): {time.perf_counter() - start:.2f} s")
+    times = []
+    for _ in range(max(1, runs)):
+        asr._cache.clear()
+        start = time.perf_counter()
+        asr.transcribe_many(wavs, SAMPLE_RATE)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    print(f"transcription of {len(wavs)} files ({audio:.1f} s of audio, batch "
+          f"{asr.batch_size}, {torch.get_num_threads()} threads): median {median:.2f} s of "
+          f"{len(times)} runs, RTF {median / audio:.3f}")
+    return 0
+
+
 def main(argv=None):
     """``gense-import-whisper --out DIR [--source CT2_DIR]``."""
     parser = argparse.ArgumentParser(
@@ -915,7 +949,17 @@ def main(argv=None):
     parser.add_argument("--source", help="CTranslate2 folder (default: the packaged tiny.en)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--check", metavar="WAV", help="transcribe this file with the result")
+    parser.add_argument("--benchmark", nargs="*", metavar="WAV",
+                        help="time a fresh conversion (into a temporary folder) and the "
+                        "transcription of these files (default: pretrained/examples/*/*.wav), "
+                        "batched as the metric ASR does; prints seconds and RTF")
+    parser.add_argument("--runs", type=int, default=3, help="--benchmark: runs (median)")
+    parser.add_argument("--threads", type=int, help="torch threads")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.benchmark is not None:
+        return benchmark(args.source, args.benchmark, args.runs)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.out:
