@@ -68,7 +68,6 @@ How audio goes through
 import logging
 import math
 import os
-import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -78,7 +77,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 from tqdm import tqdm
 
-from speechbrain_gense.audio import AudioError, check_readable, publish
+from speechbrain_gense.audio import AudioError, check_readable
 from speechbrain_gense.data.degrade import fit_length_end
 from speechbrain_gense.models.base import (
     GenerativeEnhancer,
@@ -86,7 +85,7 @@ from speechbrain_gense.models.base import (
     get_method,
     method_of_folder,
 )
-from speechbrain_gense.models.io import atomic_write_text
+from speechbrain_gense.models.io import atomic_output, atomic_write_text
 from speechbrain_gense.utils import first_line
 
 logger = logging.getLogger(__name__)
@@ -343,17 +342,19 @@ class AtomicAudioWriter:
             subtype = sf.default_subtype(fmt)
         self.clip = subtype not in ("FLOAT", "DOUBLE", "VORBIS", "OPUS")
         folder = os.path.dirname(os.path.abspath(path))
+        self._output = atomic_output(path)  # the one atomic writer: temporary file, rename
+        self._open = False
         try:
             os.makedirs(folder, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + ext.lower(), dir=folder)
-            os.close(fd)
+            self.tmp = self._output.__enter__()
+            self._open = True
         except OSError as e:
             raise AudioError(f"{path}: cannot write here ({e.strerror or first_line(e)})") from None
         try:
             self.file = sf.SoundFile(self.tmp, "w", int(sample_rate), int(channels),
                                      subtype=subtype, format=fmt)
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
-            os.remove(self.tmp)
+            self._drop()
             raise AudioError(f"{path}: cannot write ({first_line(e)})") from None
         self.frames = 0
 
@@ -374,17 +375,24 @@ class AtomicAudioWriter:
         """Closes the file and moves it to its final name."""
         try:
             self.file.close()
-            publish(self.tmp, self.path)
+            self._open = False
+            self._output.__exit__(None, None, None)  # renames the temporary file
         except Exception as e:  # noqa: BLE001 -- any libsndfile failure: one line
             self.abort()
             raise AudioError(f"{self.path}: cannot write ({first_line(e)})") from None
+
+    def _drop(self):
+        if self._open:
+            self._open = False
+            self._output.__exit__(AudioError, AudioError("aborted"), None)  # removes it
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
     def abort(self):
         """Drops what was written."""
         if not self.file.closed:
             self.file.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        self._drop()
 
     def __enter__(self):
         return self
@@ -430,10 +438,10 @@ class EnhanceGenerative(Pretrained):
     >>> enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
     >>> enhancer.sample_rate, enhancer.enhance_batch(torch.randn(2, 3000)).shape
     (16000, torch.Size([2, 3000]))
-    >>> enhancer.enhance_batch(torch.randn(2, 3000), stpes=4)
+    >>> enhancer.enhance_batch(torch.randn(2, 3000), stpes=4)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: mage: unknown decoding option 'stpes' (valid: corrector_steps, ...)
+    ValueError: mage: unknown decoding option 'stpes' (valid: corrector, corrector_steps, ...)
     """
 
     HPARAMS_NEEDED = ["method"]  # noqa: RUF012 -- SpeechBrain's Pretrained convention
