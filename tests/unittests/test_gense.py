@@ -295,3 +295,26 @@ def test_generated_tokens_get_the_planned_positions():
     assert seen["s2s"][0][0].tolist() == list(range(21)) + list(range(16))
     assert model.s2s_target_offset == 40  # acoustic frames of max_seconds (0.5 s at 80 Hz)
     assert s2s == [40 + i for i in range(15)]
+
+
+def test_llama_lms_generate_what_the_training_forward_predicts():
+    """RoPE LMs (arch llama): KV-cache generation = greedy decoding by full forwards
+    with the planned positions (the training path)."""
+    sem, ac = _tokenizers()
+    v = GenSEVocab(16, 32)
+    torch.manual_seed(8)
+    cfg = dict(TINY_LM, arch="llama")
+    model = GenSE(sem, ac, TokenLM(v.size, **cfg), TokenLM(v.size, **cfg), max_seconds=0.5).eval()
+    noisy, _ = _audio(6, B=1)
+    out = model.enhance(noisy, top_k=1)
+    noisy_tok = model.tokens(noisy)
+    lay = model.s2s_layout(noisy_tok, out["semantic"])
+    ids, pos = lay["ids"], lay["positions"]
+    lo, hi = lay["token_range"]
+    with torch.no_grad():
+        for i in range(4):
+            h = model.s2s.hidden(ids, pos, torch.ones_like(ids))
+            nxt = model.s2s.range_logits(h[:, -1], (lo, hi)).argmax(-1) + lo
+            assert int(nxt - v.ac_offset) == int(out["tokens"][0, i, 0])
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            pos = torch.cat([pos, torch.tensor([[model.s2s_target_offset + i]])], 1)
