@@ -182,7 +182,7 @@ def build_recipe_model_folder(folder, codec="pretrained/simcodec"):
     with open(hparams, encoding="utf-8") as f:
         hp = load_hyperpyyaml(f, overrides={"tokenizer_spec": f"simcodec:{codec_path}",
                                             "output_folder": os.path.join(folder, "recipe_out")})
-    mage = hp["mage"]
+    mage = hp["model"]
     mage.token_frequency = TokenFrequency(torch.ones(mage.tokenizer.vocab_size))
     mage.save(folder, tokenizer_spec=f"simcodec:{codec_path}")
     write_inference_yaml(folder, overwrite=True)
