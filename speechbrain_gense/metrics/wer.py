@@ -126,7 +126,8 @@ class WhisperTranscriber(ASR):
     padding to 30 s in the log-mel domain, as OpenAI's ``transcribe`` and
     ``faster-whisper`` do), then the lobe's encoder and SpeechBrain's
     ``S2SWhisperGreedySearcher`` decode the batch. Signals longer than 30 s
-    are cut into 30 s windows whose transcripts are joined.
+    are cut into 30 s windows whose transcripts are joined. Decoding stops
+    after :meth:`token_cap` tokens (repetition loops).
 
     Arguments
     ---------
@@ -145,6 +146,9 @@ class WhisperTranscriber(ASR):
     >>> WhisperTranscriber().transcribe(np.zeros(0), 16000)  # nothing to load for no audio
     ''
     """
+
+    #: Decoding stops after this many tokens per second of audio (+ 8); see :meth:`token_cap`.
+    max_tokens_per_second = 8.0
 
     def __init__(self, source=None, batch_size=8, device="cpu", model=None):
         self.source = source
@@ -223,16 +227,44 @@ class WhisperTranscriber(ASR):
         model = self.model
         lobe = model.mods.whisper
         filters = lobe._mel_filters
+        decoder = model.mods.decoder
+        pieces = sorted(pieces, key=lambda p: len(p[1]))  # similar lengths batch together
         batches = range(0, len(pieces), self.batch_size)
-        for b in tqdm(batches, desc="whisper", unit="batch", disable=not progress):
-            chunk = pieces[b:b + self.batch_size]
-            mel = torch.stack([log_mel(x, filters) for _, x in chunk]).to(self.device)
-            lens = torch.tensor([len(x) for _, x in chunk], dtype=torch.float)
-            with torch.no_grad():
-                states = lobe.forward_encoder(mel)
-                tokens, _, _, _ = model.mods.decoder(states, (lens / lens.max()).to(self.device))
-            for (key, _), t in zip(chunk, tokens):
-                texts[key].append(model.tokenizer.decode(t, skip_special_tokens=True).strip())
+        ratio = decoder.max_decode_ratio
+        try:
+            for b in tqdm(batches, desc="whisper", unit="batch", disable=not progress):
+                chunk = pieces[b:b + self.batch_size]
+                mel = torch.stack([log_mel(x, filters) for _, x in chunk]).to(self.device)
+                lens = torch.tensor([len(x) for _, x in chunk], dtype=torch.float)
+                caps = [self.token_cap(len(x)) for _, x in chunk]
+                with torch.no_grad():
+                    states = lobe.forward_encoder(mel)
+                    # The searcher's step limit is a ratio of the 1500 encoder frames.
+                    decoder.max_decode_ratio = min(ratio, (max(caps) + 0.5) / states.shape[1])
+                    tokens, _, _, _ = decoder(states, (lens / lens.max()).to(self.device))
+                for (key, _), t, cap in zip(chunk, tokens, caps):
+                    text = model.tokenizer.decode(t[:cap], skip_special_tokens=True).strip()
+                    texts[key].append(text)
+        finally:
+            decoder.max_decode_ratio = ratio
+
+    def token_cap(self, num_samples):
+        """Most tokens decoded for ``num_samples`` of audio (:attr:`max_tokens_per_second`).
+
+        Greedy Whisper can fall into a repetition loop ("a little bit of a
+        little bit of ...") on noisy input and run to the 224-token limit,
+        which would count as hundreds of insertions for a 3 s clip; OpenAI's
+        ``transcribe`` re-decodes such windows at a higher temperature. The
+        metric keeps greedy decoding and stops at ``8 tokens/s + 8`` instead,
+        well above speech rates (about 3 tokens/s read here), so normal
+        transcripts are untouched and a loop costs at most that many words.
+
+        Example
+        -------
+        >>> WhisperTranscriber().token_cap(3 * 16000)
+        32
+        """
+        return int(math.ceil(self.max_tokens_per_second * num_samples / SAMPLE_RATE)) + 8
 
 
 def _resample(wav, sr, target):
