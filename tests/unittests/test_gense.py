@@ -318,3 +318,23 @@ def test_llama_lms_generate_what_the_training_forward_predicts():
             assert int(nxt - v.ac_offset) == int(out["tokens"][0, i, 0])
             ids = torch.cat([ids, nxt[:, None]], 1)
             pos = torch.cat([pos, torch.tensor([[model.s2s_target_offset + i]])], 1)
+
+
+def test_shipped_gense_runs_from_hparams(tmp_path):
+    """pretrained/gense (when shipped) loads by name from any folder and enhances 3 s."""
+    from speechbrain_gense.inference import EnhanceGenerative
+    from speechbrain_gense.paths import CHECKOUT_ROOT
+
+    if not os.path.isfile(os.path.join(CHECKOUT_ROOT, "pretrained", "gense", "inference.yaml")):
+        pytest.skip("pretrained/gense is not shipped in this checkout")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        enhancer = EnhanceGenerative.from_hparams(source="pretrained/gense")
+    finally:
+        os.chdir(cwd)
+    assert enhancer.model.method == "gense" and enhancer.sample_rate == SR
+    wav, conf = enhancer.enhance_batch(torch.randn(1, 3 * SR) * 0.05, seed=0,
+                                       return_confidence=True)
+    assert wav.shape == (1, 3 * SR) and torch.isfinite(wav).all()
+    assert conf.shape == (1, 240) and ((conf >= 0) & (conf <= 1)).all()
