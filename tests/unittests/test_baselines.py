@@ -161,7 +161,7 @@ def test_enhance_manifest_unknown_method(corpus):
     _, manifest = corpus
     with pytest.raises(ValueError, match="unknown baseline"):
         enhance_manifest("wiener", manifest, "unused")
-    assert set(BASELINES) == {"noisy", "rnnoise", "spectral_gating"}
+    assert set(BASELINES) == {"noisy", "rnnoise", "spectral_gating", "dfn3"}
 
 
 # ---------------------------------------------------------------------------
