@@ -91,6 +91,9 @@ DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "secs", "wer")
 BASELINE_ROWS = ("noisy", CLEAN, "rnnoise", "spectral_gating")
 #: Name of the codec-resynthesis row (``codec-<model>`` with several tokenizers).
 CODEC_ROW = "codec"
+#: Tag of the per-utterance seeds (``stable_seed(--seed, SEED_TAG, i)``): the one
+#: ``gense-mage-eval`` used, so that a seed gives the audio of its published tables.
+SEED_TAG = "mage"
 INPUT_MANIFEST = "input.json"
 CODEC_INPUT_MANIFEST = "codec_input.json"
 RESULTS_FILE = "results.json"
@@ -210,7 +213,7 @@ class InterfaceMethod:
 
     def generator(self, index):
         """The generator of utterance ``index`` (CPU: the same draws on any device)."""
-        return torch.Generator().manual_seed(stable_seed(self.seed, "enhance", index))
+        return torch.Generator().manual_seed(stable_seed(self.seed, SEED_TAG, index))
 
     def enhance(self, wav, sample_rate, generator):
         """Enhances one ``[S]`` signal; returns ``(wav[S], confidence[T])``."""
