@@ -635,6 +635,10 @@ def convert_ct2_whisper(ct2_folder, out, final_folder=None, overwrite=False):
             "seconds": round(time.perf_counter() - start, 2)}
     with open(os.path.join(out, MARKER), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(out):  # save_pretrained writes some files 0600 (temporary files)
+        os.chmod(os.path.join(out, name), 0o666 & ~umask)
     return info
 
 
