@@ -140,7 +140,8 @@ def read_ct2_model(path):
             if dtype == "bfloat16":
                 array = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
             else:
-                array = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
+                array = np.frombuffer(raw, np.dtype(dtype)) if sys.byteorder == "little" \
+                    else np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype)
             variables[name] = array.reshape(shape)
         if version >= 3:
             for _ in range(take("I")):
@@ -582,7 +583,7 @@ def convert_ct2_whisper(ct2_folder, out, final_folder=None, overwrite=False):
     >>> ct2 = write_tiny_ct2_folder(os.path.join(root, "ct2"))
     >>> info = convert_ct2_whisper(ct2, os.path.join(root, "hf"))
     >>> info["config"]["d_model"], sorted(os.listdir(os.path.join(root, "hf")))[:3]
-    (16, ['config.json', 'gense_whisper.json', 'generation_config.json'])
+    (16, ['config.json', 'generation_config.json', 'gense_whisper.json'])
     """
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
