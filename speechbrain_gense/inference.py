@@ -79,6 +79,7 @@ from tqdm import tqdm
 
 from speechbrain_gense.audio import AudioError, check_readable
 from speechbrain_gense.data.degrade import fit_length_end
+from speechbrain_gense.guard import make_guard
 from speechbrain_gense.models.base import (
     GenerativeEnhancer,
     available_methods,
@@ -468,6 +469,9 @@ class EnhanceGenerative(Pretrained):
         #: Network function evaluations (token-model calls) of the last
         #: ``enhance_batch`` / ``enhance_file`` call, all chunks together.
         self.nfe = 0
+        #: Per-chunk rows of the content and voice guard of the last call
+        #: (``None`` when it ran without a guard); see :mod:`speechbrain_gense.guard`.
+        self.guard_report = None
 
     @classmethod
     def from_hparams(cls, source, hparams_file=INFERENCE_YAML, overrides=None, savedir=None,
@@ -664,7 +668,7 @@ class EnhanceGenerative(Pretrained):
     @torch.no_grad()
     def _enhance_stream(self, read, num_samples, sample_rate, num_rows, write, lengths=None,
                         generator=None, batch_size=None, with_confidence=False, progress=False,
-                        desc=None, decode_opts=None):
+                        desc=None, decode_opts=None, guard=None, name=None):
         """Enhances a signal read by blocks, writing the output by blocks.
 
         Arguments
@@ -685,6 +689,11 @@ class EnhanceGenerative(Pretrained):
             ``[num_rows]`` valid samples of each row (default: all).
         generator, batch_size, with_confidence, progress, desc, decode_opts
             See :meth:`enhance_file`.
+        guard : speechbrain_gense.guard.Guard, optional
+            Scores each chunk (and, in ``fallback`` mode, replaces flagged
+            ones) before it is written; rows go to :attr:`guard_report`.
+        name : str, optional
+            The ``file`` column of the guard's rows.
 
         Returns
         -------
@@ -693,6 +702,7 @@ class EnhanceGenerative(Pretrained):
         """
         opts = self.model.decode_options(**{**self.decode_opts, **(decode_opts or {})})
         self.nfe = 0
+        self.guard_report = [] if guard is not None else None
         plan = self.chunk_plan(num_samples, sample_rate)
         chunks, X = plan["chunks"], plan["crossfade"]
         margin = 0
@@ -707,7 +717,30 @@ class EnhanceGenerative(Pretrained):
         if not carry and batch_size and batch_size > num_rows:
             per_call = batch_size // num_rows  # independent chunks batched together
         fade_out, fade_in = equal_power_fades(X)
-        tail, prev_tokens, confidence = None, None, []
+        tail, prev_tokens, confidence, pending = None, None, [], []
+
+        def emit(k, y, conf, frames_ws, frames):
+            nonlocal tail
+            start, stop, ws, we = chunks[k]
+            if k > 0 and X > 0:
+                mid = y[:, start - X // 2 - ws:start + X // 2 - ws]
+                write(tail * fade_out + mid * fade_in)
+            head = start + X // 2 if k > 0 else 0
+            last = k == len(chunks) - 1
+            end = num_samples if last else stop - X // 2
+            write(y[:, head - ws:end - ws])
+            if not last and X > 0:
+                tail = y[:, stop - X // 2 - ws:stop + X // 2 - ws].clone()
+            if with_confidence:
+                a = start * tsr // sample_rate // hop - frames_ws
+                b = frames if last else stop * tsr // sample_rate // hop - frames_ws
+                confidence.append(conf[:, a:b])
+
+        def flush():
+            self._guard_chunks(guard, pending, chunks, sample_rate, name)
+            for item in pending:
+                emit(*item[:5])
+            pending.clear()
         bar = tqdm(total=len(chunks), desc=desc, unit="chunk", leave=False,
                    disable=not progress or len(chunks) < 2)
         for first in range(0, len(chunks), per_call):
@@ -757,27 +790,62 @@ class EnhanceGenerative(Pretrained):
                     conf[job["row"]] = job["confidence"]
                 if carry:
                     prev_tokens = {job["row"]: (frames_ws, job["tokens"]) for job in chunk_jobs}
-                if k > 0 and X > 0:
-                    mid = y[:, start - X // 2 - ws:start + X // 2 - ws]
-                    write(tail * fade_out + mid * fade_in)
-                head = start + X // 2 if k > 0 else 0
-                last = k == len(chunks) - 1
-                end = num_samples if last else stop - X // 2
-                write(y[:, head - ws:end - ws])
-                if not last and X > 0:
-                    tail = y[:, stop - X // 2 - ws:stop + X // 2 - ws].clone()
-                if with_confidence:
-                    a = start * tsr // sample_rate // hop - frames_ws
-                    b = frames if last else stop * tsr // sample_rate // hop - frames_ws
-                    confidence.append(conf[:, a:b])
+                if guard is None:
+                    emit(k, y, conf, frames_ws, frames)
+                else:  # scored (and maybe replaced) in batches of chunks, then written
+                    pending.append((k, y, conf, frames_ws, frames, x_in, valid,
+                                    {job["row"] for job in chunk_jobs}))
+                    if len(pending) >= guard.batch_chunks:
+                        flush()
                 bar.update(1)
+        if pending:
+            flush()
         bar.close()
         return torch.cat(confidence, dim=1) if with_confidence else None
+
+    def _guard_chunks(self, guard, pending, chunks, sample_rate, name):
+        """Scores the ``pending`` chunks with ``guard``; replaces flagged ones in fallback mode.
+
+        Each item is ``(k, y, conf, frames_ws, frames, x_in, valid, enhanced_rows)``;
+        ``y`` (the chunk's window ``[rows, we - ws]``) is replaced in place by
+        the guard's conservative output of ``x_in`` for a flagged row. Rows
+        silent in the chunk (passed through) are reported, not scored.
+        """
+        tsr, hop = self.sample_rate, self.hop_length
+        todo, noisy, enhanced, conf_means = [], [], [], []
+        for k, y, conf, frames_ws, _, x_in, valid, rows in pending:
+            start, stop, ws, _ = chunks[k]
+            a = start * tsr // sample_rate // hop - frames_ws
+            b = max(a + 1, stop * tsr // sample_rate // hop - frames_ws)
+            for row in range(y.shape[0]):
+                end = min(stop, ws + int(valid[row]))
+                entry = {"file": name, "channel": row, "start_s": start / sample_rate,
+                         "end_s": max(start, end) / sample_rate}
+                if row not in rows or end <= start:
+                    self.guard_report.append({**entry, "snr_db": math.nan,
+                                              "transcript_wer": math.nan, "max_wer": math.nan,
+                                              "secs": math.nan, "confidence": math.nan,
+                                              "flagged": False, "reason": "silent: passed through"})
+                    continue
+                todo.append((entry, y, x_in, valid, row))
+                noisy.append(x_in[row, start - ws:end - ws])
+                enhanced.append(y[row, start - ws:end - ws])
+                conf_means.append(float(conf[row, a:b].float().mean()))
+        if not todo:
+            return
+        scores = guard.score(noisy, enhanced, conf_means, sample_rate)
+        for (entry, y, x_in, valid, row), score in zip(todo, scores):
+            self.guard_report.append({**entry, **score})
+            if score["flagged"] and guard.mode == "fallback":
+                n = int(valid[row])
+                y[row, :n] = guard.conservative(x_in[row, :n], sample_rate)
+                y[row, n:] = 0.0
 
     # -- public API ----------------------------------------------------------
 
     def enhance_batch(self, noisy, lengths=None, sample_rate=None, seed=None, generator=None,
-                      batch_size=None, return_confidence=False, **decode_opts):
+                      batch_size=None, return_confidence=False, guard=None, guard_fallback=None,
+                      **decode_opts):
         """Enhances a batch of noisy waveforms.
 
         Arguments
@@ -799,6 +867,14 @@ class EnhanceGenerative(Pretrained):
         return_confidence : bool
             Also return the per-frame confidence ``[B, T]`` (token frames at
             :attr:`frame_rate`).
+        guard : str or speechbrain_gense.guard.Guard, optional
+            Content and voice guard (default: off): ``"report"`` scores every
+            chunk of every row, ``"fallback"`` also replaces flagged chunks
+            (:mod:`speechbrain_gense.guard`); the rows are left in
+            :attr:`guard_report` (``channel`` is the batch row).
+        guard_fallback : str, optional
+            ``"input"`` (default) or ``"dfn3"``: the replacement of a flagged
+            chunk.
         **decode_opts
             Decoding options of the model (e.g. ``steps``).
 
@@ -824,6 +900,7 @@ class EnhanceGenerative(Pretrained):
             valid = (torch.as_tensor(lengths).float().cpu() * S).round().long().clamp(0, S)
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
+        guard = make_guard(guard, guard_fallback)
         source = noisy.detach().float().cpu()
         blocks = []
         confidence = None
@@ -831,7 +908,7 @@ class EnhanceGenerative(Pretrained):
             confidence = self._enhance_stream(
                 lambda a, b: source[:, a:b], S, sample_rate, B, blocks.append, lengths=valid,
                 generator=generator, batch_size=batch_size, with_confidence=return_confidence,
-                decode_opts=decode_opts)
+                decode_opts=decode_opts, guard=guard)
         wav = torch.cat(blocks, dim=1) if blocks else source.clone()
         wav = wav.to(device=noisy.device)
         if squeeze:
@@ -849,7 +926,7 @@ class EnhanceGenerative(Pretrained):
 
     def enhance_file(self, path, output_filename=None, seed=None, overwrite=False,
                      return_confidence=False, return_audio=True, batch_size=None,
-                     progress=False, **decode_opts):
+                     progress=False, guard=None, guard_fallback=None, **decode_opts):
         """Enhances an audio file (any rate, any number of channels, any length).
 
         The file is read and, with ``output_filename``, written one chunk at a
@@ -880,6 +957,13 @@ class EnhanceGenerative(Pretrained):
             (default: the channels of one chunk).
         progress : bool
             Show a progress bar over the chunks.
+        guard : str or speechbrain_gense.guard.Guard, optional
+            Content and voice guard (default: off; see :meth:`enhance_batch`);
+            its per-chunk rows (``file`` is ``path``) are left in
+            :attr:`guard_report`, to write with
+            :func:`speechbrain_gense.guard.write_report_csv`.
+        guard_fallback : str, optional
+            ``"input"`` (default) or ``"dfn3"``.
         **decode_opts
             Decoding options of the model (e.g. ``steps``).
 
@@ -895,6 +979,7 @@ class EnhanceGenerative(Pretrained):
             One-line message for a file that cannot be read or written.
         """
         path = os.fspath(path)
+        guard = make_guard(guard, guard_fallback)
         with AudioFileReader(path) as reader:
             writer = None
             if output_filename is not None:
@@ -917,7 +1002,8 @@ class EnhanceGenerative(Pretrained):
                     reader.read, reader.frames, reader.sample_rate, reader.channels, write,
                     generator=generator, batch_size=batch_size,
                     with_confidence=return_confidence, progress=progress,
-                    desc=os.path.basename(path), decode_opts=decode_opts)
+                    desc=os.path.basename(path), decode_opts=decode_opts, guard=guard,
+                    name=path)
             except BaseException:
                 if writer is not None:
                     writer.abort()

