@@ -228,3 +228,31 @@ def test_compare_per_file():
                                                  "holds": False}
     with pytest.raises(ValueError, match="no row 'x'"):
         compare_per_file(results, "x")
+
+
+def test_evaluation_grid_axis_guard(monkeypatch):
+    from speechbrain_gense.evaluation import InterfaceMethod, grid_variants, parse_grid, plan_rows
+
+    class SameWords:
+        def transcribe_many(self, wavs, sr):
+            return ["hello world"] * len(wavs)
+
+    monkeypatch.setattr(guard_module, "default_asr", SameWords)
+    monkeypatch.setattr(guard_module, "default_speaker_scorer", lambda est, ref: 0.1)
+    enhancer = make_enhancer()
+    variants = grid_variants(parse_grid(["guard=off,fallback"]))
+    assert variants == [("guard=off", {"guard": False}), ("guard=fallback", {"guard": "fallback"})]
+    rows, skipped = plan_rows([("m", "dir", enhancer)], variants)
+    assert not skipped and [r["row"] for r in rows] == ["m/guard=off", "m/guard=fallback"]
+    assert all("guard" not in r["settings"] for r in rows)
+    bad, skipped = plan_rows([("m", "dir", enhancer)], grid_variants(parse_grid(["guard=on"])))
+    assert not bad and "guard must be one of off, report, fallback" in skipped["m/guard=on"]
+    noisy = speech_like()
+    off = InterfaceMethod(enhancer, "off", seed=0, **rows[0]["opts"])
+    on = InterfaceMethod(enhancer, "on", seed=0, **rows[1]["opts"])
+    assert off.guard is None and on.guard.mode == "fallback"
+    y_off, y_on = off(noisy, SR), on(noisy, SR)
+    assert (on.guard_chunks, on.guard_flagged) == (3, 3)  # every chunk: another voice
+    h = 400  # half the crossfade: the equal-power joins of two fallback chunks are not unity
+    for a, b in ((0, SR - h), (SR + h, 2 * SR - h), (2 * SR + h, 3 * SR)):
+        assert torch.equal(y_on[a:b], noisy[a:b]) and not torch.equal(y_off[a:b], noisy[a:b])
