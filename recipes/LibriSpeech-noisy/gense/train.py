@@ -43,7 +43,8 @@ DEBUG_OVERRIDES = {
     "corpus_minutes": 0.3, "semantic_spec": "debug?hop=320,vocab_size=16",
     "acoustic_spec": "debug?vocab_size=32", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
     "max_seconds": 0.5, "segment_frames": 40, "n2s_positions": 64, "s2s_positions": 96,
-    "batch_size": 2, "valid_batch_size": 2, "valid_max_files": 2, "valid_decode_utterances": 1,
+    "inference_overlap_seconds": 0.1, "batch_size": 2, "valid_batch_size": 2,
+    "valid_max_files": 2, "valid_decode_utterances": 1,
 }
 
 
@@ -82,7 +83,10 @@ def train_gense(hparams, run_opts, paths):
         brain.checkpointer.recover_if_possible(min_key="loss")
     if sb.utils.distributed.if_main_process():
         model.save(hparams["model_folder"], dtype=hparams.get("export_dtype"))
-        write_inference_yaml(hparams["model_folder"], method="gense", overwrite=True)
+        overlap = float(hparams.get("inference_overlap_seconds", 0.25))
+        write_inference_yaml(hparams["model_folder"], method="gense", overwrite=True,
+                             chunk_seconds=max(model.max_seconds - 2 * overlap, 0.1),
+                             overlap_seconds=overlap)
         with open(os.path.join(hparams["output_folder"], "test_stats.json"), "w") as f:
             json.dump({"split": "test" if "test" in sets else "valid (no test set)",
                        **brain.last_stats}, f, indent=2)
