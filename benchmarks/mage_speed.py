@@ -310,6 +310,232 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
     }
 
 
+# -- optimisation variants, per stage and per pass, against the baselines ----------
+
+#: Variants of the enhancer path: (name, attention, masked_head, precision, threads or None).
+VARIANTS = {
+    "unoptimised": ("eager", False, "fp32"),
+    "sdpa": ("sdpa", False, "fp32"),
+    "sdpa+masked-head": ("sdpa", True, "fp32"),
+    "sdpa+masked-head+int8": ("sdpa", True, "int8"),
+    "sdpa+masked-head+bf16": ("sdpa", True, "bf16"),
+}
+DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8")
+
+
+def set_attention(mage, implementation):
+    """Switches the enhancer's attention kernel (``"sdpa"`` or ``"eager"``) in place."""
+    mage.enhancer.qwen_config._attn_implementation = implementation
+    mage.enhancer.config["attn_implementation"] = implementation
+
+
+def _backbone_and_head_flops(mage, cond):
+    """``(backbone FLOPs, head FLOPs per masked position)`` of one enhancer forward."""
+    from torch.utils import flop_counter
+
+    custom = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        custom[op] = lambda q, k, v, *a, out_shape=None, **kw: flop_counter.sdpa_flop_count(
+            q, k, v)
+    tokens = _masked(mage, cond)
+    none = torch.zeros(tokens.shape, dtype=torch.bool)
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+    with counter, torch.no_grad():
+        mage.predict(tokens, cond, logits_mask=none)
+    cfg = mage.enhancer.config
+    return counter.get_total_flops(), 2 * cfg["hidden_size"] * cfg["vocab_size"]
+
+
+def time_stages(mage, wav, steps, runs, use_corrector=True, seed=0, **opts):
+    """Median wall time of each stage of the chain, and of each enhancer call.
+
+    The enhancer calls (``predict``) and the corrector are timed inside
+    :meth:`MAGE.generate` by wrapping them; ``sampling`` is the rest of the
+    decoding loop (sampling, ranking, bookkeeping).
+
+    Returns
+    -------
+    dict
+        ``encode``, ``speaker``, ``passes`` (list of median seconds per
+        enhancer call, in call order), ``masked`` (masked positions fed to
+        each call), ``corrector``, ``sampling``, ``decoding``, ``codec_decode``,
+        ``total``, ``model_calls``.
+    """
+    device = mage.device
+    keys = ("encode", "speaker", "corrector", "sampling", "decoding", "codec_decode", "total")
+    parts = {k: [] for k in keys}
+    per_call, masked = [], []
+    lens = torch.ones(1, device=device)
+    predict, confidence = mage.predict, mage.corrector.confidence if mage.corrector else None
+    for run in range(runs):
+        calls, corr = [], []
+        n_masked = []
+
+        def timed_predict(tokens, cond, *args, **kwargs):
+            start = time.perf_counter()
+            out = predict(tokens, cond, *args, **kwargs)
+            calls.append(time.perf_counter() - start)
+            n_masked.append(int((tokens == mage.enhancer.mask_id).sum()))
+            return out
+
+        def timed_confidence(*args, **kwargs):
+            start = time.perf_counter()
+            out = confidence(*args, **kwargs)
+            corr.append(time.perf_counter() - start)
+            return out
+
+        mage.predict = timed_predict
+        if confidence is not None:
+            mage.corrector.confidence = timed_confidence
+        try:
+            generator = torch.Generator().manual_seed(seed + run)
+            t0 = time.perf_counter()
+            tokens, tok_lens = mage.tokenize(wav, lens)
+            t1 = time.perf_counter()
+            cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
+            t2 = time.perf_counter()
+            out = mage.generate(cond, generator=generator, steps=steps,
+                                corrector=use_corrector, **opts)
+            t3 = time.perf_counter()
+            mage.tokenizer.decode(out["tokens"], cond["lens"])
+            t4 = time.perf_counter()
+        finally:
+            del mage.predict
+            if confidence is not None:
+                del mage.corrector.confidence
+        for k, v in zip(keys, (t1 - t0, t2 - t1, sum(corr), t3 - t2 - sum(calls) - sum(corr),
+                               t3 - t2, t4 - t3, t4 - t0)):
+            parts[k].append(v)
+        per_call.append(calls)
+        masked = n_masked
+    result = {k: statistics.median(v) for k, v in parts.items()}
+    result["passes"] = [statistics.median(c) for c in zip(*per_call)]
+    result["masked"] = masked
+    result["model_calls"] = len(masked)
+    return result
+
+
+def baseline_rtf(wav, sample_rate, runs):
+    """Median RTF of RNNoise and DFN3 (``speechbrain_gense.baselines``) on ``wav[1, S]``.
+
+    A baseline that cannot run here is reported with its reason.
+    """
+    from speechbrain_gense import baselines
+
+    seconds = wav.shape[-1] / sample_rate
+    out = {}
+    for name, fn in (("rnnoise", baselines.rnnoise), ("dfn3", baselines.dfn3)):
+        x = wav[0].cpu()
+        try:
+            fn(x, sample_rate)  # warm-up (library load, model load)
+            out[name] = {"rtf": _median_time(lambda f=fn: f(x, sample_rate), runs, "cpu")
+                         / seconds}
+        except Exception as e:  # noqa: BLE001 -- report on one line
+            out[name] = {"rtf": None, "error": first_line(e)}
+    return out
+
+
+def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=10.0, runs=5,
+                 threads=(2, 1), use_corrector=True, gemm_size=2048, gemm_runs=5):
+    """One run: each variant at each thread count, the GEMM peak and the baselines' RTF.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per variant and thread count: stages, passes, RTF,
+        GFLOP/s), ``gemm`` (GFLOP/s per thread count), ``baselines``,
+        ``machine``, ``uptime_start`` / ``uptime_end``.
+    """
+    import subprocess
+
+    def uptime():
+        try:
+            return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "n/a"
+
+    start_uptime, machine = uptime(), machine_info()
+    sr = mage.tokenizer.sample_rate
+    wav = test_signal(seconds, sr).to(mage.device)
+    use_corrector = use_corrector and mage.corrector is not None
+    tokens, tok_lens = mage.tokenize(wav)
+    cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
+    backbone, head = _backbone_and_head_flops(mage, cond)
+    frames, K = cond["num_frames"], mage.enhancer.config["num_codebooks"]
+    rows, gemm = [], {}
+    for n in threads:
+        torch.set_num_threads(n)
+        gemm[n] = gemm_gflops(gemm_size, gemm_runs)
+        for name in variants:
+            attention, masked_head, precision = VARIANTS[name]
+            set_attention(mage, attention)
+            opts = dict(masked_head=masked_head, precision=precision)
+            time_stages(mage, wav, steps, 1, use_corrector, **opts)  # warm-up
+            t = time_stages(mage, wav, steps, runs, use_corrector, **opts)
+            flops = [backbone + head * (m if masked_head else frames * K) for m in t["masked"]]
+            t.update(variant=name, threads=n, rtf=t["total"] / seconds,
+                     pass_gflops=[f / s / 1e9 for f, s in zip(flops, t["passes"])],
+                     decoding_gflop=sum(flops) / 1e9)
+            rows.append(t)
+    set_attention(mage, "sdpa")
+    torch.set_num_threads(threads[0])
+    base = baseline_rtf(wav, sr, runs)
+    return {"model": model_name, "audio_s": seconds, "frames": frames, "steps": steps,
+            "runs": runs, "use_corrector": use_corrector, "gemm_size": gemm_size,
+            "gemm": gemm, "backbone_gflop": backbone / 1e9,
+            "head_gflop_per_position": head / 1e9, "rows": rows, "baselines": base,
+            "machine": machine, "uptime_start": start_uptime, "uptime_end": uptime()}
+
+
+def format_variants(result):
+    """Markdown tables of a :func:`run_variants` result."""
+    audio = result["audio_s"]
+    base = result["baselines"]
+    ref = {(r["threads"]): r["total"] for r in result["rows"] if r["variant"] == "unoptimised"}
+    lines = ["| variant | threads | encode (s) | speaker (s) | enhancer passes (s) | corrector (s) "
+             "| sampling (s) | codec decode (s) | total (s) | RTF | speed-up | "
+             "enhancer GFLOP/s (% of GEMM peak) | RTF / RNNoise | RTF / DFN3 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        peak = result["gemm"][r["threads"]]
+        passes = sum(r["passes"])
+        gf = r["decoding_gflop"] / passes if passes else 0.0
+        ratios = []
+        for b in ("rnnoise", "dfn3"):
+            rtf = base[b]["rtf"]
+            ratios.append(f"{r['rtf'] / rtf:.1f}" if rtf else "n/a")
+        speed = f"{ref[r['threads']] / r['total']:.2f}x" if r["threads"] in ref else "–"
+        lines.append(
+            f"| {r['variant']} | {r['threads']} | {r['encode']:.3f} | {r['speaker']:.3f} | "
+            f"{passes:.3f} | {r['corrector']:.3f} | {r['sampling']:.3f} | "
+            f"{r['codec_decode']:.3f} | {r['total']:.3f} | {r['rtf']:.3f} | {speed} | "
+            f"{gf:.1f} ({100 * gf / peak:.0f}%) | {ratios[0]} | {ratios[1]} |")
+    lines += ["", "Each enhancer pass (seconds / GFLOP/s), first row per thread count and "
+              "variant; the last calls are the corrector's scoring pass and its re-generation:", ""]
+    for r in result["rows"]:
+        cells = ", ".join(f"{s:.3f}/{g:.0f}" for s, g in zip(r["passes"], r["pass_gflops"]))
+        lines.append(f"- {r['variant']}, {r['threads']} thread(s): {cells}")
+    gemm = ", ".join(f"{n} thread(s) {g:.1f} GFLOP/s" for n, g in result["gemm"].items())
+    brtf = ", ".join(f"{b} RTF {v['rtf']:.4f}" if v["rtf"] else f"{b}: {v.get('error')}"
+                     for b, v in base.items())
+    lines += [
+        "",
+        (f"- audio: {audio:g} s ({result['frames']} token frames), {result['steps']} steps"
+         f"{' + corrector' if result['use_corrector'] else ''}; median of {result['runs']} runs "
+         f"after a warm-up; model: {result['model']}"),
+        (f"- one enhancer forward: {result['backbone_gflop']:.2f} GFLOP without the heads + "
+         f"{1e3 * result['head_gflop_per_position']:.2f} MFLOP per position with a head "
+         "(int8 rows: the same count, float-equivalent GFLOP/s)"),
+        f"- float32 GEMM peak ({result['gemm_size']}^3 matmul, this run): {gemm}",
+        f"- baselines on the same audio, this run (1 thread, their C runtimes): {brtf}",
+        f"- machine: {result['machine']['cpu']}, {result['machine']['cpu_count']} CPUs",
+        f"- uptime at start: `{result['uptime_start']}`",
+        f"- uptime at end: `{result['uptime_end']}`",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Real-time factor of the MAGE chain (codec encode, decoding steps, "
@@ -317,8 +543,8 @@ def main(argv=None):
         "machine's float32 GEMM rate. Prints a markdown table and writes JSON.")
     parser.add_argument("--model", help="MAGE model folder (default: pretrained/mage if "
                         "present, else the recipe's default size, freshly initialised)")
-    parser.add_argument("--steps", default="1,4,8,16", help="comma-separated decoding steps "
-                        "(default 1,4,8,16)")
+    parser.add_argument("--steps", default=None, help="comma-separated decoding steps "
+                        "(default: 8 for the variant table, 1,4,8,16 with --sweep)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="audio length in seconds (default 10)")
     parser.add_argument("--runs", type=int, default=5,
@@ -331,6 +557,16 @@ def main(argv=None):
     parser.add_argument("--gemm-size", type=int, default=2048,
                         help="matrix size of the GEMM rate (default 2048)")
     parser.add_argument("--device", default="cpu", help="device (default cpu)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="the older table: RTF per number of steps and precision "
+                        "(default: the optimisation variants per stage and per pass, "
+                        "at --steps' first value, against RNNoise and DFN3)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated variants from {', '.join(VARIANTS)} "
+                        f"(default {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--thread-counts", default=None,
+                        help="comma-separated thread counts of the variant table "
+                        "(default: --threads, then 1 if different)")
     parser.add_argument("--quick", action="store_true",
                         help="one run per setting and two GEMM runs")
     parser.add_argument("--out", default=os.path.join("results", "mage_speed.json"),
@@ -342,7 +578,8 @@ def main(argv=None):
         return 2
 
     try:
-        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+        steps = [int(s) for s in (args.steps or ("1,4,8,16" if args.sweep else "8")).split(",")
+                 if s.strip()]
     except ValueError:
         return error(f"--steps: expected integers, got {args.steps!r}")
     if not steps or min(steps) < 1:
@@ -370,9 +607,26 @@ def main(argv=None):
         mage = mage.to(device).eval()
     except Exception as e:  # noqa: BLE001 -- report on one line
         return error(first_line(e))
-    result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
-                 args.gemm_size, gemm_runs, precisions=precisions)
-    table = format_table(result)
+    if args.sweep:
+        result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
+                     args.gemm_size, gemm_runs, precisions=precisions)
+        table = format_table(result)
+    else:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if not variants or set(variants) - set(VARIANTS):
+            return error(f"--variants: expected some of {', '.join(VARIANTS)}, "
+                         f"got {args.variants!r}")
+        try:
+            counts = [int(n) for n in (args.thread_counts or "").split(",") if n.strip()]
+        except ValueError:
+            return error(f"--thread-counts: expected integers, got {args.thread_counts!r}")
+        counts = counts or ([args.threads] + ([1] if args.threads != 1 else []))
+        if min(counts) < 1:
+            return error("--thread-counts must be positive")
+        result = run_variants(mage, name, variants, steps[0], args.seconds, runs, counts,
+                              not args.no_corrector, args.gemm_size, gemm_runs)
+        table = f"`{' '.join(['python benchmarks/mage_speed.py', *(argv or sys.argv[1:])])}`"
+        table += "\n\n" + format_variants(result)
     print(table)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -80,10 +80,14 @@ class MAGE(GenerativeEnhancer):
         ``remask_ratio``, ``remask_threshold``, ``corrector_steps``,
         ``strategy`` (``None``: ``"ctf"`` with a frequency table, else
         ``"confidence"``), ``corrector`` (``None``: use the corrector when
-        there is one; ``True`` without one is an error) and ``precision`` (``"fp32"``,
+        there is one; ``True`` without one is an error), ``precision`` (``"fp32"``,
         or ``"bf16"`` / ``"fp16"`` to run the enhancer alone under
         :func:`torch.autocast`, about 2.5x faster on CPUs with AVX512-BF16
-        or AMX). Any other name raises ``ValueError``.
+        or AMX, or ``"int8"``: the enhancer's linear layers dynamically
+        quantised, :meth:`quantized_enhancer`) and ``masked_head`` (``True``:
+        the output heads run only on the masked positions, the only ones the
+        decoding samples; ``False``: on every position, the same tokens).
+        Any other name raises ``ValueError``.
     """
 
     method = "mage"
@@ -91,9 +95,12 @@ class MAGE(GenerativeEnhancer):
     supports_prefix = True
     decode_defaults = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,  # noqa: RUF012
                            remask_ratio=0.1, remask_threshold=None, corrector_steps=None,
-                           strategy=None, corrector=None, precision="fp32")
-    #: Values of the ``precision`` decoding option and their autocast types.
-    PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # noqa: RUF012
+                           strategy=None, corrector=None, precision="fp32",
+                           masked_head=True)
+    #: Values of the ``precision`` decoding option and their autocast types
+    #: (``"int8"``: dynamically quantised linear layers, no autocast).
+    PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,  # noqa: RUF012
+                  "int8": None}
 
     def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
                  token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
@@ -168,10 +175,46 @@ class MAGE(GenerativeEnhancer):
                 "lens": tok_lens, "noisy_wav": noisy_wav if band else None,
                 "speaker": speaker, "num_frames": noisy_tokens.shape[1]}
 
-    def predict(self, tokens, cond):
-        """Enhancer outputs (``logits``, ``hidden``) for ``tokens`` given ``cond``."""
-        return self.enhancer(tokens, lens=cond["lens"], noisy_tokens=cond["noisy_tokens"],
-                             noisy_wav=cond["noisy_wav"], speaker=cond["speaker"])
+    def predict(self, tokens, cond, logits_mask=None, enhancer=None):
+        """Enhancer outputs (``logits``, ``hidden``) for ``tokens`` given ``cond``.
+
+        ``logits_mask``: positions whose logits are computed (default all;
+        see :meth:`MaskedEnhancer.forward`); ``enhancer``: another module of
+        the same model to run (e.g. :meth:`quantized_enhancer`).
+        """
+        enhancer = self.enhancer if enhancer is None else enhancer
+        return enhancer(tokens, lens=cond["lens"], noisy_tokens=cond["noisy_tokens"],
+                        noisy_wav=cond["noisy_wav"], speaker=cond["speaker"],
+                        logits_mask=logits_mask)
+
+    def quantized_enhancer(self):
+        """The enhancer with int8 dynamically quantised linear layers (CPU, cached).
+
+        :func:`torch.ao.quantization.quantize_dynamic` of a copy of the
+        enhancer (every ``nn.Linear``: attention, MLP, conditioning
+        projections, heads; embeddings and norms stay float32). Built on the
+        first call and kept until the enhancer's weights change
+        (``load_state_dict``, training); used by ``precision="int8"``.
+
+        Returns
+        -------
+        MaskedEnhancer
+            The quantised copy, in eval mode.
+        """
+        import copy
+
+        from torch import nn
+        from torch.ao.quantization import quantize_dynamic
+
+        if self.device.type != "cpu":
+            raise ValueError(f"precision 'int8' runs on CPU only, the model is on {self.device}")
+        stamp = tuple((p.data_ptr(), p._version) for p in self.enhancer.parameters())
+        cached = getattr(self, "_int8_cache", None)
+        if cached is None or cached[0] != stamp:
+            model = copy.deepcopy(self.enhancer).eval()
+            model = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            object.__setattr__(self, "_int8_cache", (stamp, model))  # not a submodule
+        return self._int8_cache[1]
 
     # -- training ----------------------------------------------------------
 
@@ -273,12 +316,16 @@ class MAGE(GenerativeEnhancer):
             raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
                              f"got {precision!r}")
         dtype = self.PRECISIONS[precision]
+        enhancer = self.quantized_enhancer() if precision == "int8" else None
+        mask_id = self.enhancer.mask_id
 
         def predict(tokens):
+            # the decoding samples the masked positions only: heads there only
+            where = (tokens == mask_id) if o["masked_head"] else None
             if dtype is None:
-                return self.predict(tokens, cond)
+                return self.predict(tokens, cond, where, enhancer)
             with torch.autocast(device_type=self.device.type, dtype=dtype):
-                out = self.predict(tokens, cond)
+                out = self.predict(tokens, cond, where, enhancer)
             return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
                     for k, v in out.items()}
 

@@ -192,3 +192,32 @@ def test_half_precision_export_halves_the_files_and_loads_as_float32(tmp_path):
 def test_load_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="mage.json"):
         MAGE.load(str(tmp_path))
+
+
+def test_heads_on_masked_positions_only_give_the_same_enhancement():
+    mage = build().eval()
+    noisy, lens = torch.randn(2, 3200), torch.tensor([1.0, 0.7])
+    a = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(0))
+    b = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(0), masked_head=False)
+    assert mage.decode_options()["masked_head"] is True
+    assert torch.equal(a["tokens"], b["tokens"]) and a["nfe"] == b["nfe"]
+    assert torch.allclose(a["confidence"], b["confidence"], atol=1e-6)
+    assert torch.allclose(a["wav"], b["wav"], atol=1e-6)
+
+
+def test_int8_precision_quantises_the_linear_layers_once_and_keeps_the_float_model():
+    from torch import nn
+
+    mage = build().eval()
+    noisy = torch.randn(1, 3200)
+    out = mage.enhance(noisy, generator=torch.Generator().manual_seed(0), precision="int8")
+    assert out["tokens"].shape[:2] == (1, out["confidence"].shape[1])
+    assert out["wav"].shape == noisy.shape and out["wav"].dtype == torch.float32
+    q = mage.quantized_enhancer()
+    assert q is mage.quantized_enhancer()  # cached
+    assert not any(type(m) is nn.Linear for m in q.modules())
+    assert any(type(m) is nn.Linear for m in mage.enhancer.modules())  # float model untouched
+    assert all(not n.startswith("_int8") for n, _ in mage.named_modules())
+    with torch.no_grad():
+        mage.enhancer.heads[0].bias.add_(1.0)  # changed weights: quantised again
+    assert mage.quantized_enhancer() is not q

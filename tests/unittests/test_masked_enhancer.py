@@ -185,6 +185,42 @@ def test_padded_batch_matches_single_item():
     assert torch.allclose(batched[1, :4], single[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("num_codebooks", [1, 2])
+def test_heads_on_masked_positions_only_match_the_full_heads(num_codebooks):
+    model = build(num_codebooks=num_codebooks, speaker_dim=6)
+    tokens, kw = inputs(model, length=10)
+    where = tokens == model.mask_id
+    where[0, :3] = True  # some positions of each item
+    with torch.no_grad():
+        full = model(tokens, lens=torch.tensor([1.0, 0.6]), **kw)
+        part = model(tokens, lens=torch.tensor([1.0, 0.6]), logits_mask=where, **kw)
+        frames = model(tokens, logits_mask=where.any(-1), **kw)["logits"]
+    assert part["logits"].shape == full["logits"].shape
+    assert torch.allclose(part["logits"][where], full["logits"][where], atol=1e-6)
+    assert part["logits"][~where].abs().sum() == 0
+    assert torch.equal(part["hidden"], full["hidden"])
+    assert frames.shape == full["logits"].shape
+    with pytest.raises(ValueError, match="logits_mask"):
+        model(tokens, logits_mask=where[:, :5], **kw)
+
+
+def test_unpadded_batch_takes_the_mask_free_attention_path_with_the_same_outputs():
+    model = build()
+    tokens, kw = inputs(model, length=8)
+    with torch.no_grad():
+        unmasked = model(tokens, lens=torch.ones(2), **kw)["logits"]
+        # the same attention with an explicit all-True key mask (the path before)
+        valid = torch.ones(2, 1, 1, 8, dtype=torch.bool)
+        x = model.embed[0](tokens[..., 0]) + model.noisy_embed[0](kw["noisy_tokens"][..., 0])
+        pos = torch.arange(8)[None]
+        emb = model.rotary_emb(x, pos)
+        for layer in model.layers:
+            x = layer(x, attention_mask=valid, position_ids=pos, position_embeddings=emb,
+                      is_causal=False)
+        masked = model.head_logits(model.norm(x))
+    assert torch.allclose(unmasked, masked, atol=1e-6)
+
+
 # ---------------------------------------------------------------- loss
 def test_loss_counts_masked_positions_only():
     torch.manual_seed(0)
