@@ -98,8 +98,8 @@ def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, t
     seen = []
     real = MAGE.predict
 
-    def predict(self, tokens, cond):  # the enhancer's output type: bf16 under autocast
-        out = real(self, tokens, cond)
+    def predict(self, tokens, cond, *args, **kwargs):  # output type: bf16 under autocast
+        out = real(self, tokens, cond, *args, **kwargs)
         seen.append(out["logits"].dtype)
         return out
 
