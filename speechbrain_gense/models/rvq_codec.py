@@ -29,7 +29,7 @@ Example
 import torch
 from torch import nn
 
-from .simcodec import FrameRateCodec, VectorQuantizer, codebook_stats
+from .simcodec import FrameRateCodec, QuantizerSet, VectorQuantizer, codebook_stats
 
 #: The default: 16 kHz, hop 320 (50 Hz), 8 x 1024 codes (8 kbit/s), ~6.5 M parameters.
 DEFAULT_RVQ_CONFIG = dict(
@@ -46,7 +46,7 @@ TINY_RVQ_CONFIG = dict(
 )
 
 
-class ResidualVectorQuantizer(nn.Module):
+class ResidualVectorQuantizer(QuantizerSet):
     """K EMA vector quantizers in cascade, with quantizer dropout.
 
     Arguments
@@ -88,17 +88,8 @@ class ResidualVectorQuantizer(nn.Module):
         return len(self.quantizers)
 
     @property
-    def usage(self):
-        """Usage counts of each codebook, a list of ``[N]`` tensors."""
-        return [q.usage for q in self.quantizers]
-
-    def reset_usage(self):
-        for q in self.quantizers:
-            q.reset_usage()
-
-    def stats(self):
-        """:func:`codebook_stats` of each codebook."""
-        return [q.stats() for q in self.quantizers]
+    def parts(self):
+        return self.quantizers
 
     def _check_n_q(self, n_q):
         n_q = self.num_quantizers if n_q is None else int(n_q)

@@ -400,7 +400,33 @@ class SingleQuantizer(VectorQuantizer):
         self.top_n_index = self.top_k_index = None
 
 
-class GroupQuantizer(nn.Module):
+class QuantizerSet(nn.Module):
+    """Bookkeeping shared by quantizers made of several :class:`VectorQuantizer` s.
+
+    Subclasses list their codebooks in :attr:`parts` (groups side by side,
+    or residual stages); usage, its reset and its statistics are per part.
+    """
+
+    @property
+    def parts(self):
+        """The :class:`VectorQuantizer` s, in token order."""
+        raise NotImplementedError
+
+    @property
+    def usage(self):
+        """Usage counts of each codebook, a list of ``[N_i]`` tensors."""
+        return [q.usage for q in self.parts]
+
+    def reset_usage(self):
+        for q in self.parts:
+            q.reset_usage()
+
+    def stats(self):
+        """:func:`codebook_stats` of each codebook."""
+        return [q.stats() for q in self.parts]
+
+
+class GroupQuantizer(QuantizerSet):
     """Two independent VQ codebooks, one per half of the latent (not residual).
 
     Arguments
@@ -436,17 +462,8 @@ class GroupQuantizer(nn.Module):
         return tuple(q.codebook_size for q in self.groups)
 
     @property
-    def usage(self):
-        """Usage counts of each group, a list of ``[N_g]`` tensors."""
-        return [q.usage for q in self.groups]
-
-    def reset_usage(self):
-        for q in self.groups:
-            q.reset_usage()
-
-    def stats(self):
-        """:func:`codebook_stats` of each group."""
-        return [q.stats() for q in self.groups]
+    def parts(self):
+        return self.groups
 
     def quantize(self, z):
         """``z[..., D] -> LongTensor[..., 2]``."""
