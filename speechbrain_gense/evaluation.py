@@ -91,7 +91,7 @@ PROG = "gense-evaluate"
 #: Harness metrics scored by default (all but MCD).
 DEFAULT_METRICS = ("dnsmos", "pesq", "estoi", "sisdr", "secs", "wer")
 #: Rows added by ``--baselines``, in table order.
-BASELINE_ROWS = ("noisy", CLEAN, "rnnoise", "spectral_gating")
+BASELINE_ROWS = ("noisy", CLEAN, "rnnoise", "spectral_gating", "dfn3")
 #: Name of the codec-resynthesis row (``codec-<model>`` with several tokenizers).
 CODEC_ROW = "codec"
 #: Tag of the per-utterance seeds (``stable_seed(--seed, SEED_TAG, i)``): the one
@@ -493,6 +493,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
         return quality
 
     if baselines:
+        from .baselines import _dfn3_library
+
+        _dfn3_library()  # dfn3 without its package: one clear error before any work
         for name in BASELINE_ROWS:
             timed = None if name in ("noisy", CLEAN) else TimedMethod(BASELINES[name], name)
             systems[name] = {"kind": "reference" if name == CLEAN else "baseline",
@@ -622,7 +625,7 @@ def build_parser(prog=PROG):
     parser.add_argument("--decode-opt", action="append", default=[], metavar="NAME=VALUE",
                         help="a decoding option of every model row (repeatable)")
     parser.add_argument("--baselines", action="store_true",
-                        help="add the noisy, clean, rnnoise and spectral_gating rows")
+                        help="add the noisy, clean, rnnoise, spectral_gating and dfn3 rows")
     parser.add_argument("--codec", action="store_true",
                         help="add the resynthesis of the clean speech by the models' output "
                         "tokenizer (the ceiling of a token model)")

@@ -73,7 +73,7 @@ def _mage_rows(model, steps, corrector, decode):
 def test_rows_are_the_cross_product(ablation):
     code, _, results = ablation
     assert code == 0
-    expected = ["noisy", "clean", "rnnoise", "spectral_gating", "codec",
+    expected = ["noisy", "clean", "rnnoise", "spectral_gating", "dfn3", "codec",
                 *_mage_rows("mage", (1, 2), ("on", "off"), ("ctf", "confidence")),
                 *_mage_rows("plain", (1, 2), ("off",), ("confidence",))]
     assert list(results["summary"]) == expected
@@ -95,7 +95,7 @@ def test_columns_timing_and_settings(ablation):
         assert row["files"] == 3 and row["failed"] == 0, name
         assert row["pesq"] is not None and row["estoi"] is not None, name
     assert summary["clean"]["pesq"] > 4 and summary["noisy"]["rtf"] is None
-    for name in ("rnnoise", "spectral_gating", "codec"):
+    for name in ("rnnoise", "spectral_gating", "dfn3", "codec"):
         assert summary[name]["rtf"] > 0 and summary[name]["nfe"] is None
     assert summary["codec"]["bits_per_s"] == pytest.approx(80 * 5)  # 80 Hz x log2(32)
     for name, system in systems.items():
