@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+from .utils import first_line
 
 
 class AudioError(ValueError):
@@ -77,7 +78,7 @@ def load_audio(path, sample_rate=None, channels="mono", resample=False):
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from speechbrain_gense.audio import AudioError, load_audio, save_audio
 from speechbrain_gense.data.degrade import fit_length_end
 from speechbrain_gense.data.manifest import PATH_KEYS, read_manifest
+from speechbrain_gense.utils import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ def enhance_manifest(method, manifest_path, out_dir, overwrite=False, timing=Non
         except AudioError as e:
             failed.append((uid, str(e)))
         except Exception as e:  # keep going over the other files
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = first_line(e)
             failed.append((uid, f"{fields.get(key)}: {name} failed ({reason})"))
         else:
             written.append(out)

@@ -55,8 +55,9 @@ from .audio import AudioError, load_audio
 from .baselines import CLEAN, enhance_manifest
 from .data.degrade import fit_length_end
 from .data.manifest import read_manifest, subset_manifest, write_manifest  # noqa: F401 (doctests)
+from .utils import first_line
 from .tokenizers.registry import (  # noqa: F401
-    KINDS, SpecError, _first_line, format_spec, guess_kind, load_tokenizer, parse_spec)
+    KINDS, SpecError, format_spec, guess_kind, load_tokenizer, parse_spec)
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ def encode_manifest(runner, manifest, progress=True):
         except AudioError as e:
             failed[uid] = str(e)
         except Exception as e:  # noqa: BLE001 -- report it, go on with the others
-            failed[uid] = f"{fields['clean_wav']}: {runner.__name__} failed ({_first_line(e)})"
+            failed[uid] = f"{fields['clean_wav']}: {runner.__name__} failed ({first_line(e)})"
         else:
             continue
         logger.error(failed[uid])
@@ -768,7 +769,7 @@ def main(argv=None):
             results, table = run_codec_eval(manifest, args.out, codecs, semantic, metrics,
                                             args.max_utts, args.seed, not args.quiet)
     except (ValueError, OSError, RuntimeError) as e:
-        return usage_error(_first_line(e))
+        return usage_error(first_line(e))
     print(f"\nCodec resynthesis of the clean utterances of {manifest} "
           f"({results['num_utterances']} files, device {results['device']}):\n")
     print(table)
@@ -785,7 +786,7 @@ def main(argv=None):
                 held, held_table = run_codec_eval(piper, piper_out, codecs, semantic, metrics,
                                                   None, args.seed, not args.quiet)
         except (ValueError, OSError, RuntimeError) as e:
-            return usage_error(_first_line(e))
+            return usage_error(first_line(e))
         print(f"\nHeld-out neural voice (Piper joe, the same sentences, "
               f"{held['num_utterances']} files):\n")
         print(held_table)

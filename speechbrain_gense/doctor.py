@@ -124,8 +124,9 @@ def check_torch_pair(import_check=True):
         import torch  # noqa: F401
         import torchaudio  # noqa: F401
     except (ImportError, OSError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return f"torch/torchaudio do not import: {first}; fix: {FIX_HINT}"
+        from speechbrain_gense.utils import first_line
+
+        return f"torch/torchaudio do not import: {first_line(error)}; fix: {FIX_HINT}"
     return None
 
 

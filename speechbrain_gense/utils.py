@@ -12,9 +12,16 @@ def first_line(error):
     'bad file'
     >>> first_line(KeyError())
     'KeyError'
+    >>> first_line(OSError("\nsecond line"))
+    'second line'
+    >>> first_line(KeyError("n_fft"))
+    "missing key 'n_fft'"
     """
     text = str(error)
-    return text.splitlines()[0] if text.strip() else type(error).__name__
+    if isinstance(error, KeyError) and error.args:
+        text = f"missing key {error.args[0]!r}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 __all__ = ["first_line"]

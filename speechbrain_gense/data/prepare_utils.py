@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import load_audio, save_audio
+from ..utils import first_line
 from .manifest import read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def measure(files, sample_rate=None, desc=None):
         try:
             info = sf.info(path)
         except Exception as e:  # soundfile raises several types
-            bad.append(f"{path} (unreadable: {str(e).splitlines()[0] if str(e) else e})")
+            bad.append(f"{path} (unreadable: {first_line(e)})")
             continue
         if sample_rate is not None and info.samplerate != sample_rate:
             bad.append(f"{path} ({info.samplerate} Hz, expected {sample_rate} Hz)")

@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..audio import AudioError, load_audio
 from ..data.manifest import read_manifest
+from ..utils import first_line
 from . import METRICS
 from .common import SAMPLE_RATE, MetricWarning, nanmean
 from .wer import ASR, asr_for_manifest, dwer_errors, make_asr, transcribe_errors
@@ -227,7 +228,7 @@ def _evaluate(items, metrics, asr=None, progress=True, desc="eval"):
             except AudioError as e:
                 failed[uid] = str(e)
             except Exception as e:  # noqa: BLE001 -- a metric crashed: report it, go on
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                reason = first_line(e)
                 failed[uid] = f"{item['enhanced']}: scoring failed ({reason})"
             else:
                 utterances[uid] = {"snr": item.get("snr"),

@@ -8,6 +8,7 @@ evaluation command and the inference interface build tokenizers from it.
 import os
 
 from speechbrain_gense.paths import CHECKOUT_ROOT, resolve_path
+from speechbrain_gense.utils import first_line
 
 #: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
 KINDS = ("simcodec", "rvq", "dac", "bigcodec", "kmeans", "debug")
@@ -252,19 +253,12 @@ def load_tokenizer(spec, device="cpu"):
 
             tok = KMeansTokenizer.load(path, **options)
     except TypeError as e:  # an option the constructor does not take
-        raise SpecError(f"{spec}: bad option ({_first_line(e)})") from None
+        raise SpecError(f"{spec}: bad option ({first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 -- any loading failure is a bad spec here
-        raise SpecError(f"{spec}: cannot load {kind} ({_first_line(e)})") from None
+        raise SpecError(f"{spec}: cannot load {kind} ({first_line(e)})") from None
     tok = tok.to(device).freeze()
     tok.spec = format_spec(kind, path, options) if path else spec
     return tok
-
-
-def _first_line(error):
-    text = str(error)
-    if isinstance(error, KeyError) and error.args:
-        text = f"missing key {error.args[0]!r}"
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 __all__ = ["KINDS", "PROJECT_ROOT", "SpecError", "format_spec", "guess_kind", "load_tokenizer",
