@@ -12,7 +12,7 @@ def first_line(error):
     'bad file'
     >>> first_line(KeyError())
     'KeyError'
-    >>> first_line(OSError("\nsecond line"))
+    >>> first_line(OSError("\\nsecond line"))
     'second line'
     >>> first_line(KeyError("n_fft"))
     "missing key 'n_fft'"
