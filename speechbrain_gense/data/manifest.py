@@ -60,11 +60,10 @@ def write_manifest(path, entries, data_root=None):
                     rel = os.path.relpath(absval, root)
                     fields[key] = "{data_root}/" + rel.replace(os.sep, "/")
         out[uid] = fields
+    from ..models.io import atomic_write_text
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(out, indent=2, ensure_ascii=False))
 
 
 def read_manifest(path, data_root=None):

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 
 import torch
 import torchaudio
@@ -204,15 +203,10 @@ class TokenCache:
 
     @staticmethod
     def _atomic_write(path, write):
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        from ..models.io import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            write(f)
 
     # Lookups --------------------------------------------------------------
 

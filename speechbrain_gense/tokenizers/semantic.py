@@ -664,10 +664,11 @@ class KMeansTokenizer(AudioTokenizer):
                  "centroids": self.centroids.cpu().clone(),
                  "feat_mean": self.feat_mean.cpu().clone(),
                  "feat_std": self.feat_std.cpu().clone()}
+        from ..models.io import atomic_output
+
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
 
     @classmethod
     def load(cls, path, map_location="cpu", **feature_overrides):
