@@ -257,21 +257,11 @@ class RVQCodec(FrameRateCodec):
         return self.decode_latent(self.quantizer.dequantize(codes))
 
     def forward(self, wav, lens=None, n_q=None):
-        """Reconstructs ``wav[B, S]`` (see :meth:`ResidualVectorQuantizer.forward`).
+        """Reconstructs ``wav[B, S]`` with the first ``n_q`` codebooks (all by default).
 
-        Returns
-        -------
-        dict
-            ``wav`` ``[B, S]``, ``codes`` ``[B, T, K]``, ``commit_loss``,
-            ``latent`` and ``quantized`` ``[B, T, D]``, ``mask`` ``[B, T]``
-            (None without ``lens``).
+        See :meth:`FrameRateCodec.forward` and :meth:`ResidualVectorQuantizer.forward`.
         """
-        mask = self.frame_mask(wav.shape[-1], lens, wav.device)
-        z = self.latent(wav)
-        zq, codes, commit = self.quantizer(z, mask, n_q=n_q)
-        out = self.decode_latent(zq)[:, :wav.shape[-1]]
-        return {"wav": out, "codes": codes, "commit_loss": commit, "latent": z,
-                "quantized": zq, "mask": mask}
+        return super().forward(wav, lens, n_q=n_q)
 
 
 @torch.no_grad()

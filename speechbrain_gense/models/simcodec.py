@@ -611,6 +611,27 @@ class FrameRateCodec(ConfigCheckpoint, nn.Module):
         """``zq[B, T, D] -> wav[B, T * hop]``."""
         return self.head(self.decoder(self.proj_out(zq).transpose(1, 2)))
 
+    def forward(self, wav, lens=None, **quantizer_kwargs):
+        """Reconstructs ``wav[B, S]``.
+
+        ``quantizer_kwargs`` go to the quantizer (e.g. ``n_q`` of the RVQ codec).
+
+        Returns
+        -------
+        dict
+            ``wav`` ``[B, S]`` reconstruction, ``codes`` ``[B, T, K]``,
+            ``commit_loss`` (scalar), ``latent`` and ``quantized`` ``[B, T, D]``,
+            ``mask`` ``[B, T]`` (None without ``lens``).
+        """
+        mask = self.frame_mask(wav.shape[-1], lens, wav.device)
+        z = self.latent(wav)
+        zq, codes, commit = self.quantizer(z, mask, **quantizer_kwargs)
+        out = self.decode_latent(zq)[:, :wav.shape[-1]]
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(-1)
+        return {"wav": out, "codes": codes, "commit_loss": commit, "latent": z,
+                "quantized": zq, "mask": mask}
+
 
 class SimCodec(FrameRateCodec):
     """Frame-rate codec: STFT -> ConvNeXt encoder -> VQ -> ConvNeXt decoder -> iSTFT.
@@ -692,24 +713,6 @@ class SimCodec(FrameRateCodec):
             codes = codes[..., 0]
         return self.decode_latent(self.quantizer.dequantize(codes))
 
-    def forward(self, wav, lens=None):
-        """Reconstructs ``wav[B, S]``.
-
-        Returns
-        -------
-        dict
-            ``wav`` ``[B, S]`` reconstruction, ``codes`` ``[B, T, K]``,
-            ``commit_loss`` (scalar), ``latent`` and ``quantized`` ``[B, T, D]``,
-            ``mask`` ``[B, T]`` (None without ``lens``).
-        """
-        mask = self.frame_mask(wav.shape[-1], lens, wav.device)
-        z = self.latent(wav)
-        zq, codes, commit = self.quantizer(z, mask)
-        out = self.decode_latent(zq)[:, :wav.shape[-1]]
-        if codes.dim() == 2:
-            codes = codes.unsqueeze(-1)
-        return {"wav": out, "codes": codes, "commit_loss": commit, "latent": z,
-                "quantized": zq, "mask": mask}
 
 
 @torch.no_grad()
