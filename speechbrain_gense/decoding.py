@@ -953,6 +953,37 @@ class _ForwardCounter:
         self._handle.remove()
 
 
+class _PlannedPositions:
+    """Gives each forward pass of ``model`` the planned position ids of its inputs.
+
+    ``plan`` ``[B, W + N]``: positions of the left-padded sequence (prompt
+    width ``W``, then the ``N`` generated tokens). A forward call with
+    ``input_ids`` ``[B, n]`` after ``past`` cached tokens (0 without a cache)
+    gets ``plan[:, past:past + n]``: the prompt at prefill, then the planned
+    position of each token fed back.
+    """
+
+    def __init__(self, model, plan):
+        self.plan = plan
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            return None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
+        n = ids.shape[1]
+        if past + n > self.plan.shape[1]:
+            raise RuntimeError(f"planned positions cover {self.plan.shape[1]} tokens, "
+                               f"the model got {past + n}")
+        kwargs["position_ids"] = self.plan[:, past:past + n].to(ids.device)
+        return args, kwargs
+
+    def remove(self):
+        self._handle.remove()
+
+
 def _left_pad(x, lens, width, value):
     """Right-padded ``x[B, P]`` with ``lens[B]`` -> left-padded ``[B, width]``."""
     B = x.shape[0]
@@ -1021,8 +1052,14 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
     extra_processors : sequence of LogitsProcessor
         More constraints, applied after the token range.
     position_ids : torch.LongTensor, optional
-        ``[B, P]`` position ids of the prompts (right-padded like them);
-        generated tokens continue from each item's last one.
+        ``[B, P]`` position ids of the prompts (right-padded like them):
+        generated tokens continue from each item's last one; or ``[B, P +
+        max(num_tokens)]``, *planned* positions: the prompts' (right-padded),
+        then column ``P + i`` is the position of generated token ``i`` (e.g.
+        GenSE places token ``i`` at a fixed distance from the noisy token it
+        replaces). ``generate`` keeps its own KV cache, masks and stopping;
+        each forward pass gets the planned positions of its input tokens
+        (a forward pre-hook, for any causal LM: GPT-2, LLaMA, Qwen2).
     eos_token_id : int, optional
         End token: forbidden before, forced at ``num_tokens`` (stops early).
     pad_token_id : int
@@ -1082,13 +1119,17 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
 
     width = int(prompt_lens.max())
     input_ids, attention_mask = _left_pad(prompt, prompt_lens, width, pad_token_id)
-    kwargs = {}
+    kwargs, plan = {}, None
     if position_ids is not None:
         position_ids = torch.as_tensor(position_ids, device=device).long()
-        if position_ids.shape != prompt.shape:
-            raise ValueError(f"expected position_ids of shape {tuple(prompt.shape)}, "
-                             f"got {tuple(position_ids.shape)}")
-        kwargs["position_ids"] = _left_pad(position_ids, prompt_lens, width, 0)[0]
+        if position_ids.dim() != 2 or position_ids.shape[0] != B or \
+                position_ids.shape[1] not in (P, P + n_max):
+            raise ValueError(f"expected position_ids of shape [{B}, {P}] (prompt) or "
+                             f"[{B}, {P + n_max}] (prompt + planned), got "
+                             f"{tuple(position_ids.shape)}")
+        kwargs["position_ids"] = _left_pad(position_ids[:, :P], prompt_lens, width, 0)[0]
+        if position_ids.shape[1] == P + n_max and n_max:
+            plan = torch.cat([kwargs["position_ids"], position_ids[:, P:]], dim=1)
 
     processors = []
     if token_range is not None:
@@ -1121,12 +1162,15 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
     saved_config = model.generation_config
     model.generation_config = GenerationConfig()
     counter = _ForwardCounter(model)
+    planner = _PlannedPositions(model, plan) if plan is not None else None
     try:
         out = model.generate(input_ids, attention_mask=attention_mask.long(),
                              generation_config=config,
                              logits_processor=LogitsProcessorList(processors), **kwargs)
     finally:
         counter.remove()
+        if planner is not None:
+            planner.remove()
         model.generation_config = saved_config
     generated = out[:, width:]
     prob = recorder.finish(generated[:, -1])

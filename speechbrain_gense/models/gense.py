@@ -354,53 +354,6 @@ def target_positions(layout, num_tokens=None):
 # -- the two language models ----------------------------------------------------
 
 
-class PlannedPositionsMixin:
-    """Lets ``transformers`` ``generate`` give generated tokens planned position ids.
-
-    ``generate`` continues the prompt's position ids (last + 1, + 2, ...).
-    GenSE places generated token ``i`` at ``target_start + i`` instead (the
-    position of the noisy token it replaces, or at a fixed distance from it).
-    While :attr:`planned_positions` (``[B, N]``) is set, each position id
-    that ``generate`` appends for generated token ``k`` is replaced by
-    ``planned_positions[:, k]``; the KV cache, the sampling and the stopping
-    stay ``generate``'s own.
-    """
-
-    planned_positions = None
-    _planned_start = None
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
-        plan = self.planned_positions
-        if plan is not None and self._planned_start is None and \
-                model_kwargs.get("position_ids") is not None:
-            self._planned_start = model_kwargs["position_ids"].shape[-1]
-        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args,
-                                                                   **kwargs)
-        pos = model_kwargs.get("position_ids")
-        if plan is not None and pos is not None:
-            start, end = self._planned_start, pos.shape[-1]
-            k = min(end - start, plan.shape[1])
-            pos = pos.clone()
-            pos[:, start:start + k] = plan[:, :k].to(pos.device, pos.dtype)
-            model_kwargs["position_ids"] = pos
-        return model_kwargs
-
-    def plan_positions(self, positions):
-        """Sets (``[B, N]``) or clears (None) the planned positions of the next ``generate``."""
-        self.planned_positions = positions
-        self._planned_start = None
-
-
-_PLANNED = {}
-
-
-def _planned_class(base):
-    """``base`` (a ``transformers`` causal LM class) with :class:`PlannedPositionsMixin`."""
-    if base not in _PLANNED:
-        _PLANNED[base] = type(base.__name__, (PlannedPositionsMixin, base), {})
-    return _PLANNED[base]
-
-
 _HEAD, _EMBED = "lm.lm_head.weight", ("lm.transformer.wte.weight", "lm.model.embed_tokens.weight")
 
 
@@ -467,7 +420,7 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                              n_head=num_heads, n_inner=inter, n_positions=max_positions,
                              activation_function="gelu_new", resid_pdrop=dropout,
                              embd_pdrop=dropout, attn_pdrop=dropout, **specials)
-            self.lm = _planned_class(GPT2LMHeadModel)(cfg)
+            self.lm = GPT2LMHeadModel(cfg)
         else:
             from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -476,7 +429,7 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                               num_key_value_heads=num_heads, intermediate_size=inter,
                               max_position_embeddings=max_positions, attention_dropout=dropout,
                               **specials)
-            self.lm = _planned_class(LlamaForCausalLM)(cfg)
+            self.lm = LlamaForCausalLM(cfg)
         # The LM head is tied to the token embedding: store the table once.
         self.register_state_dict_post_hook(_drop_tied_head)
         self.register_load_state_dict_pre_hook(_fill_tied_head)
@@ -579,9 +532,11 @@ class GenSE(GenerativeEnhancer):
     supports_prefix = True
     #: ``temperature``/``top_k``/``top_p`` of both stages (GenSE samples from
     #: the full softmax: 1.0, None, None), ``n2s_temperature`` (None: the
-    #: same), ``use_cache`` (KV cache; False re-runs the sequence per token).
+    #: same), ``use_cache`` (KV cache; False re-runs the sequence per token),
+    #: ``precision`` (``"fp32"``, or ``"int8"``: both LMs with int8 linear
+    #: layers, :meth:`generation_lm`; the same spelling as MAGE's option).
     decode_defaults = {"temperature": 1.0, "top_k": None, "top_p": None,  # noqa: RUF012
-                       "n2s_temperature": None, "use_cache": True}
+                       "n2s_temperature": None, "use_cache": True, "precision": "fp32"}
 
     def __init__(self, semantic_tokenizer, acoustic_tokenizer, n2s, s2s, s2s_parts=S2S_PARTS,
                  max_seconds=5.0, n2s_target_offset=0, s2s_target_offset=None, decode_opts=None):
@@ -724,8 +679,36 @@ class GenSE(GenerativeEnhancer):
 
     # -- inference ---------------------------------------------------------------
 
-    def _generate(self, lm, layout, opts, generator, temperature, prefix=None):
-        """One stage through :func:`~speechbrain_gense.decoding.ar_generate`."""
+    PRECISIONS = ("fp32", "int8")
+
+    def generation_lm(self, name, precision="fp32"):
+        """The ``transformers`` LM that generates stage ``name`` (``"n2s"``/``"s2s"``).
+
+        ``precision="int8"``: a copy with int8 dynamically quantised linear
+        layers (:func:`~speechbrain_gense.models.quantize.cached_int8`: GPT-2's
+        ``Conv1D`` projections turned into ``nn.Linear`` first; attention, MLP
+        and the LM head in int8, embeddings and norms float32), built on first
+        use and kept until the weights change; CPU only.
+        """
+        lm = getattr(self, name).lm
+        if precision in (None, "fp32"):
+            return lm
+        if precision != "int8":
+            raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
+                             f"got {precision!r}")
+        from .quantize import cached_int8
+
+        if self.device.type != "cpu":
+            raise ValueError(f"precision 'int8' runs on CPU only, the model is on {self.device}")
+        return cached_int8(self, name, lm)
+
+    def _generate(self, name, layout, opts, generator, temperature, prefix=None):
+        """One stage through :func:`~speechbrain_gense.decoding.ar_generate`.
+
+        The prompt's position ids and the planned ones of the generated
+        tokens (``target_start + i``) go to ``ar_generate`` as one ``[B,
+        P + N]`` tensor; committed ``prefix`` tokens continue the prompt.
+        """
         from ..decoding import ar_generate
 
         device = self.device
@@ -743,16 +726,13 @@ class GenSE(GenerativeEnhancer):
                 pos[b, P:P + num_prefix] = int(layout["target_start"][b]) + torch.arange(num_prefix)
             prompt, prompt_lens, positions = lay["ids"], lay["lens"], pos
         remaining = n - num_prefix
-        lm.lm.plan_positions(target_positions(layout)[:, num_prefix:].to(device))
-        try:
-            out = ar_generate(
-                lm.lm, prompt.to(device), prompt_lens.to(device), remaining.to(device),
-                token_range=layout["token_range"], temperature=temperature,
-                top_k=opts["top_k"], top_p=opts["top_p"], generator=generator,
-                use_cache=opts["use_cache"], position_ids=positions.to(device),
-                pad_token_id=self.vocab.pad)
-        finally:
-            lm.lm.plan_positions(None)
+        planned = torch.cat([positions, target_positions(layout)[:, num_prefix:]], dim=1)
+        out = ar_generate(
+            self.generation_lm(name, opts["precision"]), prompt.to(device),
+            prompt_lens.to(device), remaining.to(device), token_range=layout["token_range"],
+            temperature=temperature, top_k=opts["top_k"], top_p=opts["top_p"],
+            generator=generator, use_cache=opts["use_cache"], position_ids=planned.to(device),
+            pad_token_id=self.vocab.pad)
         tokens, probs = out["tokens"], out["token_prob"]
         if num_prefix:
             pre = prefix[:, :num_prefix].to(device)
@@ -791,11 +771,11 @@ class GenSE(GenerativeEnhancer):
         nfe, clean_sem, sem_prob = 0, None, None
         if self.n2s is not None:
             t = o["n2s_temperature"] if o["n2s_temperature"] is not None else o["temperature"]
-            tokens, sem_prob, k = self._generate(self.n2s, self.n2s_layout(noisy), o, generator, t)
+            tokens, sem_prob, k = self._generate("n2s", self.n2s_layout(noisy), o, generator, t)
             clean_sem = tokens - self.vocab.sem_offset
             nfe += k
         pre = None if prefix is None else self.vocab.ac(prefix[..., 0].to(self.device))
-        tokens, ac_prob, k = self._generate(self.s2s, self.s2s_layout(noisy, clean_sem), o,
+        tokens, ac_prob, k = self._generate("s2s", self.s2s_layout(noisy, clean_sem), o,
                                             generator, o["temperature"], prefix=pre)
         nfe += k
         T = noisy["ac"].shape[1]
@@ -906,6 +886,6 @@ def _fit_frames(tokens, T):
     return F.pad(tokens, pad)
 
 
-__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "PlannedPositionsMixin", "TokenLM",
+__all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "TokenLM",
            "assemble", "crop", "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing",
            "vocab_size"]

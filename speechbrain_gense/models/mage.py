@@ -190,7 +190,7 @@ class MAGE(GenerativeEnhancer):
     def quantized_enhancer(self):
         """The enhancer with int8 dynamically quantised linear layers (CPU, cached).
 
-        :func:`torch.ao.quantization.quantize_dynamic` of a copy of the
+        :func:`~speechbrain_gense.models.quantize.cached_int8` of the
         enhancer (every ``nn.Linear``: attention, MLP, conditioning
         projections, heads; embeddings and norms stay float32). Built on the
         first call and kept until the enhancer's weights change
@@ -201,20 +201,11 @@ class MAGE(GenerativeEnhancer):
         MaskedEnhancer
             The quantised copy, in eval mode.
         """
-        import copy
-
-        from torch import nn
-        from torch.ao.quantization import quantize_dynamic
+        from .quantize import cached_int8
 
         if self.device.type != "cpu":
             raise ValueError(f"precision 'int8' runs on CPU only, the model is on {self.device}")
-        stamp = tuple((p.data_ptr(), p._version) for p in self.enhancer.parameters())
-        cached = getattr(self, "_int8_cache", None)
-        if cached is None or cached[0] != stamp:
-            model = copy.deepcopy(self.enhancer).eval()
-            model = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-            object.__setattr__(self, "_int8_cache", (stamp, model))  # not a submodule
-        return self._int8_cache[1]
+        return cached_int8(self, "enhancer", self.enhancer)
 
     # -- training ----------------------------------------------------------
 

@@ -213,6 +213,44 @@ def test_position_ids_are_used():
 
 
 @pytest.mark.parametrize("factory", [tiny_gpt2, tiny_llama, tiny_qwen2])
+@pytest.mark.parametrize("planned", [False, True])
+def test_kv_cache_equals_no_cache_for_each_architecture(factory, planned):
+    """Greedy and seeded sampling, batched with left padding, with continued or
+    planned position ids: the cache changes the work, not the tokens."""
+    model = factory()
+    prompt, lens = batch()
+    n = torch.tensor([6, 9, 3])
+    kw = dict(eos_token_id=EOS, token_range=(3, V))
+    if planned:  # prompt at 0.., generated token i at 60 + i
+        kw["position_ids"] = torch.cat([torch.arange(7).expand(3, 7),
+                                        60 + torch.arange(9).expand(3, 9)], dim=1)
+    for sampling in (dict(temperature=0.0), dict(temperature=1.0, seed=4)):
+        a = ar_generate(model, prompt, lens, n, use_cache=True, **kw, **sampling)
+        b = ar_generate(model, prompt, lens, n, use_cache=False, **kw, **sampling)
+        assert torch.equal(a["tokens"], b["tokens"])
+        assert torch.allclose(a["token_prob"], b["token_prob"], atol=1e-5)
+
+
+def test_planned_position_ids_place_each_generated_token():
+    """position_ids [B, P + N]: generated token i is fed back at the planned position
+    P + i (the lookup model's output follows the plan, with and without the cache)."""
+    targets = torch.arange(48) % (V - 3) + 3
+    model = lookup_model(targets)
+    prompt = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    lens = torch.tensor([3, 2])
+    plan = torch.tensor([[0, 1, 2, 20, 21, 22, 23], [4, 5, 0, 30, 31, 32, 33]])
+    for use_cache in (True, False):
+        out = ar_generate(model, prompt, lens, torch.tensor([4, 4]), position_ids=plan,
+                          temperature=0.0, use_cache=use_cache)
+        # token 0 follows the prompt's last position; token i, fed back at plan[P + i],
+        # makes the model predict token i + 1 from there
+        assert out["tokens"][0].tolist() == [targets[3], targets[21], targets[22], targets[23]]
+        assert out["tokens"][1].tolist() == [targets[6], targets[31], targets[32], targets[33]]
+    with pytest.raises(ValueError, match=r"position_ids of shape \[2, 3\] \(prompt\) or \[2, 7\]"):
+        ar_generate(model, prompt, lens, 4, position_ids=plan[:, :5])  # neither width
+
+
+@pytest.mark.parametrize("factory", [tiny_gpt2, tiny_llama, tiny_qwen2])
 def test_left_padding_equals_items_alone(factory):
     model = factory()
     prompt, lens = batch()

@@ -280,7 +280,8 @@ def test_generated_tokens_get_the_planned_positions():
     """N2S: clean token i at position i; S2S: acoustic token i at s2s_target_offset + i."""
     model = tiny_gense(seed=7)
     seen = {"n2s": [], "s2s": []}
-    hooks = [getattr(model, name).lm.register_forward_pre_hook(
+    # the LM body sees the position ids ar_generate gave the LM (after its planning hook)
+    hooks = [getattr(model, name).lm.base_model.register_forward_pre_hook(
         lambda mod, args, kwargs, name=name: seen[name].append(kwargs["position_ids"].clone()),
         with_kwargs=True) for name in seen]
     noisy, _ = _audio(5, B=1)
@@ -338,3 +339,101 @@ def test_shipped_gense_runs_from_hparams(tmp_path):
                                        return_confidence=True)
     assert wav.shape == (1, 3 * SR) and torch.isfinite(wav).all()
     assert conf.shape == (1, 240) and ((conf >= 0) & (conf <= 1)).all()
+
+
+# -- speed options: int8, batched chunks, KV cache ---------------------------------
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_kv_cache_generation_equals_no_cache_for_each_arch(arch):
+    """Greedy and seeded sampling: the KV cache changes the work, not the tokens
+    (GPT-2, GenSE's choice, and the LLaMA option; batched with padding)."""
+    sem, ac = _tokenizers()
+    v = GenSEVocab(16, 32)
+    torch.manual_seed(11)
+    cfg = dict(TINY_LM, arch=arch)
+    model = GenSE(sem, ac, TokenLM(v.size, **cfg), TokenLM(v.size, **cfg), max_seconds=0.5).eval()
+    noisy, _ = _audio(7)
+    lens = torch.tensor([1.0, 0.55])
+    a = model.enhance(noisy, lens, temperature=0.0, use_cache=True)
+    b = model.enhance(noisy, lens, temperature=0.0, use_cache=False)
+    assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["semantic"], b["semantic"])
+    assert torch.allclose(a["confidence"], b["confidence"], atol=1e-5)
+    assert a["nfe"] == b["nfe"] == 10 + 16  # one forward per generated token of each stage
+    s1 = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(2), use_cache=True)
+    s2 = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(2), use_cache=False)
+    assert torch.equal(s1["tokens"], s2["tokens"]) and torch.equal(s1["semantic"], s2["semantic"])
+
+
+def test_int8_precision_uses_quantised_copies_of_both_lms():
+    from torch import nn
+
+    model = tiny_gense(seed=12)
+    noisy, _ = _audio(8)
+    lens = torch.tensor([1.0, 0.7])
+    ref = model.enhance(noisy, lens, temperature=0.0)
+    out = model.enhance(noisy, lens, temperature=0.0, precision="int8")
+    assert out["tokens"].shape == ref["tokens"].shape and out["wav"].shape == noisy.shape
+    assert ((out["tokens"] >= 0) & (out["tokens"] < 32)).all()
+    # the int8 LMs' logits stay close to the float ones on the same prompt
+    for name in ("n2s", "s2s"):
+        q = model.generation_lm(name, "int8")
+        assert q is model.generation_lm(name, "int8")  # cached
+        assert not any(type(m) is nn.Linear for m in q.modules())
+        lm = getattr(model, name).lm
+        assert any(type(m).__name__ == "Conv1D" for m in lm.modules())  # float LM untouched
+        ids = torch.randint(3, 51, (2, 30), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            a, b = lm(ids).logits, q(ids).logits
+        assert (a - b).abs().max() <= 0.05 * a.abs().max()
+    assert model.generation_lm("s2s", "fp32") is model.s2s.lm
+    assert all("int8" not in n for n, _ in model.named_modules())
+    assert set(model.state_dict()) == set(tiny_gense(seed=12).state_dict())  # not saved
+    with pytest.raises(ValueError, match="precision must be one of fp32, int8"):
+        model.enhance(noisy, lens, precision="int4")
+
+
+def test_batched_items_equal_items_one_by_one_under_greedy():
+    """Chunks batched in one generate call (left-padded prompts, planned positions)
+    give each chunk the tokens it gets alone."""
+    model = tiny_gense(seed=13)
+    noisy, _ = _audio(9, B=3, S=4000)
+    lens = torch.tensor([1.0, 0.4, 0.75])
+    batched = model.enhance(noisy, lens, temperature=0.0)
+    for b in range(3):
+        n = int(round(float(lens[b]) * noisy.shape[1]))
+        alone = model.enhance(noisy[b:b + 1, :n], temperature=0.0)
+        T = alone["tokens"].shape[1]
+        assert torch.equal(batched["tokens"][b, :T], alone["tokens"][0])
+        S = alone["semantic"].shape[1]
+        assert torch.equal(batched["semantic"][b, :S], alone["semantic"][0])
+        assert torch.allclose(batched["confidence"][b, :T], alone["confidence"][0], atol=1e-5)
+    assert batched["nfe"] == 13 + 20  # the longest item's tokens, once for the batch
+
+
+def test_interface_batches_independent_chunks(tmp_path):
+    """carry_context: false + batch_size: the chunks of one file go through one
+    enhance call, with the same output as chunk by chunk (greedy)."""
+    from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
+
+    model = tiny_gense(seed=14)
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?vocab_size=32"
+    folder = model.save(str(tmp_path / "gense"))
+    write_inference_yaml(folder, chunk_seconds=0.3, overlap_seconds=0.05, carry_context=False)
+    enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
+    calls = []
+    original = enhancer.model.enhance
+
+    def spy(wav, *args, **kwargs):
+        calls.append(wav.shape[0])
+        return original(wav, *args, **kwargs)
+
+    enhancer.model.enhance = spy
+    wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(3)) * 0.1
+    one = enhancer.enhance_batch(wav, temperature=0.0, batch_size=1)
+    assert calls == [1, 1, 1, 1]  # 1 s in chunks of 0.3, 0.3, 0.3 and 0.1 s
+    calls.clear()
+    batched = enhancer.enhance_batch(wav, temperature=0.0, batch_size=8)
+    assert calls == [4]
+    assert torch.allclose(one, batched, atol=1e-6)
