@@ -23,6 +23,27 @@ No speech dataset can be downloaded where this project runs, so
 
 The same arguments give the same files, byte for byte.
 
+Broader training speech (train split only; valid and test keep their
+held-out voices, and with the defaults the corpus is unchanged, byte for
+byte):
+
+- ``voices="broad"`` (``--voices broad``): the train speakers are the ten
+  default voices plus every usable espeak-ng accent x variant
+  (:func:`~speechbrain_gense.data.voices.training_voices`, from
+  :func:`~speechbrain_gense.data.voices.codec_voice_pool`: ~700 voices, none
+  a valid/test/babble variant), with ``natural_share`` (0.3) of the sentences
+  going to the flite / festival voices;
+- ``pseudo_speakers=N`` (``--pseudo-speakers N``): N more train speakers,
+  copies of train voices with pitch, formants (vocal-tract length) and tempo
+  changed (:class:`~speechbrain_gense.data.voices.PseudoSpeaker`), named
+  ``<source>-ps<NNN>``;
+- size in minutes or hours (``--minutes`` / ``--hours``);
+- the ``restoration`` degradation preset (band limit, clipping, packet loss;
+  no noise, no room) for test mixtures of the restoration tasks.
+
+For example ``gense-corpus --out results/corpus_broad --hours 2 --voices broad
+--pseudo-speakers 24 --workers 1``.
+
 Example
 -------
 >>> paths = build_corpus(tmpdir, minutes=0.3, seed=1, progress=False)  # doctest: +SKIP
@@ -50,8 +71,9 @@ from .manifest import write_manifest
 from .prepare_utils import utterance_seed, write_mixtures
 from .noise import NOISE_FAMILIES, room_impulse_response, synth_noise
 from .text import compose_sentences, normalize_words
-from .voices import (BABBLE_VOICES, SPLIT_SPEAKERS, VOICES, Voice, check_engines,
-                     codec_voice_pool, synthesize, trim_silence)
+from .voices import (BABBLE_VOICES, SPLIT_SPEAKERS, VOICE_POOLS, VOICES, PseudoSpeaker, Voice,
+                     check_engines, codec_voice_pool, make_pseudo_speakers, synthesize,
+                     training_voices, trim_silence)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +90,10 @@ DEGRADATION_PRESETS = {
     # Plus the DAC-SE1 tasks.
     "all": dict(noise_prob=0.8, snr_low=-5.0, snr_high=20.0, rir_prob=0.5,
                 bandwidth_prob=0.2, clip_prob=0.2, packet_loss_prob=0.2),
+    # The restoration tasks alone, no noise and no room: band limit, clipping,
+    # packet loss, each with p = 0.4 (at least one).
+    "restoration": dict(noise_prob=0.0, rir_prob=0.0, bandwidth_prob=0.4, clip_prob=0.4,
+                        packet_loss_prob=0.4),
 }
 
 
@@ -93,7 +119,8 @@ def _level(wav, rng):
 def _speak_job(job):
     """Worker: synthesise a batch for one voice, post-process, write wavs."""
     voice_name, items, seed = job
-    voice = voice_name if isinstance(voice_name, Voice) else VOICES.get(voice_name) or next(
+    voice = voice_name if isinstance(voice_name, (Voice, PseudoSpeaker)) else VOICES.get(
+        voice_name) or next(
         v for vs in BABBLE_VOICES.values() for v in vs if v.name == voice_name)
     out = []
     for (uid, text, path), (wav, sr) in zip(items, synthesize(voice, [t for _, t, _ in items])):
@@ -128,18 +155,55 @@ def _run_jobs(jobs, workers, desc, progress):
     return results
 
 
-def _plan_utterances(out_dir, minutes, ratios, seed):
-    """Sentences and speakers for each split; test sentences are unseen in train/valid."""
+def interleave_voices(count, voices, natural_share):
+    """Voice of each of ``count`` sentences: natural voices get ``natural_share`` of them.
+
+    Deterministic: sentence ``i`` goes to a natural (flite / festival, or a
+    pseudo-speaker of one) voice whenever their share so far lags
+    ``natural_share``, else to an espeak-ng one; each group is taken round
+    in the order given. With only one group, it takes every sentence.
+
+    Example
+    -------
+    >>> voices = [VOICES["flite_slt"], VOICES["espeak_gb_m3"], VOICES["espeak_gb_f4"]]
+    >>> [v.name for v in interleave_voices(4, voices, 0.25)]
+    ['flite_slt', 'espeak_gb_m3', 'espeak_gb_f4', 'espeak_gb_m3']
+    """
+    espeak = [v for v in voices if v.engine == "espeak"]
+    natural = [v for v in voices if v.engine != "espeak"]
+    if not espeak or not natural:
+        natural_share = 1.0 if not espeak else 0.0
+    order, counts = [], [0, 0]
+    for i in range(count):
+        use_natural = counts[1] < natural_share * (i + 1)
+        group = natural if use_natural else espeak
+        order.append(group[counts[use_natural] % len(group)])
+        counts[use_natural] += 1
+    return order
+
+
+def _plan_utterances(out_dir, minutes, ratios, seed, train_voices=None, natural_share=0.3):
+    """Sentences and speakers for each split; test sentences are unseen in train/valid.
+
+    Valid and test always take :data:`SPLIT_SPEAKERS` round; train too unless
+    ``train_voices`` (a broad pool, pseudo-speakers) is given, whose sentences
+    are then spread by :func:`interleave_voices` and shuffled.
+    """
     plan = {}
     used = set()
     for split_id, split in enumerate(("train", "valid", "test")):
-        count = max(len(SPLIT_SPEAKERS[split]),
-                    math.ceil(minutes * 60 * ratios[split_id] / SECONDS_PER_SENTENCE))
+        wanted = math.ceil(minutes * 60 * ratios[split_id] / SECONDS_PER_SENTENCE)
+        pool = train_voices if split == "train" else None
+        count = max(1, wanted) if pool else max(len(SPLIT_SPEAKERS[split]), wanted)
         sentences = compose_sentences(count, stable_seed(seed, "text", split), avoid=used)
         used.update(sentences)
         rng = np.random.default_rng(stable_seed(seed, "speakers", split))
-        speakers = list(SPLIT_SPEAKERS[split])
-        order = [speakers[i % len(speakers)] for i in range(count)]
+        if pool:  # a seeded order of the pool: a small corpus still gets every accent
+            shuffled = [pool[i] for i in rng.permutation(len(pool))]
+            order = [v.name for v in interleave_voices(count, shuffled, natural_share)]
+        else:
+            speakers = list(SPLIT_SPEAKERS[split])
+            order = [speakers[i % len(speakers)] for i in range(count)]
         rng.shuffle(order)
         plan[split] = [
             (f"{split}_{spk}_{i:05d}", spk, text,
@@ -149,9 +213,45 @@ def _plan_utterances(out_dir, minutes, ratios, seed):
     return plan
 
 
-def _jobs(items_by_voice, seed):
+def plan_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1), voices="default",
+                pseudo_speakers=0, natural_share=0.3):
+    """What :func:`build_corpus` will say, by whom: the plan, without synthesising.
+
+    Arguments
+    ---------
+    out_dir, minutes, seed, split_ratios, voices, pseudo_speakers, natural_share
+        As in :func:`build_corpus`.
+
+    Returns
+    -------
+    plan : dict
+        ``{split: [(uid, speaker, text, clean_path), ...]}``.
+    speakers : dict
+        ``{speaker: Voice or PseudoSpeaker}`` of every speaker in the plan.
+
+    Example
+    -------
+    >>> plan, speakers = plan_corpus("/tmp/c", minutes=2, seed=1, voices="default",
+    ...                              pseudo_speakers=2)
+    >>> sorted(len(plan[s]) for s in plan), sorted(n for n in speakers if "-ps" in n)
+    ([5, 5, 36], ['espeak_sc_m2-ps001', 'flite_slt-ps000'])
+    """
+    train = None
+    if voices != "default" or pseudo_speakers:
+        train = training_voices(voices, seed)
+        train = train + make_pseudo_speakers(train, pseudo_speakers, seed)
+    plan = _plan_utterances(os.path.abspath(out_dir), minutes, split_ratios, seed, train,
+                            natural_share)
+    known = {v.name: v for v in (train or [])}
+    speakers = {spk: known.get(spk) or VOICES[spk] for items in plan.values()
+                for _, spk, _, _ in items}
+    return plan, speakers
+
+
+def _jobs(items_by_voice, seed, voices=None):
     jobs = []
     for voice, items in sorted(items_by_voice.items()):
+        voice = voices.get(voice, voice) if voices and voice not in VOICES else voice
         for i in range(0, len(items), BATCH):
             jobs.append((voice, items[i : i + BATCH], seed))
     return jobs
@@ -188,10 +288,52 @@ def _make_rirs(out_dir, split, split_id, seed, count):
     return entries
 
 
+def split_degrader(noise_entries, rir_entries, degradations="noise_reverb"):
+    """The :class:`Degrader` of a split's fixed mixtures: that split's own noises and rooms.
+
+    Valid and test mixtures are both made this way, with the same
+    degradation settings (so valid has the test split's noise and room
+    probabilities), each from the noise and RIR files generated for it
+    alone, and with at least one degradation per utterance.
+
+    Arguments
+    ---------
+    noise_entries, rir_entries : dict
+        The split's noise / RIR manifest entries (``{uid: {"wav": path}}``).
+    degradations : str or dict
+        A preset of :data:`DEGRADATION_PRESETS` or :class:`Degrader` keyword arguments.
+
+    Example
+    -------
+    >>> d = split_degrader({"valid_white_000": {"wav": "valid_white_000.wav"}},
+    ...                    {"valid_rir_000": {"wav": "valid_rir_000.wav"}})
+    >>> d.noise_files, d.rir_prob, d.ensure_one
+    (['valid_white_000.wav'], 0.5, True)
+    """
+    if isinstance(degradations, str):
+        if degradations not in DEGRADATION_PRESETS:
+            raise ValueError(f"degradations must be one of {sorted(DEGRADATION_PRESETS)}")
+        degradations = DEGRADATION_PRESETS[degradations]
+    return Degrader(noise_files=[e["wav"] for e in noise_entries.values()],
+                    rir_files=[e["wav"] for e in rir_entries.values()],
+                    sample_rate=SAMPLE_RATE, ensure_one=True, **dict(degradations))
+
+
 def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
                  noises_per_family=(6, 2, 2), rirs=(24, 6, 6), degradations="noise_reverb",
-                 workers=None, overwrite=False, progress=True):
+                 workers=None, overwrite=False, progress=True, voices="default",
+                 pseudo_speakers=0, natural_share=0.3):
     """Builds (or reuses) the embedded corpus in ``out_dir``.
+
+    The train split's speakers are ``voices`` (:func:`~speechbrain_gense.data.voices.training_voices`:
+    ``"default"``, the ten voices of ``SPLIT_SPEAKERS["train"]``, or
+    ``"broad"``, those plus every usable espeak-ng accent x variant of
+    :func:`~speechbrain_gense.data.voices.codec_voice_pool`, about 700
+    voices) plus ``pseudo_speakers`` perturbed copies of them
+    (:func:`~speechbrain_gense.data.voices.make_pseudo_speakers`: pitch,
+    formants, tempo). Valid and test keep their held-out voices whatever the
+    pool; with the default pool and no pseudo-speakers the corpus is the
+    one built before these options, byte for byte.
 
     Arguments
     ---------
@@ -216,6 +358,15 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
         Rebuild even when a corpus with the same settings is there.
     progress : bool
         Show progress bars.
+    voices : str
+        Train voice pool: ``"default"`` or ``"broad"``.
+    pseudo_speakers : int
+        Pseudo-speakers added to the train pool (ids ``<source>-ps<NNN>``;
+        train only, so they never cross splits).
+    natural_share : float
+        With a broad pool or pseudo-speakers: share of the train sentences
+        given to flite / festival voices and their pseudo-speakers (the
+        default pool without pseudo-speakers takes its ten voices round).
 
     Returns
     -------
@@ -227,6 +378,14 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
     config = {"minutes": minutes, "seed": seed, "split_ratios": list(split_ratios),
               "noises_per_family": list(noises_per_family), "rirs": list(rirs),
               "degradations": degradations, "sample_rate": SAMPLE_RATE, "version": 3}
+    if voices not in VOICE_POOLS:
+        raise ValueError(f"voices must be one of {', '.join(VOICE_POOLS)}, got {voices!r}")
+    if int(pseudo_speakers) < 0:
+        raise ValueError(f"pseudo_speakers must be >= 0, got {pseudo_speakers}")
+    broadened = voices != "default" or pseudo_speakers
+    if broadened:  # only then: a default corpus keeps the config (and folder) it had
+        config.update(voices=voices, pseudo_speakers=int(pseudo_speakers),
+                      natural_share=float(natural_share))
     paths = {s: os.path.join(out_dir, f"{s}.json") for s in SPLITS}
     paths["asr_lm"] = os.path.join(out_dir, CORPUS_LM)
     for split in SPLITS:
@@ -248,18 +407,20 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
         degrade_kwargs = DEGRADATION_PRESETS[degradations]
     else:
         degrade_kwargs = dict(degradations)
-    all_voices = [VOICES[s] for ss in SPLIT_SPEAKERS.values() for s in ss]
-    check_engines(all_voices + [v for vs in BABBLE_VOICES.values() for v in vs])
-    workers = workers or min(4, os.cpu_count() or 1)
     start = time.time()
+    plan, speakers = plan_corpus(out_dir, minutes, seed, split_ratios, voices,
+                                 int(pseudo_speakers), natural_share)
+    all_voices = [VOICES[s] for ss in SPLIT_SPEAKERS.values() for s in ss]
+    check_engines(all_voices + list(speakers.values())
+                  + [v for vs in BABBLE_VOICES.values() for v in vs])
+    workers = workers or min(4, os.cpu_count() or 1)
 
     # 1. Clean speech.
-    plan = _plan_utterances(out_dir, minutes, split_ratios, seed)
     by_voice = {}
     for split in SPLITS:
         for uid, spk, text, path in plan[split]:
             by_voice.setdefault(spk, []).append((uid, text, path))
-    lengths = dict(_run_jobs(_jobs(by_voice, seed), workers, "speaking", progress))
+    lengths = dict(_run_jobs(_jobs(by_voice, seed, speakers), workers, "speaking", progress))
 
     # 2. Babble talkers (voices used nowhere else), then noises and RIRs.
     babble_items = {}
@@ -295,21 +456,28 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
             for uid, spk, text, path in plan[split]
         }
         if split != "train":
-            degrader = Degrader(
-                noise_files=[e["wav"] for e in noise_entries[split].values()],
-                rir_files=[e["wav"] for e in rir_entries[split].values()],
-                sample_rate=SAMPLE_RATE, ensure_one=True, **degrade_kwargs)
+            degrader = split_degrader(noise_entries[split], rir_entries[split], degrade_kwargs)
             entries = write_mixtures(entries, os.path.join(out_dir, "noisy", split), degrader,
                                      seed, SAMPLE_RATE, f"mixing {split}" if progress else None)
         write_manifest(paths[split], entries, out_dir)
         total[split] = round(sum(e["length"] for e in entries.values()) / 60, 2)
 
+    split_speakers = SPLIT_SPEAKERS
+    if broadened:
+        split_speakers = {**SPLIT_SPEAKERS, "train": sorted(
+            {spk for _, spk, _, _ in plan["train"]})}
     info = {"config": config, "minutes_built": total,
-            "speakers": SPLIT_SPEAKERS,
+            "speakers": split_speakers,
             "babble_voices": {s: [v.name for v in vs] for s, vs in BABBLE_VOICES.items()},
             "noise_families": list(NOISE_FAMILIES),
             "text": "composed by speechbrain_gense.data.text (grammar over ~440 common words)",
             "build_seconds": round(time.time() - start, 1)}
+    if broadened:
+        info["pseudo_speakers"] = {
+            v.name: {"source": v.source.name, "pitch": v.pitch, "formant": v.formant,
+                     "tempo": v.tempo}
+            for v in speakers.values() if isinstance(v, PseudoSpeaker)}
+        info["train_utterances"] = len(plan["train"])
     with open(info_path, "w") as f:
         json.dump(info, f, indent=2)
     logger.info("Built corpus in %s: %s minutes in %.1f s", out_dir, total, info["build_seconds"])
@@ -385,17 +553,9 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
                                                   stable_seed(seed, "codec_text"))
                      if normalize_words(t) not in avoid][:count]
     start = time.time()
-    espeak = [v for v in voices if v.engine == "espeak"]
-    natural = [v for v in voices if v.engine != "espeak"]
-    if not espeak or not natural:
-        natural_share = 1.0 if not espeak else 0.0
-    plan, counts = [], [0, 0]
-    for i, text in enumerate(sentences):
-        # Deterministic interleaving: a natural voice whenever its share lags.
-        use_natural = counts[1] < natural_share * (i + 1)
-        group = natural if use_natural else espeak
-        voice = group[counts[use_natural] % len(group)]
-        counts[use_natural] += 1
+    plan = []
+    for i, (text, voice) in enumerate(zip(sentences, interleave_voices(len(sentences), voices,
+                                                                       natural_share))):
         uid = f"speech_{i:06d}"
         plan.append((uid, voice, text, os.path.join(out_dir, "clean", uid + ".wav")))
     jobs = []
@@ -428,8 +588,18 @@ def main(argv=None):
         prog="gense-corpus", description="Build the embedded noisy-speech corpus (TTS voices, "
         "synthetic noise, simulated rooms) with SpeechBrain JSON manifests.")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--minutes", type=float, default=5.0,
-                        help="minutes of clean speech over all splits (default 5)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--minutes", type=float, default=None,
+                      help="minutes of clean speech over all splits (default 5)")
+    size.add_argument("--hours", type=float, default=None,
+                      help="hours of clean speech over all splits (instead of --minutes)")
+    parser.add_argument("--voices", default="default", choices=VOICE_POOLS,
+                        help="train speakers: the ten default voices, or broad: those plus "
+                        "every usable espeak-ng accent x variant (~700 voices); valid and "
+                        "test keep their held-out voices (default: default)")
+    parser.add_argument("--pseudo-speakers", type=int, default=0, metavar="N",
+                        help="add N train speakers made by pitch / formant / tempo "
+                        "perturbation of train voices (default 0)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--degradations", default="noise_reverb",
                         choices=sorted(DEGRADATION_PRESETS),
@@ -439,12 +609,21 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.minutes <= 0:
-        parser.error("--minutes must be positive")
+    if args.hours is not None:
+        if args.hours <= 0:
+            parser.error("--hours must be positive")
+        minutes = args.hours * 60.0
+    else:
+        minutes = 5.0 if args.minutes is None else args.minutes
+        if minutes <= 0:
+            parser.error("--minutes must be positive")
+    if args.pseudo_speakers < 0:
+        parser.error("--pseudo-speakers must be >= 0")
     try:
-        paths = build_corpus(args.out, args.minutes, args.seed, degradations=args.degradations,
+        paths = build_corpus(args.out, minutes, args.seed, degradations=args.degradations,
                              workers=args.workers, overwrite=args.overwrite,
-                             progress=not args.quiet)
+                             progress=not args.quiet, voices=args.voices,
+                             pseudo_speakers=args.pseudo_speakers)
     except (FileExistsError, RuntimeError, ValueError, OSError) as e:
         print(f"gense-corpus: error: {e}", file=sys.stderr)
         return 2

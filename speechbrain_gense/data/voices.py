@@ -7,6 +7,14 @@ are renditions of one person (flite ``kal16`` and festival ``kal``; flite
 ``slt`` and festival HTS ``slt``) share a ``group`` so that splits never put
 one person on both sides.
 
+Training pools: :func:`training_voices` gives the corpus's train speakers
+(``"default"``: the ten of :data:`SPLIT_SPEAKERS`; ``"broad"``: those plus
+every usable espeak-ng accent x variant of :func:`codec_voice_pool`), and
+:func:`make_pseudo_speakers` adds :class:`PseudoSpeaker` s, train voices with
+their pitch, formants (vocal-tract length) and tempo changed by
+:func:`warp_voice`. Valid, test and babble voices, and the Piper voice
+:data:`PIPER_TEST_VOICE`, are never in a training pool.
+
 Needs the Debian packages ``flite``, ``festival``, ``festvox-kallpc16k``,
 ``festvox-us-slt-hts`` and ``espeak-ng`` (``make setup`` installs them).
 """
@@ -209,9 +217,13 @@ class VoicePerturbation:
     ``[speed_low, speed_high]`` and played at the original rate (pitch,
     formants and tempo all scale by ``f``: a new "speaker"); with ``eq_prob``
     one to ``max_eq_bands`` peaking equalisers of +-``max_eq_gain_db`` at
-    log-uniform centre frequencies colour it (microphone / room); finally its
-    RMS level is set to ``U(level_low_db, level_high_db)`` dBFS (peak <= 0.99).
-    Draws from torch's global generator (seeded by the recipe).
+    log-uniform centre frequencies colour it (microphone / room); with
+    ``formant_prob`` its spectral envelope is warped by a factor in
+    ``[formant_low, formant_high]`` (vocal-tract length, pitch and tempo
+    kept: :func:`warp_voice`); finally its RMS level is set to
+    ``U(level_low_db, level_high_db)`` dBFS (peak <= 0.99). Draws from
+    torch's global generator (seeded by the recipe); with ``formant_prob`` 0
+    (the default) it draws exactly what it drew before the formant option.
 
     Arguments
     ---------
@@ -225,6 +237,8 @@ class VoicePerturbation:
         Most peaking filters.
     max_eq_gain_db : float
         Largest boost or cut.
+    formant_prob, formant_low, formant_high : float
+        Probability of a formant warp and the factor range.
     level_low_db, level_high_db : float
         RMS level range (None: keep the level).
 
@@ -239,9 +253,13 @@ class VoicePerturbation:
 
     def __init__(self, sample_rate=16000, speed_prob=0.6, speed_low=0.85, speed_high=1.18,
                  eq_prob=0.5, max_eq_bands=3, max_eq_gain_db=8.0, level_low_db=-32.0,
-                 level_high_db=-16.0):
+                 level_high_db=-16.0, formant_prob=0.0, formant_low=0.9, formant_high=1.12):
         if not 0 < speed_low <= speed_high:
             raise ValueError("need 0 < speed_low <= speed_high")
+        if not 0 < formant_low <= formant_high:
+            raise ValueError("need 0 < formant_low <= formant_high")
+        self.formant_prob, self.formant_low, self.formant_high = (formant_prob, formant_low,
+                                                                  formant_high)
         self.sample_rate = int(sample_rate)
         self.speed_prob, self.speed_low, self.speed_high = speed_prob, speed_low, speed_high
         self.eq_prob, self.max_eq_bands, self.max_eq_gain_db = eq_prob, max_eq_bands, max_eq_gain_db
@@ -267,11 +285,266 @@ class VoicePerturbation:
                 gain = self._uniform(-self.max_eq_gain_db, self.max_eq_gain_db)
                 q = self._uniform(0.4, 2.5)
                 wav = torchaudio.functional.equalizer_biquad(wav, sr, centre, gain, q)
+        if self.formant_prob > 0 and float(torch.rand(())) < self.formant_prob:
+            wav = warp_voice(wav, sr, formant=self._uniform(self.formant_low, self.formant_high))
         if self.level_low_db is not None:
             rms = wav.pow(2).mean().sqrt().clamp(min=1e-8)
             wav = wav * (10 ** (self._uniform(self.level_low_db, self.level_high_db) / 20) / rms)
         peak = float(wav.abs().max()) if wav.numel() else 0.0
         return wav * (0.99 / peak) if peak > 0.99 else wav
+
+
+def _envelope_warp(spec, factor, lifter, iterations=6):
+    """Warps the spectral envelope of ``spec`` (complex ``[F, T]``) by ``factor``.
+
+    The envelope is the cepstrally smoothed log magnitude (first ``lifter``
+    quefrency bins), raised onto the harmonic peaks by ``iterations`` of the
+    true-envelope method (smooth the maximum of the log magnitude and the
+    last envelope); each frame is divided by its envelope and multiplied by
+    the envelope read at ``f / factor`` (formants move up for ``factor`` > 1,
+    the harmonics, i.e. the pitch, stay). Phases are kept.
+    """
+    bins = spec.shape[0]
+    n_fft = 2 * (bins - 1)
+    log_mag = torch.log(spec.abs().clamp_min(1e-7))
+
+    def smooth(log_spec):
+        cep = torch.fft.irfft(log_spec, n=n_fft, dim=0)
+        cep[lifter:n_fft - lifter + 1] = 0.0
+        return torch.fft.rfft(cep, dim=0).real
+
+    env = smooth(log_mag)
+    for _ in range(iterations):  # "true envelope": lift the curve onto the harmonic peaks
+        env = smooth(torch.maximum(log_mag, env))
+    pos = (torch.arange(bins, dtype=env.dtype) / factor).clamp(max=bins - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=bins - 1)
+    frac = (pos - lo)[:, None]
+    warped = env[lo] * (1 - frac) + env[hi] * frac
+    return spec * torch.exp((warped - env).clamp(-4.6, 4.6))
+
+
+def warp_voice(wav, sample_rate, pitch=1.0, formant=1.0, tempo=1.0):
+    """Changes pitch, formants (vocal-tract length) and tempo of speech independently.
+
+    Pitch: the signal is resampled so that, played at ``sample_rate``, every
+    frequency is multiplied by ``pitch`` (the factor is rounded to a rate
+    step of 100 Hz); then one STFT pass (40 ms Hann window, hop 1/4) warps
+    the spectral envelope back to a net formant factor ``formant``
+    (:func:`_envelope_warp`, cepstral
+    envelope liftered at 2.5 ms) and sets the duration to ``1 / tempo`` of the
+    input with a phase vocoder (``torchaudio.functional.phase_vocoder``).
+    Deterministic (no random draw).
+
+    Arguments
+    ---------
+    wav : torch.Tensor or numpy.ndarray
+        ``[S]`` signal.
+    sample_rate : int
+        Its rate (also the output's).
+    pitch, formant, tempo : float
+        Factors (1: unchanged); ``tempo`` 1.1 is 10 % faster speech.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[round(S / tempo)]`` float32 signal (approximately: the pitch step
+        is rounded).
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> x = torch.sin(2 * math.pi * 200 * t) * (1 + torch.sin(2 * math.pi * 3 * t))
+    >>> y = warp_voice(x, 16000, pitch=1.25, formant=1.1, tempo=0.8)
+    >>> y.shape
+    torch.Size([20000])
+    >>> f0 = lambda s: float(torch.fft.rfft(s[4000:12000]).abs().argmax()) * 2  # 2 Hz bins
+    >>> f0(x), f0(y)
+    (200.0, 250.0)
+    >>> torch.equal(warp_voice(x, 16000), x)
+    True
+    """
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav)
+    x = x.float().flatten()
+    for name, value in (("pitch", pitch), ("formant", formant), ("tempo", tempo)):
+        if not 0.25 <= float(value) <= 4.0:
+            raise ValueError(f"{name} factor must be in [0.25, 4], got {value}")
+    length = x.shape[-1]
+    if pitch != 1.0:
+        import torchaudio
+
+        new_sr = max(1000, int(round(sample_rate / pitch / 100.0)) * 100)
+        if new_sr != sample_rate:
+            x = torchaudio.functional.resample(x, sample_rate, new_sr)
+        pitch = sample_rate / new_sr
+    rate, warp = tempo / pitch, formant / pitch
+    if abs(rate - 1.0) < 1e-6 and abs(warp - 1.0) < 1e-6:
+        return fit_length(x, int(round(length / tempo)))
+    import torchaudio
+
+    n_fft = 2 ** int(round(math.log2(0.04 * sample_rate)))
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)
+    if abs(warp - 1.0) >= 1e-6:
+        # Lifter at 2.5 ms: below the pitch period of voices up to 400 Hz.
+        spec = _envelope_warp(spec, warp, max(8, int(0.0025 * sample_rate)))
+    if abs(rate - 1.0) >= 1e-6:
+        advance = torch.linspace(0, math.pi * hop, spec.shape[0])[:, None]
+        spec = torchaudio.functional.phase_vocoder(spec, rate, advance)
+    out = torch.istft(spec, n_fft, hop, window=window,
+                      length=int(round(x.shape[-1] / rate)))
+    return fit_length(out, int(round(length / tempo)))
+
+
+def fit_length(x, length):
+    """Crops or zero-pads ``x[S]`` to ``length`` samples."""
+    if x.shape[-1] >= length:
+        return x[:length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+
+
+@dataclass(frozen=True)
+class PseudoSpeaker:
+    """A new training speaker: a source voice with its pitch, formants and tempo changed.
+
+    Its utterances are spoken by ``source`` and then perturbed by
+    :func:`warp_voice` with the speaker's fixed factors. It is the same
+    person as its source (:attr:`person`), so split checks that keep persons
+    apart keep it with its source; the corpus makes pseudo-speakers of train
+    voices only.
+
+    Arguments
+    ---------
+    name : str
+        Speaker id (``<source>-ps<NNN>``).
+    source : Voice
+        The voice that speaks.
+    pitch, formant, tempo : float
+        :func:`warp_voice` factors.
+
+    Example
+    -------
+    >>> ps = PseudoSpeaker("flite_slt-ps000", VOICES["flite_slt"], 1.1, 0.95, 1.05)
+    >>> ps.person, ps.engine, ps.gender
+    ('slt', 'flite', 'F')
+    """
+
+    name: str
+    source: Voice
+    pitch: float
+    formant: float
+    tempo: float
+
+    @property
+    def person(self):
+        return self.source.person
+
+    @property
+    def engine(self):
+        return self.source.engine
+
+    @property
+    def gender(self):
+        return self.source.gender
+
+    def perturb(self, wav, sample_rate):
+        """``wav[S]`` spoken by the source -> this speaker's ``wav`` (numpy float32)."""
+        return warp_voice(wav, sample_rate, self.pitch, self.formant, self.tempo).numpy()
+
+
+#: Ranges of the pseudo-speaker factors: pitch in semitones, formant and tempo factors.
+PSEUDO_RANGES = {"pitch_semitones": (-3.0, 3.0), "formant": (0.9, 1.12), "tempo": (0.87, 1.15)}
+
+
+def make_pseudo_speakers(sources, count, seed):
+    """``count`` pseudo-speakers of ``sources``, deterministic for ``seed``.
+
+    Sources alternate between the natural voices (flite / festival) and the
+    espeak-ng voices of ``sources`` when both are there (the natural ones
+    cycled in a seeded order, the espeak ones drawn); the factors are uniform
+    in :data:`PSEUDO_RANGES`. Speaker ``j`` is named ``<source>-ps<j>``.
+
+    Arguments
+    ---------
+    sources : list of Voice
+        Voices to perturb (the train split's).
+    count : int
+        Pseudo-speakers to make.
+    seed : int
+        Fixes sources and factors.
+
+    Returns
+    -------
+    list of PseudoSpeaker
+
+    Example
+    -------
+    >>> train = [VOICES[n] for n in SPLIT_SPEAKERS["train"]]
+    >>> ps = make_pseudo_speakers(train, 4, seed=1)
+    >>> [p.name.split("-ps")[1] for p in ps], ps == make_pseudo_speakers(train, 4, seed=1)
+    (['000', '001', '002', '003'], True)
+    >>> all(p.source in train and 0.9 <= p.formant <= 1.12 for p in ps)
+    True
+    """
+    import random
+
+    if count < 0:
+        raise ValueError(f"pseudo-speaker count must be >= 0, got {count}")
+    if count and not sources:
+        raise ValueError("pseudo-speakers need at least one source voice")
+    rng = random.Random(f"pseudo-speakers/{seed}")
+    natural = sorted((v for v in sources if v.engine != "espeak"), key=lambda v: v.name)
+    espeak = sorted((v for v in sources if v.engine == "espeak"), key=lambda v: v.name)
+    rng.shuffle(natural)
+    groups = [g for g in (natural, espeak) if g]
+    out = []
+    for j in range(count):
+        group = groups[j % len(groups)]
+        source = group[(j // len(groups)) % len(group)] if group is natural \
+            else group[rng.randrange(len(group))]
+        semitones = rng.uniform(*PSEUDO_RANGES["pitch_semitones"])
+        formant = rng.uniform(*PSEUDO_RANGES["formant"])
+        tempo = rng.uniform(*PSEUDO_RANGES["tempo"])
+        out.append(PseudoSpeaker(f"{source.name}-ps{j:03d}", source,
+                                 round(2 ** (semitones / 12), 4), round(formant, 4),
+                                 round(tempo, 4)))
+    return out
+
+
+#: Values of ``training_voices(pool)``.
+VOICE_POOLS = ("default", "broad")
+
+
+def training_voices(pool="default", seed=1234):
+    """The train split's voices: ``"default"`` or ``"broad"``.
+
+    ``"default"``: the ten voices of ``SPLIT_SPEAKERS["train"]``. ``"broad"``:
+    those plus :func:`codec_voice_pool` (every installed espeak-ng variant
+    with every English accent, each with its own pitch and rate from
+    ``seed``, except the variants of :func:`held_out_voices`; the flite and
+    festival voices that are not valid/test speakers). Neither holds a
+    valid, test or babble voice, nor the Piper voice.
+
+    Example
+    -------
+    >>> [v.name for v in training_voices("default")][:2]
+    ['flite_kal16', 'flite_slt']
+    >>> broad = training_voices("broad", seed=1234)
+    >>> len(broad) == len({v.name for v in broad}) > 10
+    True
+    >>> training_voices("wide")
+    Traceback (most recent call last):
+    ...
+    ValueError: voice pool must be one of default, broad, got 'wide'
+    """
+    if pool not in VOICE_POOLS:
+        raise ValueError(f"voice pool must be one of {', '.join(VOICE_POOLS)}, got {pool!r}")
+    voices = [VOICES[n] for n in SPLIT_SPEAKERS["train"]]
+    if pool == "broad":
+        names = {v.name for v in voices}
+        voices += [v for v in codec_voice_pool(seed) if v.name not in names]
+    return voices
 
 
 REQUIRED_PROGRAMS = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng"}
@@ -317,8 +590,8 @@ def synthesize(voice, texts):
 
     Arguments
     ---------
-    voice : Voice
-        The voice to use.
+    voice : Voice or PseudoSpeaker
+        The voice to use (a pseudo-speaker: its source's speech, perturbed).
     texts : list of str
         Sentences (letters, spaces and apostrophes).
 
@@ -333,6 +606,8 @@ def synthesize(voice, texts):
     >>> sr, wav.ndim
     (16000, 1)
     """
+    if isinstance(voice, PseudoSpeaker):
+        return [(voice.perturb(wav, sr), sr) for wav, sr in synthesize(voice.source, texts)]
     if voice.engine == "piper":
         return _synthesize_piper(texts)
     with tempfile.TemporaryDirectory() as tmp:
