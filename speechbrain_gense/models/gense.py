@@ -738,7 +738,7 @@ class GenSE(GenerativeEnhancer):
             pre = prefix[:, :num_prefix].to(device)
             tokens = torch.cat([pre, tokens], dim=1)
             probs = torch.cat([torch.ones(pre.shape, device=device, dtype=probs.dtype), probs], 1)
-        return tokens, probs, int(out["nfe"])
+        return tokens, probs, int(out["nfe"]), int(remaining.clamp(min=0).sum())
 
     @torch.no_grad()
     def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):
@@ -754,7 +754,9 @@ class GenSE(GenerativeEnhancer):
         dict
             ``wav`` ``[B, S]``, ``tokens`` ``[B, T_a, 1]``, ``confidence``
             ``[B, T_a]``, ``lens`` (relative token lengths), ``nfe`` (LM calls),
-            ``semantic`` ``[B, T_s]`` (clean semantic tokens of N2S, or None).
+            ``semantic`` ``[B, T_s]`` (clean semantic tokens of N2S, or None),
+            ``generated`` (tokens sampled by both LMs over the batch, without
+            the prefix: the numerator of tokens/s).
         """
         o = self.decode_options(**opts)
         if wav.dim() != 2:
@@ -768,16 +770,16 @@ class GenSE(GenerativeEnhancer):
         if lens is None:
             lens = torch.ones(B, device=wav.device)
         noisy = self.tokens(wav, lens)
-        nfe, clean_sem, sem_prob = 0, None, None
+        nfe, generated, clean_sem, sem_prob = 0, 0, None, None
         if self.n2s is not None:
             t = o["n2s_temperature"] if o["n2s_temperature"] is not None else o["temperature"]
-            tokens, sem_prob, k = self._generate("n2s", self.n2s_layout(noisy), o, generator, t)
+            tokens, sem_prob, k, g = self._generate("n2s", self.n2s_layout(noisy), o, generator, t)
             clean_sem = tokens - self.vocab.sem_offset
-            nfe += k
+            nfe, generated = nfe + k, generated + g
         pre = None if prefix is None else self.vocab.ac(prefix[..., 0].to(self.device))
-        tokens, ac_prob, k = self._generate("s2s", self.s2s_layout(noisy, clean_sem), o,
-                                            generator, o["temperature"], prefix=pre)
-        nfe += k
+        tokens, ac_prob, k, g = self._generate("s2s", self.s2s_layout(noisy, clean_sem), o,
+                                               generator, o["temperature"], prefix=pre)
+        nfe, generated = nfe + k, generated + g
         T = noisy["ac"].shape[1]
         frames = noisy["ac_frames"].to(self.device)
         valid = torch.arange(T, device=self.device)[None, :] < frames[:, None]
@@ -797,7 +799,7 @@ class GenSE(GenerativeEnhancer):
         out_wav = self.acoustic_tokenizer.decode(ac[..., None], rel)
         out_wav = fit_length_end(out_wav, wav.shape[-1])
         return {"wav": out_wav, "tokens": ac[..., None], "confidence": conf.clamp(0, 1),
-                "lens": rel, "nfe": nfe, "semantic": clean_sem}
+                "lens": rel, "nfe": nfe, "semantic": clean_sem, "generated": generated}
 
     # -- persistence --------------------------------------------------------------
 

@@ -409,6 +409,8 @@ def test_batched_items_equal_items_one_by_one_under_greedy():
         assert torch.equal(batched["semantic"][b, :S], alone["semantic"][0])
         assert torch.allclose(batched["confidence"][b, :T], alone["confidence"][0], atol=1e-5)
     assert batched["nfe"] == 13 + 20  # the longest item's tokens, once for the batch
+    # tokens sampled: each item's semantic + acoustic frames (1.0, 0.4, 0.75 of 4000 samples)
+    assert batched["generated"] == (13 + 5 + 10) + (20 + 8 + 15)
 
 
 def test_interface_batches_independent_chunks(tmp_path):
