@@ -48,7 +48,9 @@ How audio goes through
   ``chunk_seconds`` (shortened when the model's maximum sequence length
   requires it) with ``overlap_seconds`` of context on each side; each chunk
   is enhanced on its own and consecutive chunks are joined by an equal-power
-  crossfade of ``crossfade_seconds`` centred on their border. When the
+  crossfade of ``crossfade_seconds`` centred on their border, normalised by
+  the correlation of the two sides (:func:`crossfade`: identical sides pass
+  through unchanged, no +3 dB bump). When the
   model ``supports_prefix`` (and ``carry_context`` is on), the tokens the
   previous chunk generated for the left overlap are given as its ``prefix``,
   so the next chunk continues them. Files are read and written in blocks of one chunk: memory does not
@@ -228,6 +230,39 @@ def equal_power_fades(length, dtype=torch.float32):
     """
     phase = (torch.arange(length, dtype=torch.float64) + 0.5) / max(1, length) * (math.pi / 2)
     return torch.cos(phase).to(dtype), torch.sin(phase).to(dtype)
+
+
+def crossfade(tail, head, fade_out, fade_in):
+    """Joins ``tail`` (end of one chunk) and ``head`` (start of the next), ``[R, X]`` each.
+
+    The equal-power fades (:func:`equal_power_fades`) keep the power of
+    uncorrelated signals but add up to +3 dB where the two sides are the
+    same signal (two chunks that both fell back to the input, silent
+    pass-through rows). So each row's gains are divided by
+    ``sqrt(fade_out**2 + fade_in**2 + 2 rho fade_out fade_in)``, ``rho`` the
+    row's normalised correlation of the two sides (clipped to [0, 1]): power
+    is kept for uncorrelated sides (``rho`` 0: the plain equal-power fade)
+    and identical sides (``rho`` 1: the gains sum to 1). A row whose two
+    sides are equal is passed through unchanged, bit for bit.
+
+    Example
+    -------
+    >>> fade_out, fade_in = equal_power_fades(4)
+    >>> x = torch.tensor([[0.5, -0.25, 1.0, 0.75]])
+    >>> torch.equal(crossfade(x, x.clone(), fade_out, fade_in), x)
+    True
+    >>> (x * fade_out + x * fade_in).max().item() > 1.0  # the plain fade's bump
+    True
+    >>> crossfade(x, -x, fade_out, fade_in).allclose(x * fade_out - x * fade_in)
+    True
+    """
+    num = (tail * head).sum(-1)
+    den = (tail.pow(2).sum(-1) * head.pow(2).sum(-1)).sqrt()
+    rho = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)).clamp(0, 1)
+    norm = (fade_out ** 2 + fade_in ** 2 + 2 * rho[:, None] * fade_out * fade_in).sqrt()
+    out = (tail * fade_out + head * fade_in) / norm
+    same = (tail == head).all(-1)
+    return torch.where(same[:, None], head, out)
 
 
 class AudioFileReader:
@@ -724,7 +759,7 @@ class EnhanceGenerative(Pretrained):
             start, stop, ws, we = chunks[k]
             if k > 0 and X > 0:
                 mid = y[:, start - X // 2 - ws:start + X // 2 - ws]
-                write(tail * fade_out + mid * fade_in)
+                write(crossfade(tail, mid, fade_out, fade_in))
             head = start + X // 2 if k > 0 else 0
             last = k == len(chunks) - 1
             end = num_samples if last else stop - X // 2
@@ -1020,6 +1055,7 @@ __all__ = [
     "AtomicAudioWriter",
     "AudioFileReader",
     "EnhanceGenerative",
+    "crossfade",
     "equal_power_fades",
     "write_inference_yaml",
 ]

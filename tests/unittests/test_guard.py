@@ -15,7 +15,7 @@ from speechbrain_gense.guard import (
     transcript_wer,
     write_report_csv,
 )
-from speechbrain_gense.inference import EnhanceGenerative
+from speechbrain_gense.inference import EnhanceGenerative, crossfade, equal_power_fades
 from speechbrain_gense.models.debug import CopyNoisyEnhancer
 
 SR = 16000
@@ -253,6 +253,44 @@ def test_evaluation_grid_axis_guard(monkeypatch):
     assert off.guard is None and on.guard.mode == "fallback"
     y_off, y_on = off(noisy, SR), on(noisy, SR)
     assert (on.guard_chunks, on.guard_flagged) == (3, 3)  # every chunk: another voice
-    h = 400  # half the crossfade: the equal-power joins of two fallback chunks are not unity
-    for a, b in ((0, SR - h), (SR + h, 2 * SR - h), (2 * SR + h, 3 * SR)):
-        assert torch.equal(y_on[a:b], noisy[a:b]) and not torch.equal(y_off[a:b], noisy[a:b])
+    # Every chunk fell back to the input: the output is the input, the joins included.
+    assert torch.equal(y_on, noisy) and not torch.equal(y_off, noisy)
+
+
+def test_fallback_seams_pass_the_input_through_unchanged(setting):
+    """Two adjacent fallback chunks: no +3 dB bump at their join (it was up to x1.41)."""
+    enhancer, noisy, plain, X = setting
+
+    class Disagree:
+        def transcribe_many(self, wavs, sr):
+            half = len(wavs) // 2  # noisy chunks first, then the enhanced ones
+            return ["hello world"] * half + ["something else entirely"] * half
+
+    guard = Guard("fallback", asr=Disagree(), speaker=lambda est, ref: 0.9)
+    out = enhancer.enhance_batch(noisy[None], seed=0, guard=guard)[0]
+    assert [r["flagged"] for r in enhancer.guard_report] == [True, True, True]
+    assert torch.equal(out, noisy)
+    h = X // 2
+    for border in (SR, 2 * SR):  # the old equal-power join: gain up to sqrt(2) here
+        fade_out, fade_in = equal_power_fades(X)
+        old = noisy[border - h:border + h] * (fade_out + fade_in)
+        assert float(old.abs().max() / noisy[border - h:border + h].abs().max()) > 1.3
+        assert torch.equal(out[border - h:border + h], noisy[border - h:border + h])
+
+
+def test_crossfade_keeps_power_for_uncorrelated_and_identical_sides():
+    fade_out, fade_in = equal_power_fades(800)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 800, generator=g).double()
+    x = torch.stack([a, a, a])
+    y = torch.stack([a.clone(), b, 0.999 * a + 0.001 * b])
+    out = crossfade(x, y, fade_out.double(), fade_in.double())
+    assert torch.equal(out[0], a)  # identical: bit for bit
+    # uncorrelated (|rho| ~ 0.03 here): almost the plain equal-power fade, power kept
+    rho = float((a * b).sum() / (a.norm() * b.norm()))
+    assert abs(rho) < 0.1
+    plain = a * fade_out + b * fade_in
+    assert torch.allclose(out[1], plain / (1 + 2 * max(rho, 0) * fade_out * fade_in).sqrt())
+    assert abs(float(out[1].pow(2).mean() / a.pow(2).mean()) - 1) < 0.15
+    # nearly identical (a DFN3 fallback on both sides): no bump either
+    assert float((out[2] - a).abs().max()) < 0.01
