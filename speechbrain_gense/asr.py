@@ -197,7 +197,8 @@ def asr_config(hparams):
     return {k: _arch_value(k, hparams.get(k, defaults.get(k))) for k in ARCH_KEYS}
 
 
-def write_asr_folder(folder, config, normalize, model, ctc_lin, label_encoder, check=True):
+def write_asr_folder(folder, config, normalize, model, ctc_lin, label_encoder, check=True,
+                     dtype="float16"):
     """Exports a trained CTC ASR to a folder ``EncoderASR.from_hparams`` loads.
 
     Arguments
@@ -217,6 +218,10 @@ def write_asr_folder(folder, config, normalize, model, ctc_lin, label_encoder, c
     check : bool
         Load the folder back and check that it gives the same log-probabilities
         on a test signal (an error otherwise).
+    dtype : str, optional
+        Storage type of the network's floating-point weights (``"float16"``
+        halves the file; ``EncoderASR`` loads them into its float32
+        parameters). ``None`` keeps them as they are.
 
     Returns
     -------
@@ -232,19 +237,23 @@ def write_asr_folder(folder, config, normalize, model, ctc_lin, label_encoder, c
     """
     config = asr_config(config)
     os.makedirs(folder, exist_ok=True)
-    torch.save(torch.nn.ModuleList([model, ctc_lin]).state_dict(),
-               os.path.join(folder, "asr.ckpt"))
+    state = torch.nn.ModuleList([model, ctc_lin]).state_dict()
+    if dtype is not None:
+        state = type(state)((k, v.to(getattr(torch, dtype)) if v.is_floating_point() else v)
+                            for k, v in state.items())
+    torch.save(state, os.path.join(folder, "asr.ckpt"))
     normalize._save(os.path.join(folder, "normalizer.ckpt"))
     label_encoder.save(os.path.join(folder, "tokenizer.ckpt"))
     with open(os.path.join(folder, HPARAMS_FILE), "w", encoding="utf-8") as f:
         f.write(_TEMPLATE.format(**config))
     if check:
-        _check_export(folder, config, normalize, model, ctc_lin)
+        _check_export(folder, config, normalize, model, ctc_lin,
+                      atol=1e-4 if dtype in (None, "float32") else 5e-2)
     return folder
 
 
 @torch.no_grad()
-def _check_export(folder, config, normalize, model, ctc_lin):
+def _check_export(folder, config, normalize, model, ctc_lin, atol=1e-4):
     """Loads ``folder`` and compares its output with the modules'."""
     from speechbrain.lobes.features import Fbank
 
@@ -264,7 +273,7 @@ def _check_export(folder, config, normalize, model, ctc_lin):
         for m, mode in zip((normalize, model, ctc_lin), modes):
             m.train(mode)
     out = asr.encode_batch(wav, lens).cpu()
-    if out.shape != ref.shape or not torch.allclose(out, ref, atol=1e-4):
+    if out.shape != ref.shape or not torch.allclose(out, ref, atol=atol):
         raise RuntimeError(f"{folder}: the exported ASR does not reproduce the trained one")
 
 

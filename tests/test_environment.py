@@ -105,3 +105,36 @@ def test_shipped_checkpoints_hold_no_training_state():
                 keys += [f"{prefix}{k}" for k in value]
         bad = [k for k in keys if any(b in k.lower() for b in banned)]
         assert not bad, f"{name} holds training state: {bad[:3]}"
+
+
+#: Largest shipped weight file (the project's budget per model file).
+MAX_SHIPPED_FILE_MB = 20.0
+#: Files this small may keep float32 (tokenizer tables such as k-means
+#: centroids: converting them would change the tokens, and they cost little).
+EXACT_SMALL_FILE_MB = 1.0
+
+
+def test_shipped_weights_are_compact():
+    """Every shipped file is at most 20 MB; weights are float16 / int8.
+
+    float32 is allowed only under the prefixes a checkpoint records as kept
+    exact (a codec's encoder and codebook: ``storage.kept``), and in small
+    tokenizer tables.
+    """
+    import torch
+
+    sizes = {n: s for n, s in _tracked_sizes().items() if n.startswith("pretrained/")}
+    too_big = {n: round(s / 1e6, 1) for n, s in sizes.items() if s > MAX_SHIPPED_FILE_MB * 1e6}
+    assert not too_big, f"shipped files over {MAX_SHIPPED_FILE_MB} MB: {too_big}"
+    checked = 0
+    for name, size in sizes.items():
+        if not name.endswith((".ckpt", ".pt", ".pth")) or size <= EXACT_SMALL_FILE_MB * 1e6:
+            continue
+        blob = torch.load(os.path.join(CHECKOUT_ROOT, name), map_location="cpu", weights_only=True)
+        state = blob.get("state_dict", blob) if isinstance(blob, dict) else {}
+        kept = tuple(blob.get("storage", {}).get("kept", ())) if "state_dict" in blob else ()
+        wide = [k for k, v in state.items() if isinstance(v, torch.Tensor)
+                and v.dtype == torch.float32 and not k.startswith(kept)]
+        assert not wide, f"{name}: float32 tensors outside {kept or 'any kept prefix'}: {wide[:3]}"
+        checked += 1
+    assert checked >= 3

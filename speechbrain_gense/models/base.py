@@ -27,6 +27,12 @@ What a method provides
 - ``save_parts`` / ``load_parts``: its files in a folder (the folder format
   itself, with ``info_file``, is :class:`~speechbrain_gense.models.io.FolderCheckpoint`).
 
+Every saved folder also records the fingerprint of each tokenizer the model
+holds (``codec_fingerprints`` in the info file:
+:func:`~speechbrain_gense.tokenizers.cache.tokenizer_fingerprint`, which covers
+what makes the tokens, not a codec's decoder); loading refuses, in one line,
+a folder whose stored tokenizer is no longer the one it was trained with.
+
 Example
 -------
 >>> {"mage", "copy-noisy"} <= set(available_methods())
@@ -40,6 +46,7 @@ ValueError: unknown method 'magic' (registered: copy-noisy, ...)
 """
 
 import importlib
+import logging
 
 import torch
 
@@ -185,6 +192,52 @@ class GenerativeEnhancer(FolderCheckpoint, torch.nn.Module):
     def __init__(self, decode_opts=None):
         super().__init__()
         self.decode_opts = self.decode_options(**(decode_opts or {}))
+
+    # -- the tokenizers a saved model was trained with ------------------------
+
+    def codec_fingerprints(self):
+        """``{attribute name: fingerprint}`` of every tokenizer this model holds.
+
+        Example
+        -------
+        >>> from speechbrain_gense.models.debug import CopyNoisyEnhancer
+        >>> fps = CopyNoisyEnhancer().codec_fingerprints()
+        >>> list(fps), fps["tokenizer"].startswith("DebugTokenizer-")
+        (['tokenizer'], True)
+        """
+        from ..tokenizers.base import AudioTokenizer
+        from ..tokenizers.cache import tokenizer_fingerprint
+
+        return {name: tokenizer_fingerprint(module) for name, module in self.named_children()
+                if isinstance(module, AudioTokenizer)}
+
+    def info_extras(self):
+        return {"codec_fingerprints": self.codec_fingerprints()}
+
+    @classmethod
+    def check_loaded(cls, model, info, folder, **kwargs):
+        """Raises ``ValueError`` when a tokenizer differs from the one the model was saved with.
+
+        A folder saved before fingerprints were recorded is accepted with a
+        warning; a tokenizer passed in by the caller (``tokenizer=...``) only
+        warns.
+        """
+        stored = info.get("codec_fingerprints")
+        if stored is None:
+            logging.getLogger(__name__).warning(
+                "%s: no codec fingerprint recorded; cannot check that its tokenizer is the one "
+                "it was trained with", folder)
+            return
+        now = model.codec_fingerprints()
+        for name, fingerprint in stored.items():
+            if now.get(name) == fingerprint:
+                continue
+            msg = (f"{folder}: its {name} is {now.get(name)}, but the model was trained on "
+                   f"{fingerprint} (retrain it, or point {cls.info_name()} at that codec)")
+            if any(v is not None for v in kwargs.values()):
+                logging.getLogger(__name__).warning(msg)
+            else:
+                raise ValueError(msg)
 
     # -- facts the interface reads ------------------------------------------
 

@@ -126,9 +126,18 @@ class FolderCheckpoint:
         """
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
-        info = {"method": self.method, **(self.save_parts(folder, dtype=dtype, **kwargs) or {})}
+        info = {"method": self.method, **(self.save_parts(folder, dtype=dtype, **kwargs) or {}),
+                **self.info_extras()}
         atomic_write_text(os.path.join(folder, self.info_name()), json.dumps(info, indent=2))
         return folder
+
+    def info_extras(self):
+        """More entries of the info file, common to every method (default: none)."""
+        return {}
+
+    @classmethod
+    def check_loaded(cls, model, info, folder, **kwargs):
+        """Checks a model just built by :meth:`load` against its info (default: nothing)."""
 
     @classmethod
     def load(cls, folder, device="cpu", **kwargs):
@@ -143,7 +152,131 @@ class FolderCheckpoint:
         if info.get("method", cls.method) != cls.method:
             raise ValueError(f"{folder}: holds a {info['method']!r} model, not {cls.method!r}")
         model = cls.load_parts(folder, info, device=device, **kwargs)
+        cls.check_loaded(model, info, folder, **kwargs)
         return model.to(device).eval()
+
+
+#: Storage types of shipped weights (``ConfigCheckpoint.save(dtype=...)``).
+STORAGE_DTYPES = ("float32", "float16", "bfloat16", "int8")
+#: Tensors with fewer elements than this are never stored as int8 (biases,
+#: norms, small tables): they cost little and their scale would cost as much.
+INT8_MIN_NUMEL = 1024
+
+
+def _dtype_name(dtype):
+    if dtype is None:
+        return None
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"unknown storage dtype {dtype!r}; use one of {', '.join(STORAGE_DTYPES)}")
+    return name
+
+
+def quantize_int8(weight):
+    """Symmetric int8 with one scale per output row (dim 0).
+
+    Arguments
+    ---------
+    weight : torch.Tensor
+        Floating-point tensor ``[O, ...]``.
+
+    Returns
+    -------
+    codes : torch.Tensor
+        ``int8`` tensor of the same shape.
+    scale : torch.Tensor
+        ``float32`` scales ``[O]``: ``weight ≈ codes * scale`` row by row.
+
+    Example
+    -------
+    >>> w = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0]])
+    >>> codes, scale = quantize_int8(w)
+    >>> codes.tolist(), scale.tolist()
+    ([[127, -64, 32], [0, 0, 0]], [0.007874015718698502, 1.0])
+    >>> dequantize_int8(codes, scale).shape
+    torch.Size([2, 3])
+    """
+    w = weight.detach().float()
+    peak = w.reshape(w.shape[0], -1).abs().amax(dim=1)
+    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
+    view = (-1,) + (1,) * (w.dim() - 1)
+    codes = torch.round(w / scale.view(view)).clamp_(-127, 127).to(torch.int8)
+    return codes, scale
+
+
+def dequantize_int8(codes, scale):
+    """Inverse of :func:`quantize_int8`: ``float32`` tensor ``codes * scale``."""
+    view = (-1,) + (1,) * (codes.dim() - 1)
+    return codes.float() * scale.float().view(view)
+
+
+def pack_state(state, dtype=None, keep=()):
+    """A state dict for storage: floats in ``dtype``, ``keep`` prefixes as they are.
+
+    ``"int8"`` stores every floating tensor of at least :data:`INT8_MIN_NUMEL`
+    elements and two or more dimensions as per-row int8 (its scales go in the
+    returned ``scales`` dict) and the other floating tensors in float16.
+    Tensors whose key starts with one of ``keep`` are stored without loss
+    (the parts of a codec that make its tokens: storing them in fewer bits
+    would change the tokens, and every model trained on them): in float16
+    when every value is exactly a float16 number (a codec exported in
+    float16 from the start), else as they are.
+
+    Arguments
+    ---------
+    state : dict
+        ``state_dict()`` of a module.
+    dtype : str or torch.dtype, optional
+        ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``; default:
+        as they are.
+    keep : tuple of str
+        Key prefixes stored unchanged.
+
+    Returns
+    -------
+    state : dict
+        The tensors to store.
+    scales : dict
+        Key -> per-row scales of the int8 tensors.
+
+    Example
+    -------
+    >>> state = {"enc.w": torch.randn(64, 32), "dec.w": torch.randn(64, 32), "dec.b": torch.zeros(64)}
+    >>> packed, scales = pack_state(state, "int8", keep=("enc.",))
+    >>> {k: str(v.dtype) for k, v in packed.items()}
+    {'enc.w': 'torch.float32', 'dec.w': 'torch.int8', 'dec.b': 'torch.float16'}
+    >>> list(scales)
+    ['dec.w']
+    >>> halves = {"enc.w": torch.randn(64, 32).half().float()}
+    >>> pack_state(halves, "int8", keep=("enc.",))[0]["enc.w"].dtype
+    torch.float16
+    >>> err = (unpack_state(packed, scales)["dec.w"] - state["dec.w"]).abs().max()
+    >>> bool(err <= state["dec.w"].abs().max() / 254 + 1e-6)
+    True
+    """
+    name = _dtype_name(dtype)
+    out, scales = {}, {}
+    for key, value in state.items():
+        if name is None or not value.is_floating_point():
+            out[key] = value
+        elif key.startswith(tuple(keep)):
+            out[key] = _lossless_half(value)
+        elif name == "int8" and value.dim() >= 2 and value.numel() >= INT8_MIN_NUMEL:
+            out[key], scales[key] = quantize_int8(value)
+        else:
+            out[key] = value.to(torch.float16 if name == "int8" else getattr(torch, name))
+    return out, scales
+
+
+def _lossless_half(value):
+    half = value.to(torch.float16)
+    return half if torch.equal(half.to(value.dtype), value) else value
+
+
+def unpack_state(state, scales=None):
+    """Inverse of :func:`pack_state`: int8 tensors with a scale back to float32."""
+    scales = scales or {}
+    return {k: dequantize_int8(v, scales[k]) if k in scales else v for k, v in state.items()}
 
 
 class ConfigCheckpoint:
@@ -161,25 +294,38 @@ class ConfigCheckpoint:
     >>> model = Lin.load(path)
     >>> model.weight.dtype, model.weight.shape
     (torch.float32, torch.Size([4, 4]))
+    >>> big = Lin(64)
+    >>> big.save(path, dtype="int8")
+    >>> torch.load(path, weights_only=True)["state_dict"]["weight"].dtype
+    torch.int8
+    >>> bool((Lin.load(path).weight - big.weight).abs().max() < 1e-3)
+    True
     """
 
+    #: State-dict key prefixes always stored as they are, whatever ``dtype``
+    #: (a codec's encoder and quantizer: the parts that make its tokens).
+    exact_prefixes = ()
+
     def save(self, path, dtype=None):
-        """Writes ``config`` and ``state_dict`` to ``path`` (``torch.save``).
+        """Writes ``config`` and ``state_dict`` to ``path`` (``torch.save``, atomic).
 
         Arguments
         ---------
         path : str
             Destination file.
         dtype : torch.dtype or str, optional
-            Store floating-point tensors in this type (e.g. ``torch.float16``
-            or ``"float16"``); default: as they are.
+            Store floating-point tensors in this type: ``"float16"``,
+            ``"bfloat16"``, or ``"int8"`` (per-row int8 for weight matrices,
+            float16 for the rest; see :func:`pack_state`); default: as they
+            are. Tensors under :attr:`exact_prefixes` are never converted.
         """
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        state = self.state_dict()
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        torch.save({"config": dict(self.config), "state_dict": state}, path)
+        state, scales = pack_state(self.state_dict(), dtype, keep=self.exact_prefixes)
+        blob = {"config": dict(self.config), "state_dict": state,
+                "storage": {"dtype": _dtype_name(dtype), "kept": list(self.exact_prefixes)}}
+        if scales:
+            blob["int8_scales"] = scales
+        with atomic_output(path) as tmp:
+            torch.save(blob, tmp)
 
     @classmethod
     def load(cls, path, map_location="cpu"):
@@ -199,5 +345,5 @@ class ConfigCheckpoint:
         """
         blob = torch.load(path, map_location=map_location, weights_only=True)
         model = cls(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(unpack_state(blob["state_dict"], blob.get("int8_scales")))
         return model

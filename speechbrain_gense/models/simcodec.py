@@ -577,6 +577,10 @@ class FrameRateCodec(ConfigCheckpoint, nn.Module):
     (torch.Size([2, 7, 8]), torch.Size([2, 112]))
     """
 
+    #: What makes the tokens is always stored as it is (``save(dtype=...)``
+    #: converts the decoder only), so a re-stored codec keeps its tokens.
+    exact_prefixes = ("features.", "encoder.", "proj_in.", "quantizer.")
+
     def __init__(self, sample_rate, n_fft, hop_length, dim, intermediate_dim, encoder_layers,
                  decoder_layers, latent_dim):
         super().__init__()

@@ -46,7 +46,11 @@ def tokenizer_fingerprint(tokenizer):
     The hash covers the class (module and name), the configuration (the
     tokenizer's ``config`` dict when it has one, else its contract
     attributes and ``repr``) and the name, dtype, shape and bytes of every
-    tensor of its ``state_dict``.
+    tensor of its ``state_dict`` that makes tokens: for a codec whose model
+    names ``exact_prefixes`` (its encoder and codebooks), only those; the
+    decoder can be re-stored in fewer bits without changing the fingerprint,
+    since the tokens do not change. Shipped models record it
+    (:meth:`~speechbrain_gense.models.base.GenerativeEnhancer.codec_fingerprints`).
 
     Example
     -------
@@ -62,7 +66,11 @@ def tokenizer_fingerprint(tokenizer):
     digest = hashlib.sha1()
     digest.update(f"{cls.__module__}.{cls.__qualname__}\n".encode())
     digest.update(json.dumps(_config(tokenizer), sort_keys=True, default=str).encode())
+    model = getattr(tokenizer, "model", None)
+    exact = tuple("model." + p for p in getattr(model, "exact_prefixes", ()))
     for name, tensor in tokenizer.state_dict().items():
+        if exact and not name.startswith(exact):
+            continue
         if not isinstance(tensor, torch.Tensor):
             digest.update(f"\n{name}={tensor!r}".encode())
             continue

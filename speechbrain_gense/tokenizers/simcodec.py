@@ -92,12 +92,17 @@ class SimCodecTokenizer(AudioTokenizer):
             tokens = self.model.quantizer.unflatten_codes(tokens[..., 0])
         return self.model.decode(tokens)
 
-    def save(self, path):
-        """Writes the model to ``path`` (a file, or a directory for ``simcodec.ckpt``)."""
+    def save(self, path, dtype=None):
+        """Writes the model to ``path`` (a file, or a directory for ``simcodec.ckpt``).
+
+        ``dtype`` (``"float16"`` or ``"int8"``) stores the decoder in fewer
+        bits; the encoder and codebook stay as they are, so the tokens do not
+        change (``FrameRateCodec.exact_prefixes``).
+        """
         if os.path.isdir(path) or not os.path.splitext(path)[1]:
             os.makedirs(path, exist_ok=True)
             path = os.path.join(path, CHECKPOINT_NAME)
-        self.model.save(path)
+        self.model.save(path, dtype=dtype)
         return path
 
 

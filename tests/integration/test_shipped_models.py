@@ -66,3 +66,34 @@ def test_shipped_asr_transcribes_the_clean_examples():
     assert len(refs) == 4 and error < 0.8, (error, hyps)
     # a sanity floor for the measure itself: transcripts of the wrong files score worse
     assert jiwer.wer(refs, hyps[1:] + hyps[:1]) > error
+
+
+def _shipped_model_folders():
+    root = os.path.join(PROJECT_ROOT, "pretrained")
+    return sorted(os.path.join(root, d) for d in os.listdir(root)
+                  if os.path.isfile(os.path.join(root, d, "inference.yaml")))
+
+
+def test_every_shipped_model_records_the_codec_it_was_trained_on():
+    """Each shipped enhancer names its tokenizers' fingerprints, and they match.
+
+    ``load_enhancer`` raises ``ValueError`` on a mismatch (a codec retrained
+    or re-pointed under a model trained on another one).
+    """
+    import json
+
+    from speechbrain_gense.models.base import load_enhancer, method_of_folder
+    from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
+
+    folders = _shipped_model_folders()
+    assert folders
+    for folder in folders:
+        model = load_enhancer(folder)
+        info_path = os.path.join(folder, type(model).info_name())
+        with open(info_path) as f:
+            stored = json.load(f).get("codec_fingerprints")
+        assert stored, f"{info_path}: no codec_fingerprints ({method_of_folder(folder)})"
+        tokenizers = {n: m for n, m in model.named_children() if n in stored}
+        assert set(tokenizers) == set(stored)
+        for name, tok in tokenizers.items():
+            assert tokenizer_fingerprint(tok) == stored[name], (folder, name)

@@ -515,3 +515,23 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         model.enhance_file(path, str(tmp_path / "out.wav"))
     assert not os.path.exists(tmp_path / "out.wav") and leftovers(tmp_path) == []
+
+
+def test_a_folder_whose_codec_changed_is_refused(tmp_path):
+    """The saved codec fingerprint must match the tokenizer the folder points at."""
+    import json
+
+    from speechbrain_gense.models.debug import CopyNoisyEnhancer
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+    folder = CopyNoisyEnhancer(load_tokenizer("debug?vocab_size=32")).save(str(tmp_path / "m"))
+    info_path = os.path.join(folder, "copy-noisy.json")
+    with open(info_path) as f:
+        info = json.load(f)
+    assert info["codec_fingerprints"]["tokenizer"].startswith("DebugTokenizer-")
+    assert CopyNoisyEnhancer.load(folder).tokenizer.vocab_size == 32
+    info["tokenizer_spec"] = "debug?vocab_size=32,seed=7"
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    with pytest.raises(ValueError, match="trained on DebugTokenizer-"):
+        CopyNoisyEnhancer.load(folder)

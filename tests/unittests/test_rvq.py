@@ -186,8 +186,17 @@ def test_tokenizer_contract_and_first_k_codebooks(tmp_path):
     path = tok.save(str(tmp_path / "codec"), dtype="float16")
     assert path.endswith("rvqcodec.ckpt")
     blob = torch.load(path, weights_only=True)
-    assert all(v.dtype == torch.float16 for v in blob["state_dict"].values()
-               if v.is_floating_point())
+    kept = tuple(RVQCodec.exact_prefixes)
+    assert all(v.dtype == torch.float16 for k, v in blob["state_dict"].items()
+               if v.is_floating_point() and not k.startswith(kept))
+    assert all(torch.equal(v.float(), model.state_dict()[k]) for k, v in blob["state_dict"].items()
+               if v.is_floating_point() and k.startswith(kept))  # what makes tokens: no loss
+    for p in list(model.parameters()) + list(model.buffers()):  # a codec defined in float16
+        if p.is_floating_point():  # (the recipe's export) ...
+            p.data = p.data.half().float()
+    blob = torch.load(tok.save(str(tmp_path / "half"), dtype="int8"), weights_only=True)
+    assert {str(v.dtype) for v in blob["state_dict"].values()} <= \
+        {"torch.float16", "torch.int8", "torch.int64", "torch.bool"}  # ... is stored in full
     two = load_tokenizer(f"rvq:{tmp_path / 'codec'}?num_codebooks=2")
     assert two.num_codebooks == 2 and two.spec.endswith("?num_codebooks=2")
     t2, _ = two.encode(wav, lens)

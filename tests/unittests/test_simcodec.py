@@ -1,6 +1,7 @@
 """SimCodec: shapes, group quantizer, reorganisation, stage 2, losses, tokenizer."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -313,6 +314,36 @@ def test_tokenizer_save_load_round_trip(tmp_path, stage):
         torch.testing.assert_close(tok.decode(tokens, tlens), other.decode(t2, l2),
                                    rtol=0, atol=0)
     assert tok.decode(tokens, tlens).shape == (2, tokens.shape[1] * HOP)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_restoring_in_fewer_bits_keeps_the_tokens_and_the_fingerprint(tmp_path, dtype):
+    """``save(dtype=...)`` converts the decoder only: same tokens, same fingerprint."""
+    from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
+
+    tok = SimCodecTokenizer(to_stage2(trained_stage1(), 4, 8))
+    exact = SimCodecTokenizer(tok.save(str(tmp_path / "fp32")))
+    small = SimCodecTokenizer(tok.save(str(tmp_path / dtype), dtype=dtype))
+    blob = torch.load(tmp_path / dtype / "simcodec.ckpt", weights_only=True)
+    original = tok.model.state_dict()
+    for key, value in blob["state_dict"].items():
+        if key.startswith(("encoder.", "proj_in.", "quantizer.")) and value.is_floating_point():
+            assert torch.equal(value.float(), original[key]), key  # kept without loss
+    assert any(v.dtype == torch.float32 for k, v in blob["state_dict"].items()
+               if k.startswith("encoder."))
+    assert all(v.dtype != torch.float32 for k, v in blob["state_dict"].items()
+               if k.startswith("decoder."))
+    assert blob["storage"] == {"dtype": dtype, "kept": list(SimCodec.exact_prefixes)}
+    wav = speechlike(batch=2, samples=1000, seed=4)
+    tokens, lens = exact.encode(wav)
+    t2, _ = small.encode(wav)
+    assert torch.equal(tokens, t2)
+    assert tokenizer_fingerprint(small) == tokenizer_fingerprint(exact)
+    ref, out = exact.decode(tokens, lens), small.decode(tokens, lens)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert 0 < rel < (2e-3 if dtype == "float16" else 2e-2)
+    assert os.path.getsize(tmp_path / dtype / "simcodec.ckpt") < \
+        os.path.getsize(tmp_path / "fp32" / "simcodec.ckpt")
 
 
 def test_tokenizer_stage1_unflattened_and_missing_checkpoint(tmp_path):

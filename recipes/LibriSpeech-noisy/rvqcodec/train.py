@@ -121,11 +121,19 @@ def dataio_prep(hparams, train_manifest, valid_manifest, train_root=None, valid_
 
 @torch.no_grad()
 def export(brain, hparams, valid, trained_seconds):
-    """Best checkpoint -> fp16 tokenizer folder + report (usage, residual norms, PESQ)."""
+    """Best checkpoint -> tokenizer folder + report (usage, residual norms, PESQ).
+
+    The codec is rounded to float16 first, so what makes the tokens is stored
+    without loss; ``export_dtype`` (``int8``) then applies to the decoder.
+    """
     brain.checkpointer.recover_if_possible(min_key="loss")
     brain.evaluate(valid, min_key="loss",
                    test_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
     codec = brain.modules.codec.to("cpu").eval()
+    codec.quantizer.reset_usage()  # counts do not belong in a shipped file (fp16 overflow)
+    for tensor in list(codec.parameters()) + list(codec.buffers()):
+        if tensor.is_floating_point():  # the codec is defined in float16: stored without loss
+            tensor.data = tensor.data.half().float()
     loader = sb.dataio.dataloader.make_dataloader(valid, batch_size=hparams["valid_batch_size"])
     usage, norms, frames = None, [], 0
     for batch in loader:
@@ -138,8 +146,8 @@ def export(brain, hparams, valid, trained_seconds):
         counts = torch.stack([torch.bincount(codes[:, k], minlength=codec.quantizer.codebook_size)
                               for k in range(codes.shape[1])])
         usage = counts if usage is None else usage + counts
-    codec.quantizer.reset_usage()  # counts do not belong in a shipped file (fp16 overflow)
-    path = RVQTokenizer(codec).save(hparams["codec_folder"], dtype="float16")
+    codec.quantizer.reset_usage()
+    path = RVQTokenizer(codec).save(hparams["codec_folder"], dtype=hparams["export_dtype"])
     stage = brain.hparams.epoch_counter.current
     from speechbrain_gense.models.simcodec import codebook_stats
 
