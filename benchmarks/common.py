@@ -3,7 +3,8 @@
 - model folders: :func:`resolve_model_folder` (a path, else looked up in the
   project like :func:`speechbrain_gense.tokenizers.registry.resolve_path`),
   :func:`build_tiny_model_folder` (the tiny random MAGE the tests use, saved
-  with an ``inference.yaml``) and :func:`build_recipe_model_folder` (the
+  with an ``inference.yaml``), :func:`build_tiny_gense_folder` (a tiny random
+  GenSE) and :func:`build_recipe_model_folder` (the
   recipe's MAGE, freshly initialised, over the shipped SimCodec);
 - test audio: :func:`noisy_speech_sources` (noisy test utterances of the
   embedded corpus, when it was built) and :func:`write_noisy_wav`, which
@@ -105,6 +106,40 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
     from speechbrain_gense.models.debug import write_tiny_mage
 
     return write_tiny_mage(folder, seed=seed, max_position=max_position)
+
+
+def build_tiny_gense_folder(folder, seed=0, max_seconds=1.0, chunk_seconds=0.5,
+                            overlap_seconds=0.1):
+    """Saves a tiny random GenSE (debug tokenizers, ``TINY_LM`` GPT-2 LMs) to ``folder``.
+
+    50 Hz semantic (16 codes) and 80 Hz acoustic (32 codes) debug tokenizers,
+    two 2-layer width-32 LMs, ``max_seconds`` per call and an
+    ``inference.yaml`` with chunks of ``chunk_seconds`` (+ ``overlap_seconds``
+    each side): the code paths of GenSE's benchmarks, not its speed.
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    import torch
+
+    from speechbrain_gense.inference import write_inference_yaml
+    from speechbrain_gense.models.gense import TINY_LM, GenSE, GenSEVocab, TokenLM
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+    torch.manual_seed(seed)
+    sem = load_tokenizer("debug?hop=320,vocab_size=16")
+    ac = load_tokenizer("debug?hop=200,vocab_size=32")
+    size = GenSEVocab(sem.vocab_size, ac.vocab_size).size
+    lm = dict(TINY_LM, max_positions=int(320 * max_seconds) + 8)  # S2S: 2 x 80 Hz frames
+    model = GenSE(sem, ac, TokenLM(size, **lm), TokenLM(size, **lm),
+                  max_seconds=max_seconds).eval()
+    model.save(folder, semantic_spec="debug?hop=320,vocab_size=16",
+               acoustic_spec="debug?hop=200,vocab_size=32")
+    write_inference_yaml(folder, method="gense", overwrite=True, chunk_seconds=chunk_seconds,
+                         overlap_seconds=overlap_seconds)
+    return folder
 
 
 def add_model_arguments(parser):

@@ -28,6 +28,15 @@ Not part of the test run. Usage::
     python benchmarks/long_audio.py --model results/mage/1234/model --threads 1 \\
         --durations 30s 5m 20m --out results/benchmarks/long_audio_mine
     python benchmarks/long_audio.py --recipe-size --durations 30s 2m
+    python benchmarks/long_audio.py --model results/gense_demo --threads 1 --durations 1m 10m \
+        --override carry_context=false --batch-size 16 --decode-opt precision=int8
+
+Any method folder works (MAGE, GenSE, ...: whatever ``inference.yaml`` says):
+``--override KEY=VALUE`` changes an ``inference.yaml`` key (``from_hparams``
+overrides, e.g. ``carry_context=false``), ``--decode-opt NAME=VALUE`` a
+decoding option of the method (``precision=int8``, ``use_cache=false``,
+``steps=4``; values are read as YAML), ``--batch-size N`` the ``batch_size``
+of ``enhance_file`` (independent chunks batched together).
 
 Results: ``--out`` stem + ``.md`` (the table) and ``.json`` (everything,
 including an RSS time line of each run).
@@ -120,8 +129,10 @@ def worker(spec):
 
     t_import = time.perf_counter() - t0
     enhancer = EnhanceGenerative.from_hparams(source=spec["model"],
+                                              overrides=spec.get("overrides") or None,
                                               run_opts={"device": spec["device"]})
     result = {
+        "method": enhancer.model.method,
         "import_s": t_import, "load_s": time.perf_counter() - t0,
         "peak_rss_after_load_mib": peak_rss_mib(),
         "rss_after_load_mib": (proc_status_kib("VmRSS") or 0) / 1024,
@@ -142,6 +153,7 @@ def worker(spec):
             "overlap_s": enhancer.overlap_seconds,
             "crossfade_s": plan["crossfade"] / info.samplerate,
             "carry_context": enhancer.carries_context(),
+            "batch_size": spec.get("batch_size"),
         })
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -149,7 +161,8 @@ def worker(spec):
         sampler.start()
         cpu0, t1 = _cpu_seconds(), time.perf_counter()
         enhancer.enhance_file(spec["input"], spec["output"], seed=spec["seed"], overwrite=True,
-                              return_audio=False, **spec.get("decode_opts", {}))
+                              return_audio=False, batch_size=spec.get("batch_size"),
+                              **spec.get("decode_opts", {}))
         if cuda:
             torch.cuda.synchronize()
         result["enhance_s"] = time.perf_counter() - t1
@@ -203,7 +216,7 @@ def run_worker(spec, threads, workdir, name):
 
 
 def run(model, durations, threads=2, seed=0, device="cpu", decode_opts=None, workdir=None,
-        source="auto", progress=True):
+        source="auto", progress=True, overrides=None, batch_size=None):
     """Measures the load-only subprocess, then one subprocess per duration.
 
     Arguments
@@ -221,6 +234,13 @@ def run(model, durations, threads=2, seed=0, device="cpu", decode_opts=None, wor
         temporary folder).
     source : str
         ``auto``, ``corpus`` or ``synthetic`` (see ``common.speech_blocks``).
+    progress : bool
+        Progress bar over the durations.
+    overrides : dict, optional
+        ``inference.yaml`` overrides of ``from_hparams`` (e.g.
+        ``{"carry_context": False}``).
+    batch_size : int, optional
+        ``batch_size`` of ``enhance_file``.
 
     Returns
     -------
@@ -230,7 +250,8 @@ def run(model, durations, threads=2, seed=0, device="cpu", decode_opts=None, wor
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory(prefix="long_audio-", dir=workdir) as tmp:
-        base = {"model": model, "device": device}
+        base = {"model": model, "device": device, "overrides": dict(overrides or {}),
+                "batch_size": batch_size}
         load_only = run_worker({**base, "mode": "load"}, threads, tmp, "load_only")
         rows = []
         for seconds in tqdm(durations, desc="durations", unit="file", disable=not progress):
@@ -276,7 +297,10 @@ def format_table(result):
         "# Long audio: RTF and peak memory of enhance_file against duration",
         "",
         f"- command: `{result['command']}`",
-        f"- model: {result['model_name']}",
+        f"- model: {result['model_name']} (method {load.get('method', 'n/a')})",
+        (f"- inference.yaml overrides: {result.get('overrides') or 'none'}; decoding "
+         f"options: {result.get('decode_opts') or 'the model defaults'}; batch_size "
+         f"{result.get('batch_size') or 'none (one chunk per call)'}"),
         (f"- machine: {machine['cpu']}, {machine['cpu_count']} CPUs; torch "
          f"{machine['torch']}; {result['threads']} torch thread(s) per subprocess; device "
          f"{result['device']}"),
@@ -332,7 +356,34 @@ def build_parser():
                         help="output stem: writes STEM.md and STEM.json (default "
                         "results/benchmarks/long_audio)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--decode-opt", action="append", default=[], metavar="NAME=VALUE",
+                        help="a decoding option of the method (repeatable; YAML values), "
+                        "e.g. precision=int8")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="an inference.yaml key (repeatable; YAML values), e.g. "
+                        "carry_context=false")
+    parser.add_argument("--batch-size", type=int,
+                        help="batch_size of enhance_file (independent chunks together)")
     return parser
+
+
+def parse_assignments(items, what):
+    """``["a=1", "b=false"]`` -> ``{"a": 1, "b": False}`` (values read as YAML).
+
+    Example
+    -------
+    >>> parse_assignments(["precision=int8", "carry_context=false", "steps=4"], "--x")
+    {'precision': 'int8', 'carry_context': False, 'steps': 4}
+    """
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
 
 
 def main(argv=None):
@@ -365,19 +416,29 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    decode_opts = {"steps": args.steps} if args.steps else {}
+    if args.batch_size is not None and args.batch_size < 1:
+        return error(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        decode_opts = parse_assignments(args.decode_opt, "--decode-opt")
+        overrides = parse_assignments(args.override, "--override")
+    except ValueError as e:
+        return error(str(e))
+    if args.steps:
+        decode_opts["steps"] = args.steps
     machine = machine_info(args.threads)
     try:
         with tempfile.TemporaryDirectory(prefix="long_audio-model-") as tmp:
             model, name = model_folder(args, tmp)
             result = run(model, durations, args.threads, args.seed, args.device, decode_opts,
-                         args.workdir, args.source, progress=not args.quiet)
+                         args.workdir, args.source, progress=not args.quiet,
+                         overrides=overrides, batch_size=args.batch_size)
     except BenchmarkError as e:
         return error(str(e))
     result.update({
         "command": " ".join(["python benchmarks/long_audio.py"] + [shlex.quote(a) for a in argv]),
         "model_name": name, "threads": args.threads, "device": args.device, "seed": args.seed,
-        "decode_opts": decode_opts, "machine": machine,
+        "decode_opts": decode_opts, "overrides": overrides, "batch_size": args.batch_size,
+        "machine": machine,
         "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     })
     result["summary"] = summary(result)

@@ -127,3 +127,57 @@ def test_durations_and_missing_model(capsys):
         assert script.main(["--model", "/no/such/model", "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "/no/such/model: no such model folder" in err
+
+
+def test_gense_speed_tiny(tmp_path, capsys):
+    """Every row of the GenSE/MAGE speed table, on tiny random models (code paths only)."""
+    gense_speed = load_script("gense_speed")
+    common = sys.modules["common"]
+    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"))
+    mage = common.build_tiny_model_folder(str(tmp_path / "mage"))
+    stem = tmp_path / "out" / "gense_speed"
+    code = gense_speed.main(["--gense", gense, "--mage", mage, "--seconds", "1.5", "--runs", "2",
+                             "--threads", "1", "--out", str(stem)])
+    assert code == 0, capsys.readouterr().err
+    result, markdown = read_outputs(stem)
+    rows = {row["system"]: row for row in result["rows"]}
+    assert list(rows) == ["gense, no cache", "gense, KV cache", "gense, KV cache, int8",
+                          "gense, KV cache, batched chunks",
+                          "gense, KV cache, batched chunks, int8", "mage", "mage, int8"]
+    assert len(rows["gense, no cache"]["runs"]) == 1 and len(rows["mage"]["runs"]) == 2
+    assert "gense, no cache (1 run)" in markdown and "| x mage |" in markdown
+    # 1.5 s in 0.5 s chunks: 3 calls one after the other, or one batched call
+    assert rows["gense, KV cache"]["calls"] == 3 and rows["gense, KV cache"]["carry_context"]
+    batched = rows["gense, KV cache, batched chunks"]
+    assert batched["calls"] == 1 and not batched["carry_context"]
+    assert batched["nfe"] < rows["gense, KV cache"]["nfe"]
+    # the same tokens are generated, only fewer forward calls: the no-cache NFE is equal
+    assert rows["gense, no cache"]["nfe"] == rows["gense, KV cache"]["nfe"]
+    assert rows["mage"]["x_mage"] == pytest.approx(1.0)
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["rtf"] == pytest.approx(row["seconds"] / 1.5)
+        assert row["output_tok_s"] == pytest.approx(1.5 * 80 / row["seconds"])
+        assert row["generated_tokens"] > 0 and finite(row["generated_tok_s"])
+
+
+def test_long_audio_runs_a_gense_folder(tmp_path, capsys):
+    """long_audio.py takes any method folder, with inference.yaml overrides, decoding
+    options and batched chunks."""
+    long_audio = load_script("long_audio")
+    common = sys.modules["common"]
+    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"))
+    stem = tmp_path / "out" / "long_audio"
+    code = long_audio.main(["--model", gense, "--durations", "2s", "--threads", "1",
+                            "--override", "carry_context=false", "--batch-size", "8",
+                            "--decode-opt", "precision=int8", "--out", str(stem),
+                            "--workdir", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    result, markdown = read_outputs(stem)
+    assert result["load_only"]["method"] == "gense" and "(method gense)" in markdown
+    assert result["overrides"] == {"carry_context": False} and result["batch_size"] == 8
+    assert result["decode_opts"] == {"precision": "int8"}
+    (row,) = result["rows"]
+    assert row["chunks"] == 4 and row["carry_context"] is False and row["batch_size"] == 8
+    assert row["output_frames"] == row["input_frames"] == 32000
+    assert long_audio.main(["--model", gense, "--decode-opt", "precision", "--quiet"]) == 2
+    assert "--decode-opt expects NAME=VALUE" in capsys.readouterr().err
