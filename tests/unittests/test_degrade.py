@@ -193,3 +193,19 @@ def test_noise_files_are_read_by_segment_like_in_memory(tmp_path):
         b, _ = in_memory(x, torch.Generator().manual_seed(seed))
         assert torch.allclose(a, b, atol=1e-6)
     assert {ia["noise"]} <= {"n0", "n1"}
+
+
+def test_restoration_preset_draws_only_restoration_effects():
+    """The corpus's ``restoration`` preset: band limit, clipping, packet loss; no noise, no room."""
+    from speechbrain_gense.data.corpus import DEGRADATION_PRESETS
+
+    deg = D.Degrader(sample_rate=SR, ensure_one=True, **DEGRADATION_PRESETS["restoration"])
+    kinds = set()
+    x = speechlike(4)
+    for seed in range(40):
+        y, info = deg(x, torch.Generator().manual_seed(seed))
+        parts = info["degradation"].split("+")
+        assert parts and set(parts) <= {"bandwidth", "clip", "packet_loss"}
+        assert info["snr"] is None and info["rir"] is None and y.shape == x.shape
+        kinds.update(parts)
+    assert kinds == {"bandwidth", "clip", "packet_loss"}
