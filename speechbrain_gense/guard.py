@@ -21,8 +21,11 @@ A chunk is flagged when any check fails; ``reason`` names the failed
 checks. With ``mode="fallback"`` a flagged chunk is replaced by a
 conservative output (``fallback="input"``: the input itself;
 ``fallback="dfn3"``: DeepFilterNet3, :func:`~speechbrain_gense.baselines.dfn3`),
-and the interface joins it to its neighbours with its own equal-power
-crossfade. The guard is off unless asked for
+and the interface joins it to its neighbours with its own crossfade
+(:func:`~speechbrain_gense.inference.crossfade`: equal-power, normalised by
+the correlation of the two sides, so two neighbouring fallback chunks, the
+same signal on both sides of the join, pass through unchanged instead of
+being lifted by up to 3 dB). The guard is off unless asked for
 (``enhance_file(..., guard="fallback")``, ``gense-enhance --guard fallback``).
 
 Thresholds (defaults) and why
@@ -46,7 +49,8 @@ as the noise floor, the 90th as speech plus noise.
 Cost: one ASR pass on the noisy and one on the enhanced chunks (batched
 over the chunks of a call, :attr:`Guard.batch_chunks` at a time) plus two
 speaker embeddings per chunk; see the README ("Content and voice guard")
-for the measured real-time factors.
+for the measured real-time factors, and ``docs/guard.md`` for how often it
+fires under the restoration degradations and with the DFN3 fallback.
 """
 
 import argparse
