@@ -28,6 +28,7 @@ Masks, schedules, spans and token rarities come from
 import copy
 import dataclasses
 import inspect
+import logging
 import math
 
 import torch
@@ -953,6 +954,16 @@ class _ForwardCounter:
         self._handle.remove()
 
 
+_STOPPING_LOGGER = logging.getLogger("transformers.generation.stopping_criteria")
+
+
+class _DropLengthReminder(logging.Filter):
+    """Drops ``generate``'s "exceeded the model's predefined maximum length" reminder."""
+
+    def filter(self, record):
+        return "predefined maximum length" not in record.getMessage()
+
+
 class _PlannedPositions:
     """Gives each forward pass of ``model`` the planned position ids of its inputs.
 
@@ -1130,6 +1141,10 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
         kwargs["position_ids"] = _left_pad(position_ids[:, :P], prompt_lens, width, 0)[0]
         if position_ids.shape[1] == P + n_max and n_max:
             plan = torch.cat([kwargs["position_ids"], position_ids[:, P:]], dim=1)
+        table = getattr(model.config, "max_position_embeddings", None)
+        if plan is not None and table is not None and int(plan.max()) >= int(table):
+            raise ValueError(f"planned position ids reach {int(plan.max())}, the model has "
+                             f"{int(table)} positions")
 
     processors = []
     if token_range is not None:
@@ -1163,6 +1178,11 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
     model.generation_config = GenerationConfig()
     counter = _ForwardCounter(model)
     planner = _PlannedPositions(model, plan) if plan is not None else None
+    # planned positions stay inside the position table (checked above) although the
+    # sequence is longer than it: transformers' length reminder does not apply
+    quiet = _DropLengthReminder() if plan is not None else None
+    if quiet is not None:
+        _STOPPING_LOGGER.addFilter(quiet)
     try:
         out = model.generate(input_ids, attention_mask=attention_mask.long(),
                              generation_config=config,
@@ -1171,6 +1191,7 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
         counter.remove()
         if planner is not None:
             planner.remove()
+            _STOPPING_LOGGER.removeFilter(quiet)
         model.generation_config = saved_config
     generated = out[:, width:]
     prob = recorder.finish(generated[:, -1])

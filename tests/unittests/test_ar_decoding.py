@@ -248,6 +248,8 @@ def test_planned_position_ids_place_each_generated_token():
         assert out["tokens"][1].tolist() == [targets[6], targets[31], targets[32], targets[33]]
     with pytest.raises(ValueError, match=r"position_ids of shape \[2, 3\] \(prompt\) or \[2, 7\]"):
         ar_generate(model, prompt, lens, 4, position_ids=plan[:, :5])  # neither width
+    with pytest.raises(ValueError, match="planned position ids reach 48, the model has 48"):
+        ar_generate(model, prompt, lens, 4, position_ids=plan + 15)
 
 
 @pytest.mark.parametrize("factory", [tiny_gpt2, tiny_llama, tiny_qwen2])
