@@ -468,8 +468,12 @@ def load_model(folder, device="cpu", chunk_seconds=None, overlap_seconds=None):
             folder = default_model_folder()
         except FileNotFoundError as error:
             raise UsageError(f"no --model given and {error}; pass --model DIR") from None
-    elif not os.path.isdir(folder):
-        raise UsageError(f"{folder}: no such model folder")
+    else:
+        from speechbrain_gense.paths import resolve_path
+
+        if not os.path.isdir(resolve_path(folder)):  # "pretrained/gense" works from anywhere
+            raise UsageError(f"{folder}: no such model folder")
+        folder = resolve_path(folder)
     overrides = {}
     if chunk_seconds is not None:
         overrides["chunk_seconds"] = chunk_seconds

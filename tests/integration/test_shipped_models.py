@@ -36,6 +36,23 @@ def test_demo_model_from_hparams_matches_the_cli(tmp_path):
     assert rate == 16000 and np.array_equal(from_cli, from_api)
 
 
+def test_gense_demo_model_from_hparams_matches_the_cli(tmp_path, monkeypatch):
+    """pretrained/gense through the interface and ``gense-enhance --model``, from another folder."""
+    monkeypatch.chdir(tmp_path)
+    noisy = os.path.join(EXAMPLES, "noisy", EXAMPLE)
+    enhancer = EnhanceGenerative.from_hparams(source="pretrained/gense")
+    assert enhancer.sample_rate == 16000 and enhancer.model.method == "gense"
+    api = enhancer.enhance_file(noisy, str(tmp_path / "api.wav"), seed=5)
+    assert api.shape[-1] == sf.info(noisy).frames and torch.isfinite(api).all()
+    assert api.abs().max() > 1e-3
+    code = enhance_main([noisy, "-o", str(tmp_path / "cli"), "--model", "pretrained/gense",
+                         "--seed", "5", "--quiet"])
+    assert code == 0
+    from_cli, _ = sf.read(tmp_path / "cli" / EXAMPLE, dtype="float32")
+    from_api, _ = sf.read(tmp_path / "api.wav", dtype="float32")
+    assert np.array_equal(from_cli, from_api)
+
+
 def test_shipped_model_path_works_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "pretrained/mage" does not exist here
     enhancer = EnhanceGenerative.from_hparams(source="pretrained/mage")
