@@ -214,9 +214,11 @@ def test_position_ids_are_used():
 
 @pytest.mark.parametrize("factory", [tiny_gpt2, tiny_llama, tiny_qwen2])
 @pytest.mark.parametrize("planned", [False, True])
-def test_kv_cache_equals_no_cache_for_each_architecture(factory, planned):
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_kv_cache_equals_no_cache_for_each_architecture(factory, planned, cache):
     """Greedy and seeded sampling, batched with left padding, with continued or
-    planned position ids: the cache changes the work, not the tokens."""
+    planned position ids, static or dynamic KV cache: the cache changes the work,
+    not the tokens."""
     model = factory()
     prompt, lens = batch()
     n = torch.tensor([6, 9, 3])
@@ -225,7 +227,8 @@ def test_kv_cache_equals_no_cache_for_each_architecture(factory, planned):
         kw["position_ids"] = torch.cat([torch.arange(7).expand(3, 7),
                                         60 + torch.arange(9).expand(3, 9)], dim=1)
     for sampling in (dict(temperature=0.0), dict(temperature=1.0, seed=4)):
-        a = ar_generate(model, prompt, lens, n, use_cache=True, **kw, **sampling)
+        a = ar_generate(model, prompt, lens, n, use_cache=True, cache_implementation=cache,
+                        **kw, **sampling)
         b = ar_generate(model, prompt, lens, n, use_cache=False, **kw, **sampling)
         assert torch.equal(a["tokens"], b["tokens"])
         assert torch.allclose(a["token_prob"], b["token_prob"], atol=1e-5)
@@ -307,6 +310,8 @@ def test_errors():
         TokenRangeLogitsProcessor((5, 5))
     with pytest.raises(ValueError, match="vocabulary"):
         ar_generate(model, prompt, lens, 3, token_range=(0, V + 1))
+    with pytest.raises(ValueError, match="cache_implementation must be 'static' or 'dynamic'"):
+        ar_generate(model, prompt, lens, 3, cache_implementation="paged")
 
 
 def test_model_generation_config_is_set_aside():
