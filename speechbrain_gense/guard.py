@@ -444,18 +444,116 @@ def compare_per_file(results, system, reference="noisy", metric="dwer"):
     return {"files": files, "worse": len(worse), "worse_ids": worse, "holds": not worse}
 
 
+def score_folder(manifest, enhanced_dir, guard=None, batch=8):
+    """Guard rows of an enhanced folder against its noisy inputs, one row per file.
+
+    Each file is scored as one chunk (as the interface does for files no
+    longer than its ``chunk_seconds``): ``enhanced_dir/{id}.wav`` against the
+    manifest's ``noisy_wav``, with the model confidence unknown (NaN, never
+    flags). Scoring a ``gense-evaluate`` row's folder this way reproduces
+    the guard's decisions of the matching ``guard=fallback`` row (same
+    decoding seeds, same outputs) and says why each file was flagged.
+
+    Arguments
+    ---------
+    manifest : str
+        Manifest with ``noisy_wav`` (e.g. ``gense-evaluate``'s ``input.json``).
+    enhanced_dir : str
+        Folder of ``{id}.wav``.
+    guard : Guard, optional
+        Default: ``Guard("report")`` (Whisper tiny.en, Resemblyzer).
+    batch : int
+        Files per batched ASR call.
+
+    Returns
+    -------
+    list of dict
+        :data:`REPORT_COLUMNS` rows (``file`` is the utterance id).
+    """
+    from .audio import load_audio
+    from .data.manifest import read_manifest
+
+    guard = guard or Guard("report")
+    entries = read_manifest(manifest)
+    missing = [uid for uid in entries if not os.path.isfile(os.path.join(enhanced_dir,
+                                                                          uid + ".wav"))]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(entries)} files missing in "
+                                f"{enhanced_dir}, e.g. {missing[0]}.wav")
+    rows, ids = [], sorted(entries)
+    for first in range(0, len(ids), batch):
+        noisy, enhanced, names = [], [], ids[first:first + batch]
+        for uid in names:
+            noisy.append(load_audio(entries[uid]["noisy_wav"], SAMPLE_RATE, channels="mix",
+                                    resample=True)[0])
+            y = load_audio(os.path.join(enhanced_dir, uid + ".wav"), SAMPLE_RATE,
+                           channels="mix", resample=True)[0]
+            enhanced.append(torch.nn.functional.pad(y, (0, max(0, noisy[-1].shape[0]
+                                                                - y.shape[0])))[:noisy[-1].shape[0]])
+        scores = guard.score(noisy, enhanced, [math.nan] * len(names), SAMPLE_RATE)
+        for uid, x, score in zip(names, noisy, scores):
+            rows.append({"file": uid, "channel": 0, "start_s": 0.0,
+                         "end_s": x.shape[0] / SAMPLE_RATE, **score})
+    return rows
+
+
+def reason_counts(rows):
+    """How many rows were flagged, and for which checks.
+
+    Example
+    -------
+    >>> reason_counts([{"flagged": True, "reason": "words: wer 1.00 > 0.90"},
+    ...                {"flagged": True, "reason": "words: wer 1.20 > 0.50; voice: secs 0.40 < 0.60"},
+    ...                {"flagged": False, "reason": ""}])
+    {'rows': 3, 'flagged': 2, 'words': 2, 'voice': 1, 'confidence': 0, 'words_only': 1, 'voice_only': 0}
+    """
+    out = {"rows": len(rows), "flagged": 0, "words": 0, "voice": 0, "confidence": 0,
+           "words_only": 0, "voice_only": 0}
+    for row in rows:
+        if not row.get("flagged") or row.get("flagged") in ("0", "False"):
+            continue
+        checks = {part.split(":")[0].split(" ")[0] for part in str(row["reason"]).split("; ")}
+        out["flagged"] += 1
+        for key in ("words", "voice", "confidence"):
+            out[key] += key in checks
+        out["words_only"] += checks == {"words"}
+        out["voice_only"] += checks == {"voice"}
+    return out
+
+
 def main(argv=None):
-    """``python -m speechbrain_gense.guard compare RESULTS --system ROW [--reference noisy]``."""
+    """``python -m speechbrain_gense.guard compare RESULTS --system ROW [--reference noisy]``
+    and ``python -m speechbrain_gense.guard score MANIFEST DIR [--report CSV]``."""
     parser = argparse.ArgumentParser(prog="python -m speechbrain_gense.guard",
                                      description="Per-file check of a gense-evaluate result: "
-                                     "is a row ever worse than another on a metric?")
+                                     "is a row ever worse than another on a metric? Or: "
+                                     "score an enhanced folder with the guard.")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="count the files where SYSTEM is worse than REFERENCE")
     cmp.add_argument("results", help="results.json of gense-evaluate")
     cmp.add_argument("--system", action="append", required=True)
     cmp.add_argument("--reference", default="noisy")
     cmp.add_argument("--metric", default="dwer")
+    sc = sub.add_parser("score", help="guard rows of DIR/{id}.wav against MANIFEST's noisy_wav "
+                        "(one chunk per file), with the reasons")
+    sc.add_argument("manifest", help="manifest with noisy_wav (e.g. gense-evaluate's input.json)")
+    sc.add_argument("enhanced", help="folder of {id}.wav")
+    sc.add_argument("--report", help="write the rows to this CSV")
     args = parser.parse_args(argv)
+    if args.command == "score":
+        try:
+            rows = score_folder(args.manifest, args.enhanced)
+        except (OSError, ValueError, RuntimeError) as e:
+            from .utils import first_line
+
+            print(f"error: {first_line(e)}", file=sys.stderr)
+            return 2
+        if args.report:
+            write_report_csv(args.report, rows)
+        c = reason_counts(rows)
+        print(f"{args.enhanced}: guard flags {c['flagged']}/{c['rows']} files (words {c['words']}, "
+              f"voice {c['voice']}; words only {c['words_only']}, voice only {c['voice_only']})")
+        return 0
     with open(args.results) as f:
         results = json.load(f)
     for system in args.system:
@@ -483,6 +581,8 @@ __all__ = [
     "estimate_snr",
     "make_guard",
     "read_report_csv",
+    "reason_counts",
+    "score_folder",
     "transcript_wer",
     "write_report_csv",
 ]

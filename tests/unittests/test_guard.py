@@ -294,3 +294,38 @@ def test_crossfade_keeps_power_for_uncorrelated_and_identical_sides():
     assert abs(float(out[1].pow(2).mean() / a.pow(2).mean()) - 1) < 0.15
     # nearly identical (a DFN3 fallback on both sides): no bump either
     assert float((out[2] - a).abs().max()) < 0.01
+
+
+def test_score_folder_rows_and_reasons(tmp_path, capsys, monkeypatch):
+    """``python -m speechbrain_gense.guard score``: one row per file, reasons counted."""
+    from speechbrain_gense.audio import save_audio
+    from speechbrain_gense.data.manifest import write_manifest
+
+    noisy = speech_like(1.0)
+    entries = {}
+    (tmp_path / "enh").mkdir()
+    for i, uid in enumerate(["a", "b", "c"]):
+        save_audio(str(tmp_path / f"{uid}_noisy.wav"), noisy, SR)
+        out = noisy if uid != "b" else 0.5 * noisy
+        save_audio(str(tmp_path / "enh" / f"{uid}.wav"), out[: SR - 10 * i], SR)  # shorter: padded
+        entries[uid] = {"noisy_wav": str(tmp_path / f"{uid}_noisy.wav")}
+    write_manifest(str(tmp_path / "m.json"), entries, data_root=str(tmp_path))
+
+    class LoudIsWords:  # the quieter output "says" other words
+        def transcribe_many(self, wavs, sr):
+            return ["hello world" if float(w.abs().max()) > 0.2 else "goodbye" for w in wavs]
+
+    voices = {"a": 0.9, "b": 0.9, "c": 0.3}
+    order = iter(["a", "b", "c"])
+    guard = Guard("report", asr=LoudIsWords(), speaker=lambda est, ref: voices[next(order)])
+    rows = guard_module.score_folder(str(tmp_path / "m.json"), str(tmp_path / "enh"), guard)
+    assert [(r["file"], r["flagged"]) for r in rows] == [("a", False), ("b", True), ("c", True)]
+    assert rows[0]["end_s"] == 1.0 and math.isnan(rows[0]["confidence"])
+    assert rows[1]["reason"].startswith("words: wer 1.00") and rows[2]["reason"].startswith("voice")
+    assert guard_module.reason_counts(rows) == {"rows": 3, "flagged": 2, "words": 1, "voice": 1,
+                                                "confidence": 0, "words_only": 1, "voice_only": 1}
+    # The command: a missing file is one line, exit 2.
+    (tmp_path / "enh" / "c.wav").unlink()
+    assert guard_module.main(["score", str(tmp_path / "m.json"), str(tmp_path / "enh")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 of 3 files missing") and len(err.strip().splitlines()) == 1
