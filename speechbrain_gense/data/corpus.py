@@ -21,7 +21,10 @@ No speech dataset can be downloaded where this project runs, so
 - ``asr_lm.arpa``, a bigram language model of the grammar (valid and test
   sentences left out) that the metric ASR uses on this corpus.
 
-The same arguments give the same files, byte for byte.
+The same arguments give the same files, byte for byte, at the same torch
+thread count (the mixing sums in float32: between one and two threads, 20 of
+the 45 test mixtures of the 20-minute corpus differ by one 16-bit step in a
+few samples; the clean speech, noises, rooms and manifests' words do not).
 
 Broader training speech (train split only; valid and test keep their
 held-out voices, and with the defaults the corpus is unchanged, byte for
@@ -42,7 +45,10 @@ byte):
   no noise, no room) for test mixtures of the restoration tasks.
 
 For example ``gense-corpus --out results/corpus_broad --hours 2 --voices broad
---pseudo-speakers 24 --workers 1``.
+--pseudo-speakers 24 --workers 1`` (measured: 118 minutes, of which 93.9 of
+train speech in 2134 utterances by 738 speakers, 714 voices and 24
+pseudo-speakers; 287 MB; 4 min 19 s wall, 75 s of CPU, on the shared 2-core
+machine).
 
 Example
 -------
