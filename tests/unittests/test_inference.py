@@ -302,9 +302,9 @@ def test_chunks_join_without_seam_at_the_model_rate():
     assert len(plan["chunks"]) == 4 and len(model.model.calls) == 4
     zone = crossfade_zones(plan, 56000)
     assert torch.equal(y[0, ~zone], x[0, ~zone])  # exact away from the borders
-    # equal-power fades of identical signals: gain between 1 and sqrt(2)
+    # identical signals on both sides of a join pass through (no equal-power bump)
     gain = (y[0, zone] / x[0, zone])[x[0, zone].abs() > 0.05]
-    assert gain.min() > 1 - 1e-5 and gain.max() < math.sqrt(2) + 1e-5
+    assert gain.numel() and (gain - 1).abs().max() < 1e-5
     assert conf.shape == (1, 280) and torch.all(conf == 0.5)
 
 
