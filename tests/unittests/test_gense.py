@@ -439,3 +439,18 @@ def test_interface_batches_independent_chunks(tmp_path):
     batched = enhancer.enhance_batch(wav, temperature=0.0, batch_size=8)
     assert calls == [4]
     assert torch.allclose(one, batched, atol=1e-6)
+
+
+def test_int8_from_inference_yaml(tmp_path):
+    """``decode_opts: {precision: int8}`` in inference.yaml runs both LMs in int8."""
+    from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
+
+    model = tiny_gense(seed=15)
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?vocab_size=32"
+    folder = model.save(str(tmp_path / "gense"))
+    write_inference_yaml(folder, decode_opts={"precision": "int8"})
+    enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
+    wav = enhancer.enhance_batch(torch.randn(1, 8000) * 0.1, seed=0)
+    assert wav.shape == (1, 8000) and torch.isfinite(wav).all()
+    assert sorted(enhancer.model.__dict__["_int8_copies"]) == ["n2s", "s2s"]
