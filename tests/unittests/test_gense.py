@@ -454,3 +454,21 @@ def test_int8_from_inference_yaml(tmp_path):
     wav = enhancer.enhance_batch(torch.randn(1, 8000) * 0.1, seed=0)
     assert wav.shape == (1, 8000) and torch.isfinite(wav).all()
     assert sorted(enhancer.model.__dict__["_int8_copies"]) == ["n2s", "s2s"]
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_prefix_continues_greedy_generation_exactly(use_cache):
+    """Given its own first tokens as ``prefix``, greedy S2S continues with the same
+    tokens (the prefix sits at the planned positions of the tokens it replaces)."""
+    model = tiny_gense(seed=16)
+    noisy, _ = _audio(10)
+    lens = torch.tensor([1.0, 0.8])
+    ref = model.enhance(noisy, lens, temperature=0.0, use_cache=use_cache)
+    out = model.enhance(noisy, lens, temperature=0.0, use_cache=use_cache,
+                        prefix=ref["tokens"][:, :6])
+    assert torch.equal(out["tokens"], ref["tokens"])
+    assert torch.equal(out["semantic"], ref["semantic"])
+    assert out["generated"] == ref["generated"] - 2 * 6
+    # given tokens count as certain for S2S: their frames keep only N2S's probability
+    assert (out["confidence"][:, :6] >= ref["confidence"][:, :6] - 1e-6).all()
+    assert torch.allclose(out["confidence"][:, 6:], ref["confidence"][:, 6:], atol=1e-5)
