@@ -30,7 +30,11 @@ and ``configs/gense.yaml`` of the authors' repository):
   re-runs the whole sequence for every token), generation here goes through
   the shared AR path :func:`speechbrain_gense.decoding.ar_generate`
   (``transformers`` ``generate`` with a KV cache and ``LogitsProcessor``\\ s
-  for the token range and the exact length).
+  for the token range and the exact length; the planned position ids of the
+  generated tokens go in with the prompt's as one ``[B, P + N]`` tensor).
+  Speed options: ``precision="int8"`` (both LMs with int8 linear layers) and,
+  through the interface, batched chunks (``carry_context: false`` with a
+  ``batch_size``: all chunks of a file in one ``generate`` per LM).
 
 Training (:meth:`GenSE.compute_objectives`): next-token cross-entropy on the
 target part only (teacher forcing on the clean targets), with the softmax
