@@ -3,7 +3,7 @@
 Usage::
 
     gense-enhance noisy.wav more/ "takes/**/*.flac" -o enhanced/ [--model DIR]
-        [--steps N] [--precision fp32|bf16] [--decode-opt NAME=VALUE ...] [--seed 0]
+        [--steps N] [--precision fp32|bf16|int8] [--decode-opt NAME=VALUE ...] [--seed 0]
         [--device cpu|cuda] [--batch-size N] [--chunk-seconds S] [--overlap-seconds S]
         [--overwrite] [--confidence] [--plot] [--quiet]
         [--guard off|report|fallback] [--guard-fallback input|dfn3] [--report guard.csv]
@@ -368,9 +368,10 @@ def build_parser():
                         help=f"model folder with inference.yaml (default: {DEFAULT_MODEL} "
                         "of the repository)")
     parser.add_argument("--steps", type=int, help="decoding steps (default: the model's)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
-                        help="enhancer arithmetic (default: the model's, fp32); bf16 is about "
-                        "2.5x faster on CPUs with AVX512-BF16/AMX")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"),
+                        help="token-model arithmetic (default: the model's, fp32): int8 "
+                        "(dynamic int8 linear layers; MAGE and GenSE), or bf16 / fp16 (MAGE; "
+                        "bf16 is about 2.5x faster on CPUs with AVX512-BF16/AMX)")
     parser.add_argument("--decode-opt", action="append", default=[], metavar="NAME=VALUE",
                         help="a decoding option of the model's method (repeatable), e.g. "
                         "temperature=0.7")

@@ -115,6 +115,12 @@ def test_precision_option_reaches_the_model_and_matches_the_api(model, inputs, t
     enhancer.enhance_file(str(inputs / "a.wav"), str(tmp_path / "api.wav"), seed=5, steps=2,
                           precision="bf16")
     assert np.array_equal(read(tmp_path / "bf16" / "a.wav")[0], read(tmp_path / "api.wav")[0])
+    code, _ = run(capsys, inputs / "a.wav", "-o", tmp_path / "int8", "--model", model,
+                  "--seed", 5, "--steps", 2, "--precision", "int8", "--quiet")
+    enhancer.enhance_file(str(inputs / "a.wav"), str(tmp_path / "api8.wav"), seed=5, steps=2,
+                          precision="int8")
+    assert code == 0
+    assert np.array_equal(read(tmp_path / "int8" / "a.wav")[0], read(tmp_path / "api8.wav")[0])
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
         run(capsys, inputs / "a.wav", "-o", tmp_path / "x", "--model", model,
             "--precision", "int4")
