@@ -172,8 +172,11 @@ def _dtype_name(dtype):
     return name
 
 
-def quantize_int8(weight):
-    """Symmetric int8 with one scale per output row (dim 0).
+def float_to_int8_rows(weight):
+    """Symmetric int8 with one scale per output row (dim 0), for storage.
+
+    (Int8 *arithmetic* at inference is :mod:`speechbrain_gense.models.quantize`;
+    this only makes shipped files smaller: weights are float32 again once loaded.)
 
     Arguments
     ---------
@@ -190,10 +193,10 @@ def quantize_int8(weight):
     Example
     -------
     >>> w = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0]])
-    >>> codes, scale = quantize_int8(w)
+    >>> codes, scale = float_to_int8_rows(w)
     >>> codes.tolist(), scale.tolist()
     ([[127, -64, 32], [0, 0, 0]], [0.007874015718698502, 1.0])
-    >>> dequantize_int8(codes, scale).shape
+    >>> int8_rows_to_float(codes, scale).shape
     torch.Size([2, 3])
     """
     w = weight.detach().float()
@@ -204,8 +207,8 @@ def quantize_int8(weight):
     return codes, scale
 
 
-def dequantize_int8(codes, scale):
-    """Inverse of :func:`quantize_int8`: ``float32`` tensor ``codes * scale``."""
+def int8_rows_to_float(codes, scale):
+    """Inverse of :func:`float_to_int8_rows`: ``float32`` tensor ``codes * scale``."""
     view = (-1,) + (1,) * (codes.dim() - 1)
     return codes.float() * scale.float().view(view)
 
@@ -262,7 +265,7 @@ def pack_state(state, dtype=None, keep=()):
         elif key.startswith(tuple(keep)):
             out[key] = _lossless_half(value)
         elif name == "int8" and value.dim() >= 2 and value.numel() >= INT8_MIN_NUMEL:
-            out[key], scales[key] = quantize_int8(value)
+            out[key], scales[key] = float_to_int8_rows(value)
         else:
             out[key] = value.to(torch.float16 if name == "int8" else getattr(torch, name))
     return out, scales
@@ -276,7 +279,7 @@ def _lossless_half(value):
 def unpack_state(state, scales=None):
     """Inverse of :func:`pack_state`: int8 tensors with a scale back to float32."""
     scales = scales or {}
-    return {k: dequantize_int8(v, scales[k]) if k in scales else v for k, v in state.items()}
+    return {k: int8_rows_to_float(v, scales[k]) if k in scales else v for k, v in state.items()}
 
 
 class ConfigCheckpoint:
