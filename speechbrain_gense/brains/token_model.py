@@ -49,6 +49,10 @@ class TokenModelBrain(sb.Brain):
     """Runs ``hparams.model.compute_objectives``; see the module docstring."""
 
     def __init__(self, *args, **kwargs):
+        checkpointer = kwargs.get("checkpointer")
+        if checkpointer is not None:  # a part switched off in the YAML (e.g. ``--n2s null``)
+            for name in [k for k, v in checkpointer.recoverables.items() if v is None]:
+                del checkpointer.recoverables[name]
         super().__init__(*args, **kwargs)
         self.model = self.hparams.model
         self._reset()
