@@ -60,7 +60,8 @@ def ablation(setup):
                  "--model", f"mage={root / 'mage'}", "--model", str(root / "plain"),
                  "--grid", "steps=1,2", "--grid", "corrector=on,off",
                  "--grid", "strategy=ctf,confidence",
-                 "--decode-opt", "temperature=0.8", "--baselines", "--codec", "--seed", "7"])
+                 "--decode-opt", "temperature=0.8", "--baselines", "--codec", "--seed", "7",
+                 "--threads", "1"])  # recorded as torch_threads, whatever earlier tests left
     assert before == {p: p.read_bytes() for p in sorted((root / "noisy").iterdir())}
     return code, out, json.loads((out / "results.json").read_text())
 
