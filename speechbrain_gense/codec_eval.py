@@ -597,6 +597,87 @@ def read_training_log(path, steps_per_epoch):
     return points
 
 
+def training_history(train_log, steps_per_epoch, previous=None):
+    """A codec's whole training history: ``previous`` points, then this run's.
+
+    A run that started from an exported codec (the recipe's ``init_from``)
+    counts its epochs and steps from 1 again; its points are shifted to follow
+    ``previous`` (the history shipped with that codec, or a single point made
+    from its ``codec_report.json``, see :func:`report_point`), so that one
+    curve covers every session's training.
+
+    Arguments
+    ---------
+    train_log : str
+        This run's ``train_log.txt``.
+    steps_per_epoch : int
+        This run's generator steps per epoch.
+    previous : list of dict, optional
+        Earlier points (``epoch``, ``steps`` ...), in order.
+
+    Returns
+    -------
+    list of dict
+        As :func:`read_training_log`; points of this run have ``"run": n``
+        (1 for the first run).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> log = os.path.join(tempfile.mkdtemp(), "train_log.txt")
+    >>> _ = open(log, "w").write("epoch: 1, adversarial: False - valid pesq: 1.9\\n"
+    ...                          "epoch: 2, adversarial: True - valid pesq: 2.0\\n")
+    >>> before = [{"epoch": 21, "steps": 10500, "valid_pesq": 1.8, "run": 1}]
+    >>> [(p["epoch"], p["steps"], p["run"]) for p in training_history(log, 500, before)]
+    [(21, 10500, 1), (22, 11000, 2), (23, 11500, 2)]
+    """
+    previous = list(previous or [])
+    epochs = max((p["epoch"] for p in previous), default=0)
+    steps = max((p["steps"] for p in previous), default=0)
+    run = max((p.get("run", 1) for p in previous), default=0) + 1
+    points = [dict(p, epoch=p["epoch"] + epochs, steps=p["steps"] + steps, run=run)
+              for p in read_training_log(train_log, steps_per_epoch)]
+    return previous + points
+
+
+def report_point(report):
+    """One history point from a recipe's ``codec_report.json`` (its final validation).
+
+    Example
+    -------
+    >>> report_point({"epochs_trained": 21, "steps_trained": 10500,
+    ...               "valid": {"pesq": 1.74, "G_recon_loss": 0.65}})
+    {'epoch': 21, 'steps': 10500, 'adversarial': False, 'valid_pesq': 1.74, 'valid_G_recon_loss': 0.65, 'run': 1}
+    """
+    point = {"epoch": int(report["epochs_trained"]), "steps": int(report["steps_trained"]),
+             "adversarial": False}
+    point.update({f"valid_{k}": float(v) for k, v in report.get("valid", {}).items()
+                  if k in ("pesq", "loss", "G_recon_loss", "G_commit_loss")})
+    point["run"] = 1
+    return point
+
+
+def load_training_curve(path, steps_per_epoch=500):
+    """Points of a ``train_log.txt`` or of a ``training_history.json`` (any run count).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> hist = os.path.join(tempfile.mkdtemp(), "training_history.json")
+    >>> _ = open(hist, "w").write('[{"epoch": 1, "steps": 500, "valid_pesq": 1.1}]')
+    >>> load_training_curve(hist)[0]["steps"]
+    500
+    """
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            points = json.load(f)
+        if not isinstance(points, list) or not all(
+                isinstance(p, dict) and "steps" in p for p in points):
+            raise ValueError(f"{path}: not a training history (a list of points with steps)")
+        return points
+    return read_training_log(path, steps_per_epoch)
+
+
 def plot_training_curves(points, path, title="codec training"):
     """PESQ-WB (validation) and mel loss (train, validation) against steps, as a PNG."""
     import matplotlib
@@ -615,10 +696,14 @@ def plot_training_curves(points, path, title="codec training"):
     ax2.set_xlabel("generator steps")
     ax2.set_ylabel("validation PESQ-WB")
     adv = [p["steps"] for p in points if p.get("adversarial")]
+    # a new run (warm start from an export: the optimizer restarted)
+    restarts = [p["steps"] for a, p in zip(points, points[1:]) if p.get("run") != a.get("run")]
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         if adv:
             ax.axvline(adv[0], color="grey", linestyle="--", linewidth=0.8)
+        for step in restarts:
+            ax.axvline(step, color="tab:red", linestyle=":", linewidth=0.8)
     fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -679,8 +764,9 @@ def main(argv=None):
     parser.add_argument("--training-log", action="append", default=[],
                         metavar="NAME=TRAIN_LOG[@STEPS_PER_EPOCH]",
                         help="plot a codec recipe's train_log.txt (validation PESQ and mel "
-                        "loss against steps; default 500 steps per epoch) to "
-                        "OUT/training_curves_NAME.png (repeatable)")
+                        "loss against steps; default 500 steps per epoch) or an exported "
+                        "codec's training_history.json (every run; dotted red lines: a "
+                        "warm start) to OUT/training_curves_NAME.png (repeatable)")
     parser.add_argument("--max-utts", type=int, help="use at most this many utterances")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, from {','.join(METRICS)} "
@@ -710,7 +796,10 @@ def main(argv=None):
     if not args.codec and not args.semantic and not curves:
         return usage_error("nothing to evaluate: give at least one --codec or --semantic")
     for name, log, steps in curves:
-        points = read_training_log(log, steps)
+        try:
+            points = load_training_curve(log, steps)
+        except (ValueError, json.JSONDecodeError) as err:
+            return usage_error(str(err).splitlines()[0])
         os.makedirs(args.out, exist_ok=True)
         png = plot_training_curves(points, os.path.join(args.out, f"training_curves_{name}.png"),
                                    title=f"{name}: {os.path.abspath(log)}")

@@ -240,3 +240,104 @@ def usage_stats(quantizer):
 
 
 __all__ = ["CodecBrain", "sample_mask", "usage_stats"]
+
+
+#: Where a warm-started run records what it started from (in its ``save_folder``).
+WARM_START_FILE = "init_from.json"
+
+
+def warm_start(codec, source, checkpointer=None, history_file=None):
+    """Initialises ``codec`` from an exported codec unless a run can resume.
+
+    A run that has checkpoints in its ``save_folder`` resumes from them (the
+    checkpointer wins); otherwise the weights of ``source`` (a folder written by
+    the recipe's export, e.g. ``pretrained/rvqcodec``) are copied into
+    ``codec``, so training continues from shipped weights on a new machine
+    where the previous run's checkpoints are gone (the optimizer restarts).
+    The two configs must agree (a one-line ``ValueError`` says where not).
+
+    Arguments
+    ---------
+    codec : torch.nn.Module
+        The codec to initialise (``RVQCodec`` or ``SimCodec``).
+    source : str
+        An exported codec folder or file (shipped paths resolve from anywhere).
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer, optional
+        When it has a checkpoint, nothing is copied.
+    history_file : str, optional
+        Where to record ``{"source", "history"}``: the source's training
+        history (its ``training_history.json``, else one point from its
+        ``codec_report.json``), read back by :func:`read_warm_start`.
+
+    Returns
+    -------
+    dict or None
+        ``{"source", "history"}`` when weights were copied, else ``None``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_gense.models.rvq_codec import RVQCodec, TINY_RVQ_CONFIG
+    >>> from speechbrain_gense.tokenizers.rvq import RVQTokenizer
+    >>> trained, fresh = RVQCodec(**TINY_RVQ_CONFIG), RVQCodec(**TINY_RVQ_CONFIG)
+    >>> embed = lambda m: m.quantizer.quantizers[0].embed
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = RVQTokenizer(trained).save(d)
+    ...     info = warm_start(fresh, d)
+    >>> info["history"], torch.allclose(embed(trained), embed(fresh), atol=1e-2)
+    ([], True)
+    >>> warm_start(fresh, d)
+    Traceback (most recent call last):
+    ...
+    ValueError: init_from: no exported codec at ...
+    """
+    import json
+    import os
+
+    if checkpointer is not None and checkpointer.find_checkpoint() is not None:
+        return None
+    from ..codec_eval import load_training_curve, report_point
+    from ..paths import resolve_path
+    from ..tokenizers.registry import load_tokenizer
+
+    kind = type(codec).__name__
+    path = resolve_path(str(source))
+    if not os.path.exists(path):
+        raise ValueError(f"init_from: no exported codec at {source}")
+    prefix = {"RVQCodec": "rvq:", "SimCodec": "simcodec:"}.get(kind, "")
+    model = load_tokenizer(prefix + path).model
+    theirs, ours = getattr(model, "config", {}), getattr(codec, "config", {})
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if type(model) is not type(codec) or differ:
+        raise ValueError(f"init_from: {source} is a {type(model).__name__} whose config "
+                         f"differs from this {kind} in {differ or 'type'}")
+    codec.load_state_dict(model.state_dict())
+    logger.info("Codec initialised from %s (no checkpoint to resume)", source)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    shipped, report = (os.path.join(folder, name)
+                       for name in ("training_history.json", "codec_report.json"))
+    history = []
+    if os.path.exists(shipped):
+        history = load_training_curve(shipped)
+    elif os.path.exists(report):
+        with open(report) as f:
+            history = [report_point(json.load(f))]
+    info = {"source": str(source), "history": history}
+    if history_file:
+        os.makedirs(os.path.dirname(os.path.abspath(history_file)), exist_ok=True)
+        with open(history_file, "w") as f:
+            json.dump(info, f)
+    return info
+
+
+def read_warm_start(history_file):
+    """What :func:`warm_start` recorded (``{"source", "history"}``), or ``None``."""
+    import json
+    import os
+
+    if not os.path.exists(history_file):
+        return None
+    with open(history_file) as f:
+        info = json.load(f)
+    info.setdefault("history", [])
+    return info

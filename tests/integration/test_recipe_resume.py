@@ -67,3 +67,64 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert _epochs(out / "train_log.txt") == list(range(1, last + 1))
     assert (out / "model" / "inference.yaml").exists() and (out / "test_stats.json").exists()
+
+
+RVQ = os.path.join(REPO, "recipes", "LibriSpeech-noisy", "rvqcodec")
+
+
+def _rvq(out, data, *extra):
+    return [sys.executable, os.path.join(RVQ, "train.py"),
+            os.path.join(RVQ, "hparams", "rvqcodec.yaml"), "--debug", "--noprogressbar",
+            "--output_folder", str(out), "--data_save_folder", str(data), *extra]
+
+
+def test_codec_run_continues_from_an_exported_codec(tmp_path):
+    """A new machine has no checkpoints: ``--init_from`` starts from an export
+    (e.g. the shipped codec), and the exported history continues the curve."""
+    import json
+
+    import torch
+
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    data = tmp_path / "data"
+    first = subprocess.run(_rvq(tmp_path / "a", data), cwd=RVQ, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # A wrong init_from is one clear line, before any training.
+    bad = subprocess.run(_rvq(tmp_path / "bad", data, "--init_from", str(tmp_path / "a" / "codec"),
+                              "--num_quantizers", "2"), cwd=RVQ, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert bad.returncode != 0
+    said = bad.stdout + bad.stderr  # SpeechBrain logs to stdout
+    assert "ValueError: init_from:" in said and "num_quantizers" in said
+    second = subprocess.run(_rvq(tmp_path / "b", data, "--init_from", str(tmp_path / "a" / "codec"),
+                                 "--number_of_epochs", "1"), cwd=RVQ, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Codec initialised from" in second.stdout + second.stderr
+    with open(tmp_path / "b" / "codec" / "training_history.json") as f:
+        history = json.load(f)
+    with open(tmp_path / "a" / "codec" / "training_history.json") as f:
+        before = json.load(f)
+    assert [p["run"] for p in history] == [1] * len(before) + [2]
+    assert history[:len(before)] == before
+    assert history[-1]["epoch"] == before[-1]["epoch"] + 1
+    assert history[-1]["steps"] > before[-1]["steps"]
+    with open(tmp_path / "b" / "codec_report.json") as f:
+        report = json.load(f)
+    assert report["initialised_from"] == str(tmp_path / "a" / "codec")
+    assert report["epochs_trained"] == before[-1]["epoch"] + 1
+    # The second run really started from the first codec: after two steps its
+    # weights are much nearer the first run's than a third, fresh run's are.
+    from speechbrain_gense.tokenizers.rvq import RVQTokenizer
+
+    third = subprocess.run(_rvq(tmp_path / "c", tmp_path / "data7", "--number_of_epochs", "1",
+                                "--seed", "7"),
+                           cwd=RVQ, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    a, b, c = (dict(RVQTokenizer(str(tmp_path / x / "codec")).model.named_parameters())
+               for x in "abc")
+    dist = lambda x, y: sum(float((x[k] - y[k]).norm()) for k in x) / sum(
+        float(x[k].norm()) for k in x)
+    assert dist(b, a) < 0.2 * dist(c, a)

@@ -9,16 +9,21 @@
 2. ``CodecBrain`` fits the codec (multi-scale mel + commitment, then the GAN
    terms from ``adversarial_start_epoch``), checkpointing every epoch and
    every ``ckpt_interval_minutes``; the same command resumes a killed run.
+   On a machine without the run's checkpoints, ``init_from`` starts from an
+   exported codec instead (e.g. the shipped one; the optimizer restarts).
 3. The best checkpoint (validation loss) is written as a tokenizer to
    ``<codec_folder>/rvqcodec.ckpt`` in fp16 (``RVQTokenizer(codec_folder)``,
    ``load_tokenizer("rvq:<codec_folder>")``), with ``<report_file>``:
-   validation losses and PESQ, per-codebook usage and residual norms.
+   validation losses and PESQ, per-codebook usage and residual norms, and
+   ``<codec_folder>/training_history.json``: validation per epoch over every
+   run that led to it (``gense-codec-eval --training-log NAME=...json``).
 
 Usage::
 
     python train.py hparams/rvqcodec.yaml
     python train.py hparams/rvqcodec.yaml --debug
     python train.py hparams/rvqcodec.yaml --export_only True     # export while it trains
+    python train.py hparams/rvqcodec.yaml --init_from pretrained/rvqcodec  # continue the shipped codec
     python train.py hparams/rvqcodec.yaml --device cuda --batch_size 32
 
 Authors
@@ -36,7 +41,9 @@ import torch
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_gense.audio import load_audio
-from speechbrain_gense.brains.codec import CodecBrain
+from speechbrain_gense.brains.codec import (WARM_START_FILE, CodecBrain, read_warm_start,
+                                             warm_start)
+from speechbrain_gense.codec_eval import training_history
 from speechbrain_gense.data.corpus import build_speech_set
 from speechbrain_gense.models.rvq_codec import rvq_usage
 from speechbrain_gense.models.simcodec import count_parameters
@@ -149,6 +156,16 @@ def export(brain, hparams, valid, trained_seconds):
     codec.quantizer.reset_usage()
     path = RVQTokenizer(codec).save(hparams["codec_folder"], dtype=hparams["export_dtype"])
     stage = brain.hparams.epoch_counter.current
+    steps = brain.optimizer_step or stage * hparams["steps_per_epoch"]
+    # One curve over every run (warm starts included), shipped with the codec.
+    init = read_warm_start(os.path.join(hparams["save_folder"], WARM_START_FILE)) \
+        if hparams.get("init_from") else None
+    prior = init["history"][-1] if init and init["history"] else {}
+    history = training_history(hparams["train_log"], hparams["steps_per_epoch"],
+                               init["history"] if init else None) \
+        if os.path.exists(hparams["train_log"]) else []
+    with open(os.path.join(hparams["codec_folder"], "training_history.json"), "w") as f:
+        json.dump(history, f, indent=1)
     from speechbrain_gense.models.simcodec import codebook_stats
 
     report = {
@@ -157,8 +174,10 @@ def export(brain, hparams, valid, trained_seconds):
         "file_mb": round(os.path.getsize(path) / 2**20, 2),
         "nominal_bits_per_second": codec.frame_rate * codec.num_codebooks
         * float(torch.log2(torch.tensor(float(codec.quantizer.codebook_size)))),
-        "epochs_trained": stage, "steps_trained": brain.optimizer_step or
-        stage * hparams["steps_per_epoch"], "train_seconds_this_run": round(trained_seconds, 1),
+        "epochs_trained": stage + prior.get("epoch", 0),
+        "steps_trained": steps + prior.get("steps", 0), "steps_this_run": steps,
+        "train_seconds_this_run": round(trained_seconds, 1),
+        "initialised_from": init["source"] if init else None,
         "valid": brain.last_stats,
         "valid_codebook_usage": [codebook_stats(c) for c in usage] if usage is not None else [],
         "valid_residual_norms": [round(float(n), 4) for n in sum(norms) / max(frames, 1)]
@@ -184,6 +203,9 @@ def main(argv):
                 count_parameters(hparams["codec"]) / 1e6, hparams["num_quantizers"],
                 hparams["codebook_size"], hparams["codec"].frame_rate)
     start = time.time()
+    if hparams.get("init_from") and not hparams["export_only"]:
+        warm_start(hparams["codec"], hparams["init_from"], checkpointer,
+                   os.path.join(hparams["save_folder"], WARM_START_FILE))
     if not hparams["export_only"]:
         sampler = sb.dataio.sampler.ReproducibleRandomSampler(
             train, seed=hparams["seed"], replacement=True,
