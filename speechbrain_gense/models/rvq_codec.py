@@ -29,7 +29,7 @@ Example
 import torch
 from torch import nn
 
-from .simcodec import FrameRateCodec, QuantizerSet, VectorQuantizer, codebook_stats
+from .simcodec import FrameRateCodec, QuantizerSet, VectorQuantizer
 
 #: The default: 16 kHz, hop 320 (50 Hz), 8 x 1024 codes (8 kbit/s), ~6.5 M parameters.
 DEFAULT_RVQ_CONFIG = dict(
@@ -264,32 +264,4 @@ class RVQCodec(FrameRateCodec):
         return super().forward(wav, lens, n_q=n_q)
 
 
-@torch.no_grad()
-def rvq_usage(model, wav, lens=None):
-    """Per-codebook usage of ``model`` on a batch (eval mode, nothing updated).
-
-    Returns
-    -------
-    dict
-        ``frames`` counted and ``codebooks``: :func:`codebook_stats` of each.
-
-    Example
-    -------
-    >>> m = RVQCodec(**TINY_RVQ_CONFIG)
-    >>> u = rvq_usage(m, torch.randn(1, 160))
-    >>> u["frames"], len(u["codebooks"])
-    (10, 4)
-    """
-    codes = model.encode(wav)
-    mask = model.frame_mask(wav.shape[-1], lens, wav.device)
-    if mask is not None:
-        codes = codes[mask]
-    codes = codes.reshape(-1, codes.shape[-1])
-    size = model.quantizer.codebook_size
-    return {"frames": int(codes.shape[0]),
-            "codebooks": [codebook_stats(torch.bincount(codes[:, k], minlength=size))
-                          for k in range(codes.shape[1])]}
-
-
-__all__ = ["DEFAULT_RVQ_CONFIG", "RVQCodec", "ResidualVectorQuantizer", "TINY_RVQ_CONFIG",
-           "rvq_usage"]
+__all__ = ["DEFAULT_RVQ_CONFIG", "RVQCodec", "ResidualVectorQuantizer", "TINY_RVQ_CONFIG"]

@@ -607,6 +607,17 @@ class FrameRateCodec(ConfigCheckpoint, nn.Module):
         frames = torch.ceil(lens.to(device).float() * num_samples / self.hop_length)
         return torch.arange(T, device=device)[None, :] < frames[:, None]
 
+    def valid_codes(self, wav, lens=None):
+        """``[N, K]`` codes of the valid frames of a padded batch ``wav[B, S]``
+        (``N`` = frames within ``lens``; all ``B * T`` without ``lens``)."""
+        codes = self.encode(wav)
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(-1)
+        mask = self.frame_mask(wav.shape[-1], lens, wav.device)
+        if mask is not None:
+            codes = codes[mask]
+        return codes.reshape(-1, codes.shape[-1])
+
     def latent(self, wav):
         """``wav[B, S] -> z[B, T, D]`` (pre-quantization latent)."""
         return self.proj_in(self.encoder(self.features(wav)).transpose(1, 2))
@@ -736,11 +747,7 @@ def codebook_usage(model, wav, lens=None):
     >>> codebook_usage(m, torch.randn(1, 160))["frames"]
     10
     """
-    codes = model.encode(wav)
-    mask = model.frame_mask(wav.shape[-1], lens, wav.device)
-    if mask is not None:
-        codes = codes[mask]
-    codes = codes.reshape(-1, codes.shape[-1])
+    codes = model.valid_codes(wav, lens)
     q = model.quantizer
     if isinstance(q, GroupQuantizer):
         flat = q.flatten_codes(codes)

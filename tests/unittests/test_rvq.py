@@ -11,7 +11,6 @@ from speechbrain_gense.models.rvq_codec import (
     TINY_RVQ_CONFIG,
     RVQCodec,
     ResidualVectorQuantizer,
-    rvq_usage,
 )
 from speechbrain_gense.models.simcodec import count_parameters
 from speechbrain_gense.tokenizers.registry import SpecError, guess_kind, load_tokenizer
@@ -165,8 +164,10 @@ def test_training_with_quantizer_dropout_decodes_with_every_k():
     assert all(m < 0.3 * untrained for m in mel), (mel, untrained)
     assert max(mel) < 1.2 * min(mel), mel  # any k decodes about as well
     assert all(float(norms[k + 1]) < float(norms[k]) for k in range(K)), norms.tolist()
-    usage = rvq_usage(model, wav)
-    assert usage["frames"] == 4 * 100 and len(usage["codebooks"]) == K
+    assert model.valid_codes(wav).shape == (4 * 100, K)
+    half = model.valid_codes(wav, torch.tensor([1.0, 0.5, 0.5, 0.25]))
+    assert half.shape == (100 + 50 + 50 + 25, K)
+    assert torch.equal(half[:100], codes[0])
 
 
 # -- tokenizer and registry -----------------------------------------------------

@@ -45,7 +45,6 @@ from speechbrain_gense.brains.codec import (WARM_START_FILE, CodecBrain, read_wa
                                              warm_start)
 from speechbrain_gense.codec_eval import training_history
 from speechbrain_gense.data.corpus import build_speech_set
-from speechbrain_gense.models.rvq_codec import rvq_usage
 from speechbrain_gense.models.simcodec import count_parameters
 from speechbrain_gense.tokenizers.rvq import RVQTokenizer
 from speechbrain_gense.training import load_recipe_hparams, prepare_recipe_data
@@ -145,11 +144,10 @@ def export(brain, hparams, valid, trained_seconds):
     usage, norms, frames = None, [], 0
     for batch in loader:
         wav, lens = batch.sig
-        u = rvq_usage(codec, wav, lens)
+        codes = codec.valid_codes(wav, lens)
         mask = codec.frame_mask(wav.shape[-1], lens)
-        norms.append(codec.quantizer.residual_norms(codec.latent(wav), mask) * u["frames"])
-        frames += u["frames"]
-        codes = codec.encode(wav)[mask]
+        norms.append(codec.quantizer.residual_norms(codec.latent(wav), mask) * codes.shape[0])
+        frames += codes.shape[0]
         counts = torch.stack([torch.bincount(codes[:, k], minlength=codec.quantizer.codebook_size)
                               for k in range(codes.shape[1])])
         usage = counts if usage is None else usage + counts
