@@ -14,7 +14,12 @@ Expected ``hparams`` (all set in the recipe YAML):
 - ``adversarial_start_epoch``: first epoch with the GAN terms (epochs before
   train with reconstruction + commitment only: much faster on a CPU);
 - ``valid_pesq_utterances``: how many validation utterances get PESQ-WB;
-- ``train_logger``; optional ``lr_annealing_generator`` (per-epoch scheduler).
+- ``train_logger``; optional ``lr_annealing_generator`` (per-epoch scheduler);
+- optional ``freeze_prefixes``: codec parameter prefixes left untouched (not
+  optimised, kept in eval mode so EMA codebooks do not move either);
+  ``"tokens"`` means the codec's ``exact_prefixes``, the parts that make the
+  tokens: the decoder alone is fine-tuned and the codec's tokens (and its
+  fingerprint) stay the same, so models trained on them stay valid.
 
 Modules: ``codec`` and (for the adversarial phase) ``discriminator``.
 
@@ -72,9 +77,21 @@ class CodecBrain(sb.Brain):
         self._sums, self._count, self._pesq = {}, 0, []
         self.last_losses, self.train_stats, self.last_stats = {}, {}, {}
 
+    @property
+    def frozen_prefixes(self):
+        """The codec parameter prefixes that are not trained (``freeze_prefixes``)."""
+        prefixes = getattr(self.hparams, "freeze_prefixes", None) or ()
+        if prefixes == "tokens":
+            prefixes = getattr(self.modules.codec, "exact_prefixes", ())
+        if isinstance(prefixes, str):
+            prefixes = (prefixes,)
+        return tuple(prefixes)
+
     def compute_forward(self, batch, stage):
         """Reconstructs ``batch.sig``: returns the codec's output dict plus
         ``target`` and ``mask`` (both ``[B, 1, S]``, padding zeroed)."""
+        for prefix in self.frozen_prefixes:  # frozen parts stay in eval mode
+            self.modules.codec.get_submodule(prefix.rstrip(".")).eval()
         batch = batch.to(self.device)
         wav, lens = batch.sig
         out = self.modules.codec(wav, lens)
@@ -162,8 +179,18 @@ class CodecBrain(sb.Brain):
         return losses["loss"].detach().cpu()
 
     def init_optimizers(self):
-        """One optimizer for the codec, one for the discriminator (if any)."""
-        self.optimizer_g = self.hparams.opt_class_generator(self.modules.codec.parameters())
+        """One optimizer for the codec (its unfrozen parameters), one for the
+        discriminator (if any)."""
+        frozen = self.frozen_prefixes
+        trained = []
+        for name, param in self.modules.codec.named_parameters():
+            if name.startswith(frozen):
+                param.requires_grad_(False)
+            else:
+                trained.append(param)
+        if not trained:
+            raise ValueError(f"freeze_prefixes {list(frozen)} leave no codec parameter to train")
+        self.optimizer_g = self.hparams.opt_class_generator(trained)
         self.optimizers_dict = {"optimizer_g": self.optimizer_g}
         if "discriminator" in self.modules:
             self.optimizer_d = self.hparams.opt_class_discriminator(

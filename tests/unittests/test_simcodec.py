@@ -354,3 +354,55 @@ def test_tokenizer_stage1_unflattened_and_missing_checkpoint(tmp_path):
     assert tok.decode(tokens).shape == (2, 320)
     with pytest.raises(FileNotFoundError):
         SimCodecTokenizer(str(tmp_path / "nothing"))
+
+
+def test_decoder_fine_tuning_keeps_the_tokens_and_trains_the_decoder():
+    """``freeze_prefixes: tokens``: CodecBrain trains the decoder alone (GAN
+    phase included); encoder, codebook (no EMA update) and fingerprint stay."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from speechbrain_gense.brains.codec import CodecBrain
+    from speechbrain_gense.models.codec_losses import (
+        CodecDiscriminator,
+        CodecDiscriminatorLoss,
+    )
+    from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
+
+    torch.manual_seed(0)
+    model = SimCodec(**{**TINY_CONFIG, "quantizer": "single", "codebook_size": 16})
+    wav = speechlike(batch=2, samples=3200)
+    with torch.no_grad():
+        model.train()(wav)  # data-initialise the codebook, as a trained codec has it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fingerprint, tokens = tokenizer_fingerprint(SimCodecTokenizer(model)), model.encode(wav)
+    for param in model.parameters():  # the tokenizer froze it; training unfreezes
+        param.requires_grad_(True)
+    hparams = {"generator_loss": CodecGeneratorLoss(16000),
+               "discriminator_loss": CodecDiscriminatorLoss(),
+               "opt_class_generator": lambda p: torch.optim.AdamW(p, 1e-3),
+               "opt_class_discriminator": lambda p: torch.optim.AdamW(p, 1e-3),
+               "adversarial_start_epoch": 1, "valid_pesq_utterances": 0,
+               "freeze_prefixes": "tokens"}
+    brain = CodecBrain(modules={"codec": model,
+                                "discriminator": CodecDiscriminator(periods=(2,), num_scales=1,
+                                                                    width=0.0625)},
+                       hparams=hparams, run_opts={"device": "cpu"})
+    brain.init_optimizers()
+    brain.modules.train()
+    batch = PaddedBatch([{"sig": w} for w in wav])
+    for _ in range(3):
+        brain.fit_batch(batch)
+    assert "D_loss" in brain.last_losses  # the adversarial phase ran
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith(model.exact_prefixes)]
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert frozen and not [k for k in moved if k in frozen], moved
+    assert any(k.startswith("decoder.") for k in moved) and any(
+        k.startswith("head.") for k in moved), moved
+    assert torch.equal(model.encode(wav), tokens)
+    assert tokenizer_fingerprint(SimCodecTokenizer(model)) == fingerprint
+    # Everything frozen is one clear error.
+    brain.hparams.freeze_prefixes = ["features.", "encoder.", "proj_in.", "quantizer.",
+                                     "proj_out.", "decoder.", "head."]
+    with pytest.raises(ValueError, match="leave no codec parameter to train"):
+        brain.init_optimizers()

@@ -13,11 +13,19 @@
 Every stage resumes from its checkpoints, so a killed run continues with the
 same command. Score the result with ``gense-codec-eval --codec <codec_folder>``.
 
+With ``init_from`` (an exported codec, e.g. ``pretrained/simcodec``) stage 1
+and the reorganisation are skipped and the exported codec is trained as
+stage 2; ``freeze_prefixes: tokens`` trains its decoder alone, so its tokens
+and fingerprint stay the same (``same_tokens`` in the report) and the models
+trained on them keep working with the new decoder.
+
 Usage::
 
     python train.py hparams/simcodec.yaml
     python train.py hparams/simcodec.yaml --debug
     python train.py hparams/simcodec.yaml --stage1_epochs 5 --device cuda
+    python train.py hparams/simcodec.yaml --init_from pretrained/simcodec \
+        --freeze_prefixes tokens --adversarial_start_epoch_stage2 1   # decoder + GAN
 
 Authors
  * speechbrain-gense contributors
@@ -35,6 +43,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_gense.audio import load_audio
 from speechbrain_gense.brains.codec import CodecBrain
 from speechbrain_gense.models.simcodec import SimCodec, to_stage2
+from speechbrain_gense.paths import resolve_path
+from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
 from speechbrain_gense.tokenizers.simcodec import SimCodecTokenizer
 from speechbrain_gense.training import prepare_recipe_data
 
@@ -170,15 +180,25 @@ def main(argv):
     train_manifest, valid_manifest, data_root = prepare_data(hparams)
     train, valid = dataio_prep(hparams, train_manifest, valid_manifest, data_root)
 
-    # Stage 1 (skipped once the reorganised codec exists).
-    init_path = os.path.join(hparams["save_folder"], "stage2_init.ckpt")
-    if os.path.isfile(init_path):
-        logger.info("Reorganised codec found (%s): stage 1 is done", init_path)
-        stage2 = SimCodec.load(init_path)
+    if hparams.get("init_from"):
+        # Fine-tuning an exported codec: no stage 1, no reorganisation.
+        source = SimCodecTokenizer(resolve_path(hparams["init_from"]))
+        stage2, reorganisation = source.model.train(), None
+        for param in stage2.parameters():
+            param.requires_grad_(True)
+        before = tokenizer_fingerprint(source)
     else:
-        brain1 = make_brain(hparams, run_opts, hparams["codec"], 1)
-        fit(brain1, hparams, train, valid)
-        stage2 = reorganise(brain1, hparams, train)
+        # Stage 1 (skipped once the reorganised codec exists).
+        init_path = os.path.join(hparams["save_folder"], "stage2_init.ckpt")
+        if os.path.isfile(init_path):
+            logger.info("Reorganised codec found (%s): stage 1 is done", init_path)
+            stage2 = SimCodec.load(init_path)
+        else:
+            brain1 = make_brain(hparams, run_opts, hparams["codec"], 1)
+            fit(brain1, hparams, train, valid)
+            stage2 = reorganise(brain1, hparams, train)
+        with open(os.path.join(hparams["save_folder"], "reorganisation.json")) as f:
+            reorganisation = json.load(f)
 
     # Stage 2.
     brain2 = make_brain(hparams, run_opts, stage2, 2)
@@ -188,18 +208,20 @@ def main(argv):
     brain2.checkpointer.recover_if_possible(min_key="loss")
     brain2.evaluate(valid, min_key="loss",
                     test_loader_kwargs={"batch_size": hparams["valid_batch_size"]})
-    codec = brain2.modules.codec.to("cpu")
-    path = SimCodecTokenizer(codec).save(hparams["codec_folder"])
-    with open(os.path.join(hparams["save_folder"], "reorganisation.json")) as f:
-        reorganisation = json.load(f)
-    report = {"codec": os.path.abspath(path), "config": codec.config,
-              "frame_rate": codec.frame_rate, "valid": brain2.last_stats,
+    tokenizer = SimCodecTokenizer(brain2.modules.codec.to("cpu"))
+    path = tokenizer.save(hparams["codec_folder"], dtype=hparams.get("export_dtype"))
+    report = {"codec": os.path.abspath(path), "config": tokenizer.model.config,
+              "frame_rate": tokenizer.model.frame_rate, "valid": brain2.last_stats,
               "reorganisation": reorganisation}
+    if hparams.get("init_from"):
+        after = tokenizer_fingerprint(SimCodecTokenizer(path))
+        report.update(initialised_from=hparams["init_from"],
+                      frozen=list(brain2.frozen_prefixes), fingerprint_before=before,
+                      fingerprint=after, same_tokens=before == after)
     with open(hparams["report_file"], "w") as f:
         json.dump(report, f, indent=2, default=float)
     logger.info("Codec saved to %s; validation %s", path, brain2.last_stats)
     return report
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])
