@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import load_audio, save_audio
-from ..utils import first_line
+from ..utils import first_line, torch_threads
 from .manifest import read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,9 @@ def write_mixtures(entries, out_dir, degrader, seed, sample_rate=16000, desc=Non
     Utterance ``uid`` is degraded with a generator seeded by
     ``utterance_seed(seed, uid)``, so a mixture depends only on the seed, the
     utterance and the degrader settings (not on the order or the number of
-    utterances), and the same seed writes the same bytes.
+    utterances), and the same seed writes the same bytes: the mixing runs on
+    one torch thread whatever the caller's setting (multi-threaded reductions
+    round differently, by one LSB in a few samples).
 
     Arguments
     ---------
@@ -224,7 +226,8 @@ def write_mixtures(entries, out_dir, degrader, seed, sample_rate=16000, desc=Non
         entry = entries[uid]
         clean, _ = load_audio(entry["clean_wav"], sample_rate, channels="mix")
         generator = torch.Generator().manual_seed(utterance_seed(seed, uid))
-        noisy, info = degrader(clean, generator)
+        with torch_threads(1):
+            noisy, info = degrader(clean, generator)
         path = os.path.join(out_dir, f"{uid}.wav")
         save_audio(path, noisy, sample_rate, overwrite=True)
         extra = {k: v for k, v in info.items() if k not in MIXTURE_FIELDS and v is not None}

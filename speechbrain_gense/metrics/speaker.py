@@ -7,28 +7,15 @@ with ``resemblyzer``) is loaded once, on first use.
 """
 
 import math
-from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
 import torch
 
+from ..utils import torch_threads
 from .common import SAMPLE_RATE, batchify, signals, warn
 
 MIN_SPEECH = 0.3  # seconds of voiced audio needed after Resemblyzer's trimming
-
-
-@contextmanager
-def _one_torch_thread():
-    """Runs the small LSTM on one thread: with two, it slows down up to 100x
-    when another process keeps a core busy (measured: 0.05 s against 7.8 s
-    for a 3 s utterance on 2 cores); the previous setting is restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @cache
@@ -73,7 +60,7 @@ def speaker_embedding(wav, name="signal"):
         warn(f"SECS: {name} has {len(speech) / SAMPLE_RATE:.2f} s of speech "
              f"(needs {MIN_SPEECH} s); score is NaN")
         return None
-    with _one_torch_thread():
+    with torch_threads(1):  # see torch_threads: an LSTM on 2 busy cores
         return voice_encoder().embed_utterance(speech)
 
 

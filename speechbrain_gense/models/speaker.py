@@ -40,7 +40,8 @@ from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
 from speechbrain_gense.metrics.common import SILENCE_PEAK
-from speechbrain_gense.metrics.speaker import _one_torch_thread, voice_encoder
+from speechbrain_gense.metrics.speaker import voice_encoder
+from speechbrain_gense.utils import torch_threads
 
 SAMPLE_RATE = 16000
 
@@ -214,7 +215,7 @@ class ResemblyzerSpeakerEncoder(_Frozen):
             return out
         mels = torch.from_numpy(np.concatenate(partials)).to(self.device)
         if self.device.type == "cpu":
-            with _one_torch_thread():
+            with torch_threads(1):
                 embeds = self.embed_partials(mels)
         else:
             embeds = self.embed_partials(mels)

@@ -341,3 +341,30 @@ def test_real_embedded_corpus(tmp_path):
     test = read_manifest(lp["test-clean"])
     assert test and all(set(libri.TEST_FIELDS) <= set(e) for e in test.values())
     assert not set(read_manifest(lp["noise_train"])) & set(read_manifest(lp["noise_test"]))
+
+
+def test_mixtures_are_made_on_one_torch_thread(tmp_path):
+    """Multi-threaded reductions round differently: mixing runs on one thread
+    whatever the caller's setting (and the setting is restored)."""
+    import torch
+
+    from speechbrain_gense.audio import save_audio
+    from speechbrain_gense.data.prepare_utils import write_mixtures
+
+    seen = []
+
+    class Recorder:
+        def __call__(self, clean, generator):
+            seen.append(torch.get_num_threads())
+            return clean * 0.5, {"snr": None, "degradation": "none", "noise": None,
+                                 "rir": None}
+
+    save_audio(str(tmp_path / "c.wav"), torch.randn(1600) * 0.1, 16000)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        write_mixtures({"u": {"clean_wav": str(tmp_path / "c.wav")}}, str(tmp_path / "n"),
+                       Recorder(), seed=1)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

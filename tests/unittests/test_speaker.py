@@ -10,11 +10,8 @@ import pytest
 import torch
 import torchaudio
 
-from speechbrain_gense.metrics.speaker import (
-    _one_torch_thread,
-    speaker_embedding,
-    voice_encoder,
-)
+from speechbrain_gense.metrics.speaker import speaker_embedding, voice_encoder
+from speechbrain_gense.utils import torch_threads
 from speechbrain_gense.models.speaker import (
     ECAPASpeakerEncoder,
     ResemblyzerSpeakerEncoder,
@@ -80,7 +77,7 @@ def test_batch_matches_embed_utterance(encoder, utterances):
     assert emb.shape == (2, 256) and emb.dtype == torch.float32
     assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
     for x, e in zip(utterances, emb.numpy()):
-        with _one_torch_thread():
+        with torch_threads(1):
             ref = voice_encoder().embed_utterance(x.numpy())
         assert cosine(ref, e) > 0.99
     # The two utterances are told apart; padding does not change an embedding.
