@@ -580,6 +580,9 @@ class FrameRateCodec(ConfigCheckpoint, nn.Module):
     #: What makes the tokens is always stored as it is (``save(dtype=...)``
     #: converts the decoder only), so a re-stored codec keeps its tokens.
     exact_prefixes = ("features.", "encoder.", "proj_in.", "quantizer.")
+    #: Buffers under those prefixes that count the tokens rather than make
+    #: them (usage statistics): left out of the tokenizer fingerprint.
+    token_statistics = ("usage",)
 
     def __init__(self, sample_rate, n_fft, hop_length, dim, intermediate_dim, encoder_layers,
                  decoder_layers, latent_dim):

@@ -47,9 +47,11 @@ def tokenizer_fingerprint(tokenizer):
     tokenizer's ``config`` dict when it has one, else its contract
     attributes and ``repr``) and the name, dtype, shape and bytes of every
     tensor of its ``state_dict`` that makes tokens: for a codec whose model
-    names ``exact_prefixes`` (its encoder and codebooks), only those; the
-    decoder can be re-stored in fewer bits without changing the fingerprint,
-    since the tokens do not change. Shipped models record it
+    names ``exact_prefixes`` (its encoder and codebooks), only those, less
+    the counters it names ``token_statistics`` (codebook usage, which
+    validation updates); the decoder can be re-stored in fewer bits or
+    fine-tuned without changing the fingerprint, since the tokens do not
+    change. Shipped models record it
     (:meth:`~speechbrain_gense.models.base.GenerativeEnhancer.codec_fingerprints`).
 
     Example
@@ -68,8 +70,9 @@ def tokenizer_fingerprint(tokenizer):
     digest.update(json.dumps(_config(tokenizer), sort_keys=True, default=str).encode())
     model = getattr(tokenizer, "model", None)
     exact = tuple("model." + p for p in getattr(model, "exact_prefixes", ()))
+    counters = set(getattr(model, "token_statistics", ()))
     for name, tensor in tokenizer.state_dict().items():
-        if exact and not name.startswith(exact):
+        if exact and not name.startswith(exact) or name.rsplit(".", 1)[-1] in counters:
             continue
         if not isinstance(tensor, torch.Tensor):
             digest.update(f"\n{name}={tensor!r}".encode())

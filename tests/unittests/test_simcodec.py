@@ -406,3 +406,14 @@ def test_decoder_fine_tuning_keeps_the_tokens_and_trains_the_decoder():
                                      "proj_out.", "decoder.", "head."]
     with pytest.raises(ValueError, match="leave no codec parameter to train"):
         brain.init_optimizers()
+
+
+def test_fingerprint_ignores_usage_counts_but_not_the_codebook():
+    from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
+
+    model = SimCodec(**{**TINY_CONFIG, "quantizer": "single", "codebook_size": 16})
+    before = tokenizer_fingerprint(SimCodecTokenizer(model))
+    model.quantizer.usage += 3.0  # validation counts codes: the tokens do not change
+    assert tokenizer_fingerprint(SimCodecTokenizer(model)) == before
+    model.quantizer.embed[0] += 1.0
+    assert tokenizer_fingerprint(SimCodecTokenizer(model)) != before
