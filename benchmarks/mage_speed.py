@@ -313,14 +313,19 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
 # -- optimisation variants, per stage and per pass, against the baselines ----------
 
 #: Variants of the enhancer path: (name, attention, masked_head, precision, threads or None).
+#: Variant name -> (attention kernel, heads on masked positions only, precision, sampler).
 VARIANTS = {
-    "unoptimised": ("eager", False, "fp32"),
-    "sdpa": ("sdpa", False, "fp32"),
-    "sdpa+masked-head": ("sdpa", True, "fp32"),
-    "sdpa+masked-head+int8": ("sdpa", True, "int8"),
-    "sdpa+masked-head+bf16": ("sdpa", True, "bf16"),
+    "unoptimised": ("eager", False, "fp32", "gumbel"),
+    "sdpa": ("sdpa", False, "fp32", "gumbel"),
+    "sdpa+masked-head": ("sdpa", True, "fp32", "gumbel"),
+    "sdpa+masked-head+int8": ("sdpa", True, "int8", "gumbel"),
+    "sdpa+masked-head+bf16": ("sdpa", True, "bf16", "gumbel"),
+    "sdpa+masked-head+cdf": ("sdpa", True, "fp32", "cdf"),
+    "sdpa+masked-head+int8+cdf": ("sdpa", True, "int8", "cdf"),
+    "sdpa+masked-head+bf16+cdf": ("sdpa", True, "bf16", "cdf"),
 }
-DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8")
+DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8",
+                    "sdpa+masked-head+cdf", "sdpa+masked-head+int8+cdf")
 
 
 def set_attention(mage, implementation):
@@ -416,6 +421,25 @@ def time_stages(mage, wav, steps, runs, use_corrector=True, seed=0, **opts):
     return result
 
 
+def median_stages(results):
+    """Per-stage medians of several :func:`time_stages` results (one run each).
+
+    Example
+    -------
+    >>> one = {"encode": 1.0, "total": 3.0, "passes": [1.0, 2.0], "masked": [8, 4],
+    ...        "model_calls": 2}
+    >>> m = median_stages([one, {**one, "encode": 2.0, "passes": [3.0, 2.0]}, one])
+    >>> m["encode"], m["passes"], m["totals"]
+    (1.0, [1.0, 2.0], [3.0, 3.0, 3.0])
+    """
+    out = {k: statistics.median(r[k] for r in results) for k, v in results[0].items()
+           if isinstance(v, float)}
+    out["passes"] = [statistics.median(c) for c in zip(*(r["passes"] for r in results))]
+    out["masked"], out["model_calls"] = results[-1]["masked"], results[-1]["model_calls"]
+    out["totals"] = [r["total"] for r in results]
+    return out
+
+
 def baseline_rtf(wav, sample_rate, runs):
     """Median RTF of RNNoise and DFN3 (``speechbrain_gense.baselines``) on ``wav[1, S]``.
 
@@ -467,12 +491,23 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
     for n in threads:
         torch.set_num_threads(n)
         gemm[n] = gemm_gflops(gemm_size, gemm_runs)
-        for name in variants:
-            attention, masked_head, precision = VARIANTS[name]
+        def timed(name, run):
+            attention, masked_head, precision, sampler = VARIANTS[name]
             set_attention(mage, attention)
-            opts = dict(masked_head=masked_head, precision=precision)
-            time_stages(mage, wav, steps, 1, use_corrector, **opts)  # warm-up
-            t = time_stages(mage, wav, steps, runs, use_corrector, **opts)
+            opts = dict(masked_head=masked_head, precision=precision, sampler=sampler)
+            return time_stages(mage, wav, steps, 1, use_corrector, seed=run, **opts)
+
+        for name in variants:
+            timed(name, 0)  # warm-up
+        # the variants take turns within each run: a load that drifts during the
+        # benchmark reaches every variant alike, and the ratios stay comparable
+        per_run = {name: [] for name in variants}
+        for run in range(runs):
+            for name in variants:
+                per_run[name].append(timed(name, run))
+        for name in variants:
+            t = median_stages(per_run[name])
+            masked_head = VARIANTS[name][1]
             flops = [backbone + head * (m if masked_head else frames * K) for m in t["masked"]]
             t.update(variant=name, threads=n, rtf=t["total"] / seconds,
                      pass_gflops=[f / s / 1e9 for f, s in zip(flops, t["passes"])],
@@ -523,7 +558,8 @@ def format_variants(result):
         "",
         (f"- audio: {audio:g} s ({result['frames']} token frames), {result['steps']} steps"
          f"{' + corrector' if result['use_corrector'] else ''}; median of {result['runs']} runs "
-         f"after a warm-up; model: {result['model']}"),
+         f"after a warm-up, the variants taking turns within each run; model: "
+         f"{result['model']}"),
         (f"- one enhancer forward: {result['backbone_gflop']:.2f} GFLOP without the heads + "
          f"{1e3 * result['head_gflop_per_position']:.2f} MFLOP per position with a head "
          "(int8 rows: the same count, float-equivalent GFLOP/s)"),

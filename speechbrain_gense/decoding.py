@@ -83,14 +83,92 @@ def gumbel_perturb(scores, generator=None):
     return scores - torch.log(exponential)
 
 
-def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
+#: Block length of the two-level CDF of :func:`inverse_cdf_sample`.
+CDF_BLOCK = 128
+
+
+def _inverse_cdf(scores, generator=None):
+    """``(tokens[N], max[N], total[N])`` of :func:`inverse_cdf_sample` on ``scores[N, V]``
+    (``max + log(total)`` is ``logsumexp(scores)``)."""
+    N, V = scores.shape
+    top = scores.amax(-1, keepdim=True)
+    weights = (scores - top).exp_()
+    block = min(CDF_BLOCK, V)
+    nb = -(-V // block)
+    if nb * block != V:
+        weights = torch.nn.functional.pad(weights, (0, nb * block - V))
+    inner = weights.view(N, nb, block).cumsum(-1)  # float32, relative to each block
+    outer = inner[..., -1].double().cumsum(-1)  # [N, nb] float64
+    total = outer[:, -1:].contiguous()
+    gen_device = generator.device if generator is not None else scores.device
+    uniform = torch.rand(N, 1, generator=generator, device=gen_device,
+                         dtype=torch.float64).to(scores.device)
+    target = uniform * total
+    # first block whose end exceeds the target (at worst u * total rounds up to
+    # total: the last block of positive weight)
+    b = torch.minimum(torch.searchsorted(outer, target, right=True),
+                      torch.searchsorted(outer, total))
+    start = torch.where(b > 0, outer.gather(-1, (b - 1).clamp(min=0)), 0.0)
+    rows = inner[torch.arange(N, device=scores.device), b[:, 0]]  # [N, block]
+    rest = (target - start).float()
+    t = torch.minimum(torch.searchsorted(rows, rest, right=True),
+                      torch.searchsorted(rows, rows[:, -1:].contiguous()))
+    return (b * block + t)[:, 0], top[:, 0], total[:, 0]
+
+
+def inverse_cdf_sample(scores, generator=None):
+    """One sample of ``softmax(scores)`` per row by inverting its CDF.
+
+    With ``w = exp(scores - max)``, one uniform ``u`` per row (float64, drawn
+    with ``generator``) and ``C`` the cumulative sum of ``w``, the token is
+    the first index with ``C > u * C[-1]``: the distribution of the Gumbel-max
+    trick (:func:`gumbel_perturb`), with one ``exp`` per score and one random
+    number per row instead of a random number and two logarithms per score
+    (a different random stream: other tokens for a given seed). ``C`` is
+    summed in two levels: float32 within blocks of :data:`CDF_BLOCK` ids,
+    float64 over the blocks, so a token's probability is off by at most
+    ``2**-24`` times its block's share of the mass (a total-variation error
+    below ``CDF_BLOCK * 2**-24 < 1e-5``; a flat float32 sum over 8192 codes
+    would allow 64 times more). ``-inf`` scores (weight 0) are never drawn.
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        ``[..., V]`` float scores (each row with at least one finite value).
+    generator : torch.Generator, optional
+        Random number generator (any device) of ``u``.
+
+    Returns
+    -------
+    torch.LongTensor
+        ``[...]`` the drawn ids.
+
+    Example
+    -------
+    >>> scores = torch.tensor([[0.0, -math.inf, 50.0], [-math.inf, 1.0, -math.inf]])
+    >>> inverse_cdf_sample(scores, torch.Generator().manual_seed(0)).tolist()
+    [2, 1]
+    """
+    V = scores.shape[-1]
+    tokens, _, _ = _inverse_cdf(scores.float().reshape(-1, V), generator)
+    return tokens.reshape(scores.shape[:-1])
+
+
+#: Sampling methods of :func:`sample_logits` (``sampler``).
+SAMPLERS = ("gumbel", "cdf")
+
+
+def sample_logits(logits, temperature=1.0, top_k=None, generator=None, sampler="gumbel"):
     """Samples one token per position from logits.
 
     The logits are divided by ``temperature`` and, with ``top_k``, all but
     the ``top_k`` largest are removed (values tied with the ``top_k``-th are
-    kept); a token is then drawn with the Gumbel-max trick using
-    ``generator``. ``temperature = 0`` and ``top_k = 1`` give the argmax
-    (lowest id among equal maxima).
+    kept); a token is then drawn using ``generator`` with the Gumbel-max
+    trick (``sampler="gumbel"``, :func:`gumbel_perturb`) or by inverting the
+    CDF (``sampler="cdf"``, :func:`inverse_cdf_sample`: the same
+    distribution, several times cheaper over a large vocabulary, other
+    tokens for a given seed). ``temperature = 0`` and ``top_k = 1`` give the
+    argmax (lowest id among equal maxima).
 
     Arguments
     ---------
@@ -102,6 +180,8 @@ def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
         Number of most likely tokens to sample from.
     generator : torch.Generator, optional
         Random number generator (any device), for reproducible samples.
+    sampler : str
+        ``"gumbel"`` or ``"cdf"`` (:data:`SAMPLERS`).
 
     Returns
     -------
@@ -118,23 +198,39 @@ def sample_logits(logits, temperature=1.0, top_k=None, generator=None):
     >>> tokens, probs = sample_logits(logits, temperature=0.0)
     >>> tokens.tolist(), [round(p, 3) for p in probs.tolist()]
     ([1, 0], [0.665, 0.909])
+    >>> tokens, probs = sample_logits(logits, sampler="cdf", generator=torch.Generator().manual_seed(0))
+    >>> tokens.shape, probs.shape
+    (torch.Size([2]), torch.Size([2]))
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     logits = logits.float()
     V = logits.shape[-1]
+    lse = None
     if temperature == 0 or top_k == 1:
         tokens = logits.argmax(-1)
     else:
-        scores = logits / temperature
+        scores = logits if temperature == 1 else logits / temperature  # x / 1 == x exactly
         if top_k is not None and top_k < V:
             kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
             scores = scores.masked_fill(scores < kth, -math.inf)
-        tokens = gumbel_perturb(scores, generator).argmax(-1)
+        if sampler == "cdf":
+            flat = scores.reshape(-1, V)
+            tokens, top, total = _inverse_cdf(flat, generator)
+            tokens = tokens.reshape(logits.shape[:-1])
+            if scores is logits:
+                # the sampled distribution is the model's: reuse its normaliser
+                lse = (top + total.log().float()).reshape(logits.shape[:-1])
+        else:
+            tokens = gumbel_perturb(scores, generator).argmax(-1)
     chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    probs = (chosen - torch.logsumexp(logits, dim=-1)).exp()
+    if lse is None:
+        lse = torch.logsumexp(logits, dim=-1)
+    probs = (chosen - lse).exp()
     return tokens, probs
 
 
@@ -272,6 +368,27 @@ def _check_logits(logits, tokens, mask_id, what="predict_fn"):
     return logits
 
 
+def _masked_logits(output, tokens, masked, fed, mask_id):
+    """``[N, V]`` logits of the ``masked`` positions from a ``predict_fn`` output.
+
+    The output has ``"logits"`` ``[B, T, K, V]`` (every position) or
+    ``"masked_logits"`` ``[N_fed, V]``: the positions fed masked (``fed``, the
+    input's ``mask_id`` positions), in row-major order, as ``logits[fed]``.
+    """
+    packed = output.get("masked_logits")
+    if packed is None:
+        return _check_logits(output["logits"], tokens, mask_id)[masked]
+    n_fed = int(fed.sum())
+    if packed.dim() != 2 or packed.shape[0] != n_fed:
+        raise ValueError(f"predict_fn returned masked_logits {tuple(packed.shape)} for "
+                         f"{n_fed} masked positions")
+    packed = packed.to(tokens.device).float()
+    if 0 <= mask_id < packed.shape[-1]:
+        packed = packed.clone()
+        packed[:, mask_id] = -math.inf
+    return packed if masked is fed else packed[masked[fed]]
+
+
 class _Caller:
     """Calls ``predict_fn`` (step-aware or not) and counts the calls."""
 
@@ -298,7 +415,8 @@ def _num_units(masked, span):
 
 def _decode_steps(call, tokens, masked, token_prob, mask_id, steps, schedule, priority,
                   temperature, top_k, generator, span=1, span_score="mean", pending=None,
-                  stage=None, phase="decode", rescore_fn=None, rescore_weight=0.0):
+                  stage=None, phase="decode", rescore_fn=None, rescore_weight=0.0,
+                  sampler="gumbel"):
     """Runs ``steps`` decoding steps in place of ``masked`` positions.
 
     ``pending`` positions are also fed masked but not decoded (later stages).
@@ -312,11 +430,12 @@ def _decode_steps(call, tokens, masked, token_prob, mask_id, steps, schedule, pr
         ratio_in = mask_ratio((s - 1) / steps, schedule)
         output, info = call(apply_mask(tokens, fed, mask_id), step=s, steps=steps,
                             ratio=ratio_in, stage=stage, phase=phase)
-        logits = _check_logits(output["logits"], tokens, mask_id)
         temp = temperature(info) if callable(temperature) else temperature
         # sample the masked positions only (the others keep their tokens)
         sampled, prob = tokens.clone(), torch.zeros_like(token_prob)
-        sampled[masked], prob[masked] = sample_logits(logits[masked], temp, top_k, generator)
+        sampled[masked], prob[masked] = sample_logits(
+            _masked_logits(output, tokens, masked, fed, mask_id), temp, top_k, generator,
+            sampler)
         log_prob = torch.log(prob.double())
         if rescore_fn is not None and rescore_weight:
             out = rescore_fn(sampled, info)
@@ -345,7 +464,7 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
                      top_k=None, generator=None, init_tokens=None, init_mask=None,
                      corrector_fn=None, remask_ratio=None, remask_threshold=None,
                      corrector_steps=None, span=None, span_score="mean", stage_steps=None,
-                     rescore_fn=None, rescore_weight=0.0):
+                     rescore_fn=None, rescore_weight=0.0, sampler="gumbel"):
     """Iterative parallel decoding of masked tokens (MaskGIT / MAGE / MAGNeT).
 
     Decoding starts with every valid position masked (or from
@@ -413,7 +532,12 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
         ``predict_fn(tokens, step_info=...)``) with ``"logits"``
         ``[B, T, K, V]`` and optionally ``"hidden"`` ``[B, T, H]`` (needed by
         the corrector). Masked positions hold ``mask_id``. The caller closes
-        over its conditioning (e.g. the noisy speech).
+        over its conditioning (e.g. the noisy speech). Instead of
+        ``"logits"`` it may return ``"masked_logits"`` ``[N, V]``: only the
+        ``N`` positions holding ``mask_id``, in row-major order (as
+        ``logits[tokens == mask_id]``), the only ones sampled; this saves
+        writing and reading a ``[B, T, K, V]`` tensor of which the decoding
+        uses a part.
     shape : tuple
         ``(B, T, K)``.
     lens : torch.Tensor
@@ -464,6 +588,10 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
         External scorer of the sampled tokens (see above).
     rescore_weight : float
         Weight of the rescorer's log-probabilities, in ``[0, 1]``.
+    sampler : str
+        How tokens are drawn (:func:`sample_logits`): ``"gumbel"``
+        (Gumbel-max) or ``"cdf"`` (inverse CDF: the same distribution,
+        cheaper over a large vocabulary, other tokens for a given seed).
 
     Returns
     -------
@@ -528,6 +656,8 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
         raise ValueError(f"rescore_weight must be in [0, 1], got {rescore_weight}")
     if rescore_weight and rescore_fn is None:
         raise ValueError("rescore_weight > 0 needs a rescore_fn")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if corrector_fn is not None and remask_ratio is None and remask_threshold is None:
         raise ValueError("a corrector needs remask_ratio and/or remask_threshold")
 
@@ -559,7 +689,7 @@ def iterative_decode(predict_fn, shape, lens, mask_id, steps=8, schedule="cosine
     options = {"mask_id": mask_id, "schedule": schedule, "priority": priority,
                "temperature": temperature, "top_k": top_k, "generator": generator,
                "span": span, "span_score": span_score, "rescore_fn": rescore_fn,
-               "rescore_weight": rescore_weight}
+               "rescore_weight": rescore_weight, "sampler": sampler}
     if stage_steps is None:
         tokens, token_prob, _ = _decode_steps(call, tokens, masked, token_prob,
                                               steps=steps, **options)

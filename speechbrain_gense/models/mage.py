@@ -84,9 +84,14 @@ class MAGE(GenerativeEnhancer):
         or ``"bf16"`` / ``"fp16"`` to run the enhancer alone under
         :func:`torch.autocast`, about 2.5x faster on CPUs with AVX512-BF16
         or AMX, or ``"int8"``: the enhancer's linear layers dynamically
-        quantised, :meth:`quantized_enhancer`) and ``masked_head`` (``True``:
+        quantised, :meth:`quantized_enhancer`), ``masked_head`` (``True``:
         the output heads run only on the masked positions, the only ones the
-        decoding samples; ``False``: on every position, the same tokens).
+        decoding samples, and only their logits are passed on; ``False``: on
+        every position, the same tokens) and ``sampler`` (``"gumbel"``:
+        Gumbel-max, or ``"cdf"``: inverse-CDF sampling, the same
+        distribution with far fewer random numbers and logarithms over the
+        8192 codes, other tokens for a given seed;
+        :func:`~speechbrain_gense.decoding.sample_logits`).
         Any other name raises ``ValueError``.
     """
 
@@ -96,7 +101,7 @@ class MAGE(GenerativeEnhancer):
     decode_defaults = dict(steps=8, temperature=1.0, top_k=None, scarcity_weight=1.0,  # noqa: RUF012
                            remask_ratio=0.1, remask_threshold=None, corrector_steps=None,
                            strategy=None, corrector=None, precision="fp32",
-                           masked_head=True)
+                           masked_head=True, sampler="gumbel")
     #: Values of the ``precision`` decoding option and their autocast types
     #: (``"int8"``: dynamically quantised linear layers, no autocast).
     PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,  # noqa: RUF012
@@ -175,17 +180,18 @@ class MAGE(GenerativeEnhancer):
                 "lens": tok_lens, "noisy_wav": noisy_wav if band else None,
                 "speaker": speaker, "num_frames": noisy_tokens.shape[1]}
 
-    def predict(self, tokens, cond, logits_mask=None, enhancer=None):
+    def predict(self, tokens, cond, logits_mask=None, enhancer=None, packed=False):
         """Enhancer outputs (``logits``, ``hidden``) for ``tokens`` given ``cond``.
 
         ``logits_mask``: positions whose logits are computed (default all;
-        see :meth:`MaskedEnhancer.forward`); ``enhancer``: another module of
+        see :meth:`MaskedEnhancer.forward`); ``packed``: return only those,
+        as ``masked_logits`` ``[N, V]``; ``enhancer``: another module of
         the same model to run (e.g. :meth:`quantized_enhancer`).
         """
         enhancer = self.enhancer if enhancer is None else enhancer
         return enhancer(tokens, lens=cond["lens"], noisy_tokens=cond["noisy_tokens"],
                         noisy_wav=cond["noisy_wav"], speaker=cond["speaker"],
-                        logits_mask=logits_mask)
+                        logits_mask=logits_mask, packed=packed)
 
     def quantized_enhancer(self):
         """The enhancer with int8 dynamically quantised linear layers (CPU, cached).
@@ -313,10 +319,11 @@ class MAGE(GenerativeEnhancer):
         def predict(tokens):
             # the decoding samples the masked positions only: heads there only
             where = (tokens == mask_id) if o["masked_head"] else None
+            packed = where is not None
             if dtype is None:
-                return self.predict(tokens, cond, where, enhancer)
+                return self.predict(tokens, cond, where, enhancer, packed)
             with torch.autocast(device_type=self.device.type, dtype=dtype):
-                out = self.predict(tokens, cond, where, enhancer)
+                out = self.predict(tokens, cond, where, enhancer, packed)
             return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
                     for k, v in out.items()}
 
@@ -339,7 +346,7 @@ class MAGE(GenerativeEnhancer):
             init_tokens=init_tokens, init_mask=init_mask, corrector_fn=corrector_fn,
             remask_ratio=o["remask_ratio"] if corrector_fn else None,
             remask_threshold=o["remask_threshold"] if corrector_fn else None,
-            corrector_steps=o["corrector_steps"])
+            corrector_steps=o["corrector_steps"], sampler=o["sampler"] or "gumbel")
 
     @torch.no_grad()
     def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):

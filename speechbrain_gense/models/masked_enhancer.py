@@ -298,6 +298,12 @@ class BandAwareEncoder(nn.Module):
         return F.pad(out, (0, 0, 0, total - out.shape[1]))  # frames past the signal: zeros
 
 
+def _head_out(head, hidden, dtype):
+    """``head(hidden)`` in ``dtype`` (no copy when it already is)."""
+    out = head(hidden)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
 class MaskedEnhancer(ConfigCheckpoint, nn.Module):
     """Bidirectional masked-token transformer (MAGE backbone) on Qwen2 layers.
 
@@ -502,7 +508,7 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
                 f"sequence of {total} positions exceeds max_position={self.max_position}")
 
     def forward(self, tokens, lens=None, noisy_tokens=None, noisy_wav=None, speaker=None,
-                logits_mask=None):
+                logits_mask=None, packed=False):
         """Logits of the clean tokens at every frame (or at the frames asked for).
 
         Arguments
@@ -531,11 +537,17 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             a fifth of an inference forward on a 8192-code vocabulary, so
             this saves that share times the unmasked fraction. Default: all
             positions.
+        packed : bool
+            With ``logits_mask``: return ``masked_logits`` ``[N, vocab_size]``,
+            the logits of the ``N`` selected positions in row-major order (as
+            ``logits[logits_mask]``), instead of the mostly-zero ``logits``
+            (what :func:`~speechbrain_gense.decoding.iterative_decode` reads).
 
         Returns
         -------
         dict
-            ``logits``: ``[B, T, K, vocab_size]``; ``hidden``: ``[B, T, H]``,
+            ``logits``: ``[B, T, K, vocab_size]`` (``masked_logits``
+            ``[N, vocab_size]`` when ``packed``); ``hidden``: ``[B, T, H]``,
             the final hidden states after the final norm.
 
         Example
@@ -549,6 +561,9 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         (torch.Size([1, 6, 1, 16]), True)
         >>> part[~where].abs().sum().item()
         0.0
+        >>> packed = model(tokens, noisy_tokens=tokens, logits_mask=where, packed=True)
+        >>> packed["masked_logits"].shape, torch.equal(packed["masked_logits"], part[where][:, 0])
+        (torch.Size([3, 16]), True)
         """
         self._check_inputs(tokens, lens, noisy_tokens, noisy_wav, speaker)
         batch, length = tokens.shape[:2]
@@ -589,19 +604,29 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             else:
                 x = call(x)
         hidden = self.norm(x)[:, offset:]
+        if packed:
+            if logits_mask is None:
+                raise ValueError("packed=True needs a logits_mask")
+            return {"masked_logits": self.head_logits(hidden, logits_mask, packed=True),
+                    "hidden": hidden}
         return {"logits": self.head_logits(hidden, logits_mask), "hidden": hidden}
 
-    def head_logits(self, hidden, logits_mask=None):
+    def head_logits(self, hidden, logits_mask=None, packed=False):
         """Output heads on ``hidden[B, T, H]``: logits ``[B, T, K, vocab_size]``.
 
         With ``logits_mask`` (``[B, T, K]`` or ``[B, T]`` bool) only the
-        selected positions are computed, the others are 0 (see :meth:`forward`).
+        selected positions are computed, the others are 0 (see :meth:`forward`);
+        with ``packed`` too, only the selected positions are returned,
+        ``[N, vocab_size]`` in row-major order.
 
         Example
         -------
         >>> model = MaskedEnhancer(vocab_size=16, **TINY_CONFIG)
         >>> model.head_logits(torch.randn(2, 5, 32), torch.zeros(2, 5, dtype=torch.bool)).shape
         torch.Size([2, 5, 1, 16])
+        >>> model.head_logits(torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool),
+        ...                   packed=True).shape
+        torch.Size([10, 16])
         """
         if logits_mask is None:
             return torch.stack([head(hidden) for head in self.heads], dim=2)
@@ -617,6 +642,17 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             getattr(self.heads[0], "weight", None)) else hidden.dtype
         if torch.is_autocast_enabled(hidden.device.type):
             dtype = torch.get_autocast_dtype(hidden.device.type)
+        if packed:
+            if self.num_codebooks == 1:
+                return _head_out(self.heads[0], hidden[logits_mask[..., 0]], dtype)
+            # row of each selected (b, t, k) in row-major order
+            row = torch.cumsum(logits_mask.reshape(-1), 0).reshape(logits_mask.shape) - 1
+            logits = hidden.new_empty(int(logits_mask.sum()), self.vocab_size, dtype=dtype)
+            for k, head in enumerate(self.heads):
+                where = logits_mask[..., k]
+                if where.any():
+                    logits[row[..., k][where]] = _head_out(head, hidden[where], dtype)
+            return logits
         logits = hidden.new_zeros(batch, length, self.num_codebooks, self.vocab_size,
                                   dtype=dtype)
         for k, head in enumerate(self.heads):

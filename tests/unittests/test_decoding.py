@@ -10,6 +10,7 @@ from speechbrain_gense.decoding import (
     ClassifierFreeGuidance,
     DecodeStep,
     ScarcityPriority,
+    inverse_cdf_sample,
     iterative_decode,
     sample_logits,
 )
@@ -96,6 +97,126 @@ def test_sample_logits_reproducible_with_generator():
     b, _ = sample_logits(logits, generator=gen(5))
     c, _ = sample_logits(logits, generator=gen(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def chi_square_p(tokens, probs):
+    """p-value of the counts of ``tokens`` against ``probs`` (bins of expected count < 5 pooled)."""
+    from scipy.stats import chi2
+
+    n = tokens.numel()
+    observed = torch.bincount(tokens.reshape(-1), minlength=probs.numel()).double()
+    expected = probs.double() * n
+    small = expected < 5
+    obs = torch.cat([observed[~small], observed[small].sum().reshape(1)])
+    exp = torch.cat([expected[~small], expected[small].sum().reshape(1)])
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    stat = float(((obs - exp) ** 2 / exp).sum())
+    return float(chi2.sf(stat, obs.numel() - 1))
+
+
+@pytest.mark.parametrize("V", [7, 300])  # one block; three blocks, the last padded
+def test_cdf_sampler_follows_the_softmax_chi_square(V):
+    logits = 2.0 * torch.randn(V, generator=gen(10))
+    logits[3] = -math.inf  # never drawn
+    n = 200_000
+    for sampler in ("cdf", "gumbel"):
+        tokens, _ = sample_logits(logits.expand(n, V), generator=gen(11), sampler=sampler)
+        assert not (tokens == 3).any()
+        assert chi_square_p(tokens, logits.softmax(-1)) > 1e-3, sampler
+    # the test has power: a slightly tempered distribution is rejected
+    tokens, _ = sample_logits(logits.expand(n, V), 1.1, generator=gen(11), sampler="cdf")
+    assert chi_square_p(tokens, logits.softmax(-1)) < 1e-6
+
+
+def test_cdf_sampler_keeps_the_sample_logits_contract():
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    n = 50_000
+    for temperature in (2.0, 0.5):
+        tokens, probs = sample_logits(logits.expand(n, 4), temperature, generator=gen(12),
+                                      sampler="cdf")
+        freq = torch.bincount(tokens, minlength=4).float() / n
+        assert torch.allclose(freq, (logits / temperature).softmax(-1), atol=0.01)
+        assert torch.allclose(probs, logits.softmax(-1)[tokens])  # untempered probabilities
+    tokens, probs = sample_logits(logits.expand(n, 4), generator=gen(12), sampler="cdf")
+    assert torch.allclose(probs, logits.softmax(-1)[tokens])  # normaliser reused at T = 1
+    top = torch.tensor([3.0, 0.0, 2.9, 1.0, 2.8])
+    tokens, _ = sample_logits(top.expand(5000, 5), 5.0, top_k=3, generator=gen(13), sampler="cdf")
+    assert set(tokens.tolist()) == {0, 2, 4}
+    x = torch.randn(5, 7, 11, generator=gen(14))
+    for kw in ({"temperature": 0.0}, {"top_k": 1}):
+        assert torch.equal(sample_logits(x, sampler="cdf", **kw)[0], x.argmax(-1))
+    a = sample_logits(torch.zeros(100, 16), generator=gen(5), sampler="cdf")[0]
+    b = sample_logits(torch.zeros(100, 16), generator=gen(5), sampler="cdf")[0]
+    c = sample_logits(torch.zeros(100, 16), generator=gen(6), sampler="cdf")[0]
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (100,)
+    with pytest.raises(ValueError, match="unknown sampler 'exact'"):
+        sample_logits(x, sampler="exact")
+
+
+def test_inverse_cdf_never_draws_zero_weight_tokens_at_the_edges():
+    # the only finite scores at the first and the last id of a 256-code (2-block)
+    # vocabulary, and a row whose mass is all in one block
+    V = 256
+    scores = torch.full((4, V), -math.inf)
+    scores[0, 0] = 0.0
+    scores[1, V - 1] = 0.0
+    scores[2, 130] = scores[2, 140] = 1.0
+    scores[3, :] = -1e4
+    scores[3, 5] = 0.0
+    tokens = inverse_cdf_sample(scores.repeat(500, 1), gen(15)).view(500, 4)
+    assert (tokens[:, 0] == 0).all() and (tokens[:, 1] == V - 1).all()
+    assert set(tokens[:, 2].tolist()) == {130, 140} and (tokens[:, 3] == 5).all()
+    assert inverse_cdf_sample(torch.randn(3, 2, 9), gen(16)).shape == (3, 2)
+
+
+def test_inverse_cdf_uniform_at_one_gives_the_last_token_of_positive_weight(monkeypatch):
+    # u * total can round up to total: never an id past the vocabulary or of weight 0
+    scores = torch.randn(3, 300, generator=gen(17))
+    scores[:, 250:] = -math.inf  # the last block and the end of the one before: weight 0
+    scores[2, 100:] = -math.inf
+    rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **kw: torch.ones(rand(*a, **kw).shape,
+                                                                   dtype=torch.float64))
+    assert inverse_cdf_sample(scores).tolist() == [249, 249, 99]
+
+
+def test_iterative_decode_cdf_sampler_and_packed_logits():
+    B, T, V = 2, 12, 16
+    target = torch.randint(0, V, (B, T, 1), generator=gen(20))
+    full = perfect(target, V)
+
+    def packed(tokens):
+        out = full(tokens)
+        return {"masked_logits": out["logits"][tokens == MASK], "hidden": out["hidden"]}
+
+    lens = torch.tensor([1.0, 0.5])
+    for sampler in ("gumbel", "cdf"):
+        a = iterative_decode(full, (B, T, 1), lens, MASK, steps=4, generator=gen(21),
+                             strategy="confidence", sampler=sampler)
+        b = iterative_decode(packed, (B, T, 1), lens, MASK, steps=4, generator=gen(21),
+                             strategy="confidence", sampler=sampler)
+        assert torch.equal(a["tokens"], b["tokens"])
+        assert torch.equal(a["token_prob"], b["token_prob"])
+        valid = valid_mask(lens, T, 1)
+        assert torch.equal(a["tokens"][valid], target[valid])
+    noisy = Recorder(lambda i: torch.randn(B, T, 1, V, generator=gen(22 + i)))
+
+    def noisy_packed(tokens):
+        out = noisy(tokens)
+        return {"masked_logits": out["logits"][tokens == MASK], "hidden": out["hidden"]}
+
+    a = iterative_decode(noisy, (B, T, 1), lens, MASK, steps=3, generator=gen(23),
+                         strategy="confidence", sampler="cdf")
+    noisy.inputs.clear()
+    b = iterative_decode(noisy_packed, (B, T, 1), lens, MASK, steps=3, generator=gen(23),
+                         strategy="confidence", sampler="cdf")
+    assert torch.equal(a["tokens"], b["tokens"])
+    with pytest.raises(ValueError, match="masked_logits"):
+        iterative_decode(lambda t: {"masked_logits": torch.zeros(1, V)}, (B, T, 1), lens, MASK,
+                         strategy="confidence")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        iterative_decode(full, (B, T, 1), lens, MASK, strategy="confidence", sampler="Gumbel")
 
 
 # --------------------------------------------------------------------------

@@ -138,7 +138,8 @@ def test_random_strategy_without_frequency_table_decodes_by_confidence():
 def test_bf16_precision_runs_the_enhancer_under_autocast_and_keeps_outputs_float32():
     mage = build().eval()
     seen = []
-    mage.enhancer.register_forward_hook(lambda m, i, o: seen.append(o["logits"].dtype))
+    mage.enhancer.register_forward_hook(  # packed logits: the masked positions' only
+        lambda m, i, o: seen.append(o.get("logits", o.get("masked_logits")).dtype))
     noisy = torch.randn(1, 3200)
     a = mage.enhance(noisy, generator=torch.Generator().manual_seed(0))
     b = mage.enhance(noisy, generator=torch.Generator().manual_seed(0), precision="bf16")
@@ -203,6 +204,20 @@ def test_heads_on_masked_positions_only_give_the_same_enhancement():
     assert torch.equal(a["tokens"], b["tokens"]) and a["nfe"] == b["nfe"]
     assert torch.allclose(a["confidence"], b["confidence"], atol=1e-6)
     assert torch.allclose(a["wav"], b["wav"], atol=1e-6)
+
+
+def test_cdf_sampler_option_is_seeded_and_decodes_the_same_way():
+    mage = build().eval()
+    noisy, lens = torch.randn(2, 3200), torch.tensor([1.0, 0.7])
+    assert mage.decode_options()["sampler"] == "gumbel"
+    a = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(0), sampler="cdf")
+    b = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(0), sampler="cdf")
+    g = mage.enhance(noisy, lens, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a["tokens"], b["tokens"]) and a["nfe"] == g["nfe"]
+    assert a["tokens"].shape == g["tokens"].shape and not torch.equal(a["tokens"], g["tokens"])
+    assert a["wav"].shape == noisy.shape
+    with pytest.raises(ValueError, match="unknown sampler 'cfd'"):
+        mage.enhance(noisy, lens, sampler="cfd")
 
 
 def test_int8_precision_quantises_the_linear_layers_once_and_keeps_the_float_model():

@@ -204,6 +204,23 @@ def test_heads_on_masked_positions_only_match_the_full_heads(num_codebooks):
         model(tokens, logits_mask=where[:, :5], **kw)
 
 
+@pytest.mark.parametrize("num_codebooks", [1, 2])
+def test_packed_heads_give_the_selected_logits_in_row_major_order(num_codebooks):
+    model = build(num_codebooks=num_codebooks, speaker_dim=6)
+    tokens, kw = inputs(model, length=10)
+    where = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(1)) < 0.4
+    lens = torch.tensor([1.0, 0.6])
+    with torch.no_grad():
+        part = model(tokens, lens=lens, logits_mask=where, **kw)
+        packed = model(tokens, lens=lens, logits_mask=where, packed=True, **kw)
+    assert "logits" not in packed
+    assert packed["masked_logits"].shape == (int(where.sum()), model.vocab_size)
+    assert torch.equal(packed["masked_logits"], part["logits"][where])
+    assert torch.equal(packed["hidden"], part["hidden"])
+    with pytest.raises(ValueError, match="packed=True needs a logits_mask"):
+        model(tokens, packed=True, **kw)
+
+
 def test_unpadded_batch_takes_the_mask_free_attention_path_with_the_same_outputs():
     model = build()
     tokens, kw = inputs(model, length=8)
@@ -374,3 +391,4 @@ def test_zero_length_item_stays_finite():
     tokens, kw = inputs(model, length=6)
     out = model(tokens, lens=torch.tensor([1.0, 0.0]), **kw)
     assert torch.isfinite(out["logits"]).all()
+
