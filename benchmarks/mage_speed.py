@@ -440,6 +440,58 @@ def median_stages(results):
     return out
 
 
+def profile_decoding(mage, variant, steps=8, seconds=10.0, use_corrector=True, rows=12):
+    """``torch.profiler`` of one :meth:`MAGE.generate` of ``variant`` on the test signal.
+
+    Returns
+    -------
+    dict
+        ``total_s`` (self CPU seconds of all operators) and ``ops``: the
+        ``rows`` operators of largest self CPU time, each ``name``,
+        ``self_s``, ``share`` (of ``total_s``) and ``calls``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    attention, masked_head, precision, sampler = VARIANTS[variant]
+    set_attention(mage, attention)
+    opts = dict(masked_head=masked_head, precision=precision, sampler=sampler,
+                corrector=use_corrector and mage.corrector is not None, steps=steps)
+    wav = test_signal(seconds, mage.tokenizer.sample_rate).to(mage.device)
+    tokens, tok_lens = mage.tokenize(wav)
+    cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
+    mage.generate(cond, generator=torch.Generator().manual_seed(0), **opts)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        mage.generate(cond, generator=torch.Generator().manual_seed(0), **opts)
+    set_attention(mage, "sdpa")
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = [{"name": e.key, "self_s": e.self_cpu_time_total / 1e6,
+            "share": e.self_cpu_time_total / 1e6 / total, "calls": e.count}
+           for e in events[:rows]]
+    return {"variant": variant, "total_s": total, "ops": ops}
+
+
+def format_profile(result):
+    """Markdown table of a :func:`profile_decoding` result.
+
+    Example
+    -------
+    >>> print(format_profile({"variant": "v", "total_s": 2.0,
+    ...                       "ops": [{"name": "aten::mm", "self_s": 1.0, "share": 0.5, "calls": 3}]}))
+    profile of one decode, v: 2.000 s self CPU time
+    <BLANKLINE>
+    | operator | self CPU (s) | share | calls |
+    |---|---:|---:|---:|
+    | aten::mm | 1.000 | 50% | 3 |
+    """
+    lines = [f"profile of one decode, {result['variant']}: {result['total_s']:.3f} s self CPU time",
+             "", "| operator | self CPU (s) | share | calls |", "|---|---:|---:|---:|"]
+    lines += [f"| {o['name']} | {o['self_s']:.3f} | {100 * o['share']:.0f}% | {o['calls']} |"
+              for o in result["ops"]]
+    return "\n".join(lines)
+
+
 def baseline_rtf(wav, sample_rate, runs):
     """Median RTF of RNNoise and DFN3 (``speechbrain_gense.baselines``) on ``wav[1, S]``.
 
@@ -605,6 +657,9 @@ def main(argv=None):
                         "(default: --threads, then 1 if different)")
     parser.add_argument("--quick", action="store_true",
                         help="one run per setting and two GEMM runs")
+    parser.add_argument("--profile", default=None, metavar="VARIANT",
+                        help="also profile one decode of this variant (torch.profiler: the "
+                        "operators of largest self CPU time)")
     parser.add_argument("--out", default=os.path.join("results", "mage_speed.json"),
                         help="JSON output (default results/mage_speed.json)")
     args = parser.parse_args(argv)
@@ -659,10 +714,17 @@ def main(argv=None):
         counts = counts or ([args.threads] + ([1] if args.threads != 1 else []))
         if min(counts) < 1:
             return error("--thread-counts must be positive")
+        if args.profile is not None and args.profile not in VARIANTS:
+            return error(f"--profile: expected one of {', '.join(VARIANTS)}, "
+                         f"got {args.profile!r}")
         result = run_variants(mage, name, variants, steps[0], args.seconds, runs, counts,
                               not args.no_corrector, args.gemm_size, gemm_runs)
         table = f"`{' '.join(['python benchmarks/mage_speed.py', *(argv or sys.argv[1:])])}`"
         table += "\n\n" + format_variants(result)
+        if args.profile:
+            result["profile"] = profile_decoding(mage, args.profile, steps[0], args.seconds,
+                                                 not args.no_corrector)
+            table += "\n\n" + format_profile(result["profile"])
     print(table)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
