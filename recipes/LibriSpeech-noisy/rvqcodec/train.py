@@ -10,7 +10,8 @@
    terms from ``adversarial_start_epoch``), checkpointing every epoch and
    every ``ckpt_interval_minutes``; the same command resumes a killed run.
    On a machine without the run's checkpoints, ``init_from`` starts from an
-   exported codec instead (e.g. the shipped one; the optimizer restarts).
+   exported codec instead (e.g. the shipped one; the optimizer restarts);
+   what it started from is kept in ``save_folder`` for the run's exports.
 3. The best checkpoint (validation loss) is written as a tokenizer to
    ``<codec_folder>/rvqcodec.ckpt`` in fp16 (``RVQTokenizer(codec_folder)``,
    ``load_tokenizer("rvq:<codec_folder>")``), with ``<report_file>``:
@@ -156,8 +157,7 @@ def export(brain, hparams, valid, trained_seconds):
     stage = brain.hparams.epoch_counter.current
     steps = brain.optimizer_step or stage * hparams["steps_per_epoch"]
     # One curve over every run (warm starts included), shipped with the codec.
-    init = read_warm_start(os.path.join(hparams["save_folder"], WARM_START_FILE)) \
-        if hparams.get("init_from") else None
+    init = read_warm_start(os.path.join(hparams["save_folder"], WARM_START_FILE))
     prior = init["history"][-1] if init and init["history"] else {}
     history = training_history(hparams["train_log"], hparams["steps_per_epoch"],
                                init["history"] if init else None) \
