@@ -13,14 +13,19 @@ as in SpeechBrain's templates); these are the pieces several recipes share:
 - :func:`token_datasets`: cached clean-token crops with on-the-fly
   degradation for training, fixed (or degraded) mixtures for valid / test;
 - :func:`export_enhancer`: the model folder (``save`` + ``inference.yaml``)
-  and ``test_stats.json``, on the main process.
+  and ``test_stats.json``, on the main process;
+- :class:`Checkpointer`: SpeechBrain's checkpointer, made safe against a run
+  killed while it saves.
 """
 
 import json
 import logging
 import os
+import pathlib
+import zipfile
 
 import speechbrain as sb
+from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
@@ -213,8 +218,77 @@ def export_enhancer(model, hparams, brain=None, split="test"):
     return folder
 
 
+class Checkpointer(sb.utils.checkpoints.Checkpointer):
+    """SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer`, safe
+    against a run killed while it saves.
+
+    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its parameter
+    files after, so a run killed in between leaves a folder that looks like a
+    checkpoint and cannot be loaded: the next run crashes where it should
+    resume. Here ``CKPT.yaml`` is written last (as ``CKPT.yaml.part``, renamed
+    once every file is on disk), and a checkpoint folder that misses a
+    recoverable's file, or holds a truncated torch file, is left out (with a
+    warning) and left on disk as it is. Everything else is SpeechBrain's.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> ckpt = Checkpointer(folder, recoverables={"layer": layer})
+    >>> _ = ckpt.save_checkpoint()
+    >>> sorted(p.name for p in ckpt.find_checkpoint().path.iterdir())
+    ['CKPT.yaml', 'layer.ckpt']
+    >>> ckpt.add_recoverable("other", torch.nn.Linear(2, 2))
+    >>> ckpt.find_checkpoint() is None  # no file for "other": not loadable
+    True
+    """
+
+    _META_PART = METAFNAME + ".part"
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
+        # Called by SpeechBrain's save_checkpoint before the parameter files:
+        # written under another name, renamed by save_checkpoint at the end.
+        fpath = pathlib.Path(fpath)
+        return super()._save_checkpoint_metafile(fpath.with_name(self._META_PART),
+                                                 meta_to_include, end_of_epoch)
+
+    def save_checkpoint(self, *args, **kwargs):
+        checkpoint = super().save_checkpoint(*args, **kwargs)
+        if checkpoint is not None:  # main process: every file is written
+            os.replace(checkpoint.path / self._META_PART, checkpoint.path / METAFNAME)
+        return checkpoint
+
+    def _incomplete(self, ckpt_dir):
+        """Why ``ckpt_dir`` cannot be loaded (None when it can)."""
+        for name in self.recoverables:
+            path = ckpt_dir / f"{name}{PARAMFILE_EXT}"
+            if not path.exists():
+                return f"no {path.name}"
+            with open(path, "rb") as f:
+                torch_file = f.read(4) == b"PK\x03\x04"  # torch.save's zip format
+            if torch_file and not zipfile.is_zipfile(path):
+                return f"{path.name} is truncated"
+        return None
+
+    def _list_checkpoint_dirs(self):
+        for part in self.checkpoints_dir.glob(f"*/{self._META_PART}"):
+            if not (part.parent / METAFNAME).exists():
+                logger.warning("Skipping the incomplete checkpoint %s (killed while saving)",
+                               part.parent)
+        dirs = []
+        for ckpt_dir in super()._list_checkpoint_dirs():
+            why = self._incomplete(ckpt_dir)
+            if why is None:
+                dirs.append(ckpt_dir)
+            else:
+                logger.warning("Skipping the incomplete checkpoint %s (%s; the run was "
+                               "probably killed while saving it)", ckpt_dir, why)
+        return dirs
+
+
 #: Old name of :func:`token_datasets` (kept while recipes move over).
 mage_datasets = token_datasets
 
-__all__ = ["DEBUG_YAML", "build_token_frequency", "debug_overrides_file", "export_enhancer",
+__all__ = ["Checkpointer", "DEBUG_YAML", "build_token_frequency", "debug_overrides_file", "export_enhancer",
            "load_recipe_hparams", "prepare_recipe_data", "token_datasets"]

@@ -48,7 +48,7 @@ from speechbrain_gense.codec_eval import training_history
 from speechbrain_gense.data.corpus import build_speech_set
 from speechbrain_gense.models.simcodec import count_parameters
 from speechbrain_gense.tokenizers.rvq import RVQTokenizer
-from speechbrain_gense.training import load_recipe_hparams, prepare_recipe_data
+from speechbrain_gense.training import Checkpointer, load_recipe_hparams, prepare_recipe_data
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def main(argv):
     _, run_opts, hparams, _ = load_recipe_hparams(argv, DEBUG_OVERRIDES)
     train, valid = dataio_prep(hparams, *prepare_data(hparams))
 
-    checkpointer = sb.utils.checkpoints.Checkpointer(
+    checkpointer = Checkpointer(
         hparams["save_folder"],
         recoverables={"codec": hparams["codec"], "discriminator": hparams["discriminator"],
                       "counter": hparams["epoch_counter"]})

@@ -46,7 +46,7 @@ from speechbrain_gense.models.simcodec import SimCodec, to_stage2
 from speechbrain_gense.paths import resolve_path
 from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
 from speechbrain_gense.tokenizers.simcodec import SimCodecTokenizer
-from speechbrain_gense.training import prepare_recipe_data
+from speechbrain_gense.training import Checkpointer, prepare_recipe_data
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def dataio_prep(hparams, train_manifest, valid_manifest, data_root):
 def make_brain(hparams, run_opts, codec, stage):
     """A CodecBrain for ``stage`` (1 or 2) with its own checkpoint folder."""
     counter = hparams[f"epoch_counter_stage{stage}"]
-    checkpointer = sb.utils.checkpoints.Checkpointer(
+    checkpointer = Checkpointer(
         os.path.join(hparams["save_folder"], f"stage{stage}"),
         recoverables={"codec": codec, "discriminator": hparams["discriminator"],
                       "counter": counter})
