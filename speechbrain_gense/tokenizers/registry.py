@@ -148,7 +148,7 @@ def guess_kind(path):
     return None
 
 
-def load_tokenizer(spec, device="cpu"):
+def load_tokenizer(spec, device="cpu", options=None):
     """Builds a tokenizer from a spec string.
 
     Grammar::
@@ -186,6 +186,11 @@ def load_tokenizer(spec, device="cpu"):
         The spec.
     device : str
         Device to put the tokenizer on.
+    options : dict, optional
+        More options, over those of the spec (a recipe's ``tokenizer_options``:
+        SpeechBrain's command line splits overrides at ``=``, so
+        ``--tokenizer_spec "rvq:PATH?num_codebooks=4"`` cannot be given there,
+        ``--tokenizer_options "{num_codebooks: 4}"`` can).
 
     Returns
     -------
@@ -202,12 +207,17 @@ def load_tokenizer(spec, device="cpu"):
     >>> tok = load_tokenizer("debug?num_codebooks=2,vocab_size=256")
     >>> tok.spec, tok.num_codebooks, tok.vocab_size, tok.frame_rate
     ('debug?num_codebooks=2,vocab_size=256', 2, 256, 80.0)
+    >>> load_tokenizer("debug?vocab_size=256", options={"num_codebooks": 3}).num_codebooks
+    3
     >>> load_tokenizer("simcodec:/nonexistent")
     Traceback (most recent call last):
     ...
     speechbrain_gense.tokenizers.registry.SpecError: simcodec:/nonexistent: no such file or folder
     """
-    kind, path, options = parse_spec(spec)
+    kind, path, spec_options = parse_spec(spec)
+    options = {**spec_options, **(options or {})}
+    if options != spec_options:
+        spec = format_spec(kind, path, options)
     path = resolve_path(path)
     if kind is None:
         if not os.path.exists(path):
