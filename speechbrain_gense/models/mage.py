@@ -43,6 +43,7 @@ from ..data.degrade import fit_length_end
 from ..decoding import iterative_decode
 from ..masking import TokenFrequency, apply_mask, sample_training_mask
 from .base import GenerativeEnhancer
+from .masked_enhancer import align_frames
 
 
 class MAGE(GenerativeEnhancer):
@@ -93,6 +94,12 @@ class MAGE(GenerativeEnhancer):
         8192 codes, other tokens for a given seed;
         :func:`~speechbrain_gense.decoding.sample_logits`).
         Any other name raises ``ValueError``.
+    content_encoder : nn.Module or dict, optional
+        Frozen content features of the noisy input, ``(wav[B, S], lens) ->
+        [B, T', D]`` with a ``dim`` and a ``config()`` (or that config, see
+        :func:`build_content_encoder`; e.g. Whisper encoder states), resampled
+        to the token frames and given to the enhancer, whose ``content_dim``
+        must be ``D``. None (default): no content input.
     """
 
     method = "mage"
@@ -109,7 +116,8 @@ class MAGE(GenerativeEnhancer):
 
     def __init__(self, tokenizer, enhancer, corrector=None, speaker_encoder=None,
                  token_frequency=None, mask_strategy="ctf", mask_noise=0.3,
-                 schedule="cosine", corrector_weight=1.0, decode_opts=None):
+                 schedule="cosine", corrector_weight=1.0, decode_opts=None,
+                 content_encoder=None):
         super().__init__(decode_opts)
         if enhancer.config["vocab_size"] != tokenizer.vocab_size:
             raise ValueError(f"enhancer vocab_size {enhancer.config['vocab_size']} != "
@@ -120,6 +128,12 @@ class MAGE(GenerativeEnhancer):
         self.enhancer = enhancer
         self.corrector = corrector
         self.speaker_encoder = speaker_encoder
+        content_encoder = build_content_encoder(content_encoder)
+        wanted = enhancer.config.get("content_dim")
+        have = None if content_encoder is None else int(content_encoder.dim)
+        if wanted != have:
+            raise ValueError(f"enhancer content_dim {wanted} != content encoder dim {have}")
+        self.content_encoder = content_encoder
         if isinstance(token_frequency, (str, bytes)) or hasattr(token_frequency, "__fspath__"):
             token_frequency = TokenFrequency.load(token_frequency)
         self.token_frequency = token_frequency
@@ -163,7 +177,9 @@ class MAGE(GenerativeEnhancer):
         -------
         dict
             ``noisy_tokens`` ``[B, T, K]``, ``lens`` (token lens), ``noisy_wav``
-            (for the band-aware encoder, or None), ``speaker`` ``[B, D]`` or None.
+            (for the band-aware encoder, or None), ``speaker`` ``[B, D]`` or None,
+            ``content`` ``[B, T, D]`` (the content encoder's features resampled to
+            the token frames) or None.
         """
         if lens is None:
             lens = torch.ones(noisy_wav.shape[0], device=noisy_wav.device)
@@ -174,11 +190,15 @@ class MAGE(GenerativeEnhancer):
         speaker = None
         if self.speaker_encoder is not None:
             speaker = self.speaker_encoder(noisy_wav, lens).to(noisy_wav.dtype)
+        content = None
+        if self.content_encoder is not None:
+            content = align_frames(self.content_encoder(noisy_wav, lens).to(noisy_wav.dtype),
+                                   noisy_tokens.shape[1])
         band = self.enhancer.config.get("band_encoder") is not None
         use_noisy_tokens = bool(self.enhancer.config.get("noisy_vocab_size", 1) != 0)
         return {"noisy_tokens": noisy_tokens if use_noisy_tokens else None,
                 "lens": tok_lens, "noisy_wav": noisy_wav if band else None,
-                "speaker": speaker, "num_frames": noisy_tokens.shape[1]}
+                "speaker": speaker, "content": content, "num_frames": noisy_tokens.shape[1]}
 
     def predict(self, tokens, cond, logits_mask=None, enhancer=None, packed=False):
         """Enhancer outputs (``logits``, ``hidden``) for ``tokens`` given ``cond``.
@@ -191,7 +211,7 @@ class MAGE(GenerativeEnhancer):
         enhancer = self.enhancer if enhancer is None else enhancer
         return enhancer(tokens, lens=cond["lens"], noisy_tokens=cond["noisy_tokens"],
                         noisy_wav=cond["noisy_wav"], speaker=cond["speaker"],
-                        logits_mask=logits_mask, packed=packed)
+                        logits_mask=logits_mask, packed=packed, content=cond.get("content"))
 
     def quantized_enhancer(self):
         """The enhancer with int8 dynamically quantised linear layers (CPU, cached).
@@ -428,7 +448,8 @@ class MAGE(GenerativeEnhancer):
         speaker = None
         if self.speaker_encoder is not None:
             speaker = getattr(self.speaker_encoder, "spec", None) or {"kind": "resemblyzer"}
-        return {"tokenizer_spec": spec, "speaker_encoder": speaker,
+        content = None if self.content_encoder is None else self.content_encoder.config()
+        return {"tokenizer_spec": spec, "speaker_encoder": speaker, "content_encoder": content,
                 "mask_strategy": self.mask_strategy, "mask_noise": self.mask_noise,
                 "schedule": self.schedule, "corrector_weight": self.corrector_weight,
                 "decode_opts": self.decode_opts}
@@ -478,16 +499,46 @@ class MAGE(GenerativeEnhancer):
                    mask_noise=info.get("mask_noise", 0.3),
                    schedule=info.get("schedule", "cosine"),
                    corrector_weight=info.get("corrector_weight", 1.0),
-                   decode_opts=info.get("decode_opts"))
+                   decode_opts=info.get("decode_opts"),
+                   content_encoder=info.get("content_encoder"))
 
     @staticmethod
     def _crop(cond, T):
         if cond["num_frames"] == T:
             return cond
         cond = dict(cond, num_frames=T)
-        if cond["noisy_tokens"] is not None:
-            cond["noisy_tokens"] = cond["noisy_tokens"][:, :T]
+        for key in ("noisy_tokens", "content"):
+            if cond.get(key) is not None:
+                cond[key] = cond[key][:, :T]
         return cond
 
 
-__all__ = ["MAGE"]
+def build_content_encoder(config=None):
+    """The content features of a MAGE (or None): a feature module, or its config.
+
+    ``config`` is what :func:`~speechbrain_gense.tokenizers.semantic.build_features`
+    takes (e.g. ``{"name": "whisper", "layer": 4}``: the frozen Whisper
+    tiny.en encoder of the noisy input, 50 Hz, 384 values per frame); MAGE
+    stores it in ``mage.json`` and rebuilds the module on load (the weights
+    are the packaged Whisper's, not the model folder's).
+
+    Example
+    -------
+    >>> build_content_encoder(None) is None and build_content_encoder({}) is None  # {}: YAML's off
+    True
+    >>> build_content_encoder({"name": "spectral", "kind": "fbank", "n_mels": 40}).dim
+    40
+    """
+    if not config:
+        return None
+    if isinstance(config, torch.nn.Module):
+        return config
+    from ..tokenizers.semantic import build_features
+
+    encoder = build_features(dict(config))
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder.eval()
+
+
+__all__ = ["MAGE", "build_content_encoder"]

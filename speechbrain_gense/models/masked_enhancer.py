@@ -298,6 +298,30 @@ class BandAwareEncoder(nn.Module):
         return F.pad(out, (0, 0, 0, total - out.shape[1]))  # frames past the signal: zeros
 
 
+def align_frames(features, num_frames):
+    """Resamples frame features ``[B, T_in, D]`` to ``num_frames`` frames (linear).
+
+    Content features come at their own rate (Whisper: 50 Hz) and the tokens
+    at the codec's (80 Hz SimCodec, 50 Hz RVQ); both cover the same padded
+    signal, so a linear resampling of the time axis lines them up.
+
+    Example
+    -------
+    >>> x = torch.arange(4.0).view(1, 4, 1)
+    >>> align_frames(x, 8)[0, :, 0].tolist()
+    [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]
+    >>> align_frames(x, 4) is x
+    True
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [B, T, D], got {tuple(features.shape)}")
+    if features.shape[1] == num_frames:
+        return features
+    out = F.interpolate(features.transpose(1, 2).float(), size=int(num_frames), mode="linear",
+                        align_corners=False)
+    return out.transpose(1, 2).to(features.dtype)
+
+
 def _head_out(head, hidden, dtype):
     """``head(hidden)`` in ``dtype`` (no copy when it already is)."""
     out = head(hidden)
@@ -340,6 +364,11 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         ``None`` disables the waveform input.
     speaker_dim : int, optional
         Size of the speaker embedding input; ``None`` disables it.
+    content_dim : int, optional
+        Size of frame-aligned content features of the noisy input (e.g.
+        Whisper encoder states, :class:`~speechbrain_gense.tokenizers.semantic.WhisperFeatures`,
+        resampled to the token frames by :func:`align_frames`), projected and
+        added to every frame; ``None`` (default) disables the input.
     rope_theta : float
         RoPE base.
     noisy_codebooks : int, optional
@@ -372,7 +401,7 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
                  num_kv_heads=None, intermediate_size=None, max_position=4096, dropout=0.0,
                  noisy_vocab_size=None, band_encoder=None, speaker_dim=None, rope_theta=10000.0,
                  noisy_codebooks=None, rms_norm_eps=1e-6, hidden_act="silu",
-                 attn_implementation="sdpa"):
+                 attn_implementation="sdpa", content_dim=None):
         super().__init__()
         if hidden_size % num_heads or (hidden_size // num_heads) % 2:
             raise ValueError(
@@ -398,6 +427,8 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             rms_norm_eps=rms_norm_eps, hidden_act=hidden_act,
             attn_implementation=attn_implementation,
         )
+        if content_dim is not None:  # only when used: older checkpoints' configs stay the same
+            self.config["content_dim"] = int(content_dim)
         self.vocab_size, self.num_codebooks = vocab_size, num_codebooks
         self.noisy_vocab_size, self.noisy_codebooks = noisy_vocab_size, noisy_codebooks
         self.speaker_dim, self.max_position = speaker_dim, max_position
@@ -422,6 +453,9 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         if band_encoder is not None:
             self.band_proj = nn.Linear(band_encoder.out_dim, hidden_size)
         self.speaker_proj = None if speaker_dim is None else nn.Linear(speaker_dim, hidden_size)
+        self.content_dim = None if content_dim is None else int(content_dim)
+        self.content_proj = (None if content_dim is None
+                             else nn.Linear(int(content_dim), hidden_size))
         self.input_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList([Qwen2DecoderLayer(self.qwen_config, i)
                                      for i in range(num_layers)])
@@ -471,7 +505,7 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         """
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def _check_inputs(self, tokens, lens, noisy_tokens, noisy_wav, speaker):
+    def _check_inputs(self, tokens, lens, noisy_tokens, noisy_wav, speaker, content=None):
         if tokens.dim() != 3 or tokens.shape[2] != self.num_codebooks:
             raise ValueError(
                 f"tokens must be [B, T, {self.num_codebooks}], got {tuple(tokens.shape)}")
@@ -502,13 +536,21 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             if tuple(speaker.shape) != (batch, self.speaker_dim):
                 raise ValueError(f"speaker must be [{batch}, {self.speaker_dim}], "
                                  f"got {tuple(speaker.shape)}")
+        if self.content_proj is None and content is not None:
+            raise ValueError("content given but the model was built with content_dim=None")
+        if self.content_proj is not None:
+            if content is None:
+                raise ValueError("content is required: the model was built with content_dim")
+            if tuple(content.shape) != (batch, length, self.content_dim):
+                raise ValueError(f"content must be [{batch}, {length}, {self.content_dim}] "
+                                 f"(frame-aligned), got {tuple(content.shape)}")
         total = length + (self.speaker_proj is not None)
         if total > self.max_position:
             raise ValueError(
                 f"sequence of {total} positions exceeds max_position={self.max_position}")
 
     def forward(self, tokens, lens=None, noisy_tokens=None, noisy_wav=None, speaker=None,
-                logits_mask=None, packed=False):
+                logits_mask=None, packed=False, content=None):
         """Logits of the clean tokens at every frame (or at the frames asked for).
 
         Arguments
@@ -530,6 +572,9 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
             Speaker embeddings ``[B, speaker_dim]``; required iff the model
             has a speaker input. Projected, added to every frame and
             prepended as an extra position, which is dropped from the outputs.
+        content : torch.Tensor, optional
+            Content features ``[B, T, content_dim]`` aligned with the frames;
+            required iff the model has a content input.
         logits_mask : torch.BoolTensor, optional
             ``[B, T, K]`` (or ``[B, T]``, all codebooks): compute the output
             heads only where True (e.g. the masked positions, the only ones
@@ -565,7 +610,7 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         >>> packed["masked_logits"].shape, torch.equal(packed["masked_logits"], part[where][:, 0])
         (torch.Size([3, 16]), True)
         """
-        self._check_inputs(tokens, lens, noisy_tokens, noisy_wav, speaker)
+        self._check_inputs(tokens, lens, noisy_tokens, noisy_wav, speaker, content)
         batch, length = tokens.shape[:2]
         x = sum(emb(tokens[..., k]) for k, emb in enumerate(self.embed))
         if self.noisy_embed is not None:
@@ -573,6 +618,8 @@ class MaskedEnhancer(ConfigCheckpoint, nn.Module):
         if self.band_encoder is not None:
             feats = self.band_encoder(noisy_wav, num_frames=length, lens=lens)
             x = x + self.band_proj(feats.to(x.dtype))
+        if self.content_proj is not None:
+            x = x + self.content_proj(content.to(x.dtype))
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
         padded = lens is not None and bool((torch.round(lens.float() * length) < length).any())
         if padded:

@@ -236,3 +236,57 @@ def test_int8_precision_quantises_the_linear_layers_once_and_keeps_the_float_mod
     with torch.no_grad():
         mage.enhancer.heads[0].bias.add_(1.0)  # changed weights: quantised again
     assert mage.quantized_enhancer() is not q
+
+
+def _content_mage(tmp_path, content):
+    """tiny_mage's parts with a content encoder (``content``: a feature config)."""
+    from speechbrain_gense.models.mage import build_content_encoder
+
+    base = tiny_mage(band=True)
+    encoder = build_content_encoder(content)
+    enhancer = MaskedEnhancer(32, band_encoder=base.enhancer.band_encoder, content_dim=encoder.dim,
+                              **TINY_CONFIG)
+    return MAGE(base.tokenizer, enhancer, corrector=base.corrector,
+                token_frequency=base.token_frequency, decode_opts=base.decode_opts,
+                content_encoder=encoder).eval()
+
+
+def test_content_features_are_aligned_to_the_token_frames_and_change_the_output(tmp_path):
+    mage = _content_mage(tmp_path, {"name": "spectral", "kind": "fbank", "n_mels": 12})
+    noisy = torch.randn(2, 2400)
+    cond = mage.condition(noisy, torch.tensor([1.0, 0.5]))
+    assert cond["content"].shape == (2, cond["num_frames"], 12)
+    out = mage.predict(cond["noisy_tokens"], cond)
+    without = mage.enhancer.content_proj
+    with torch.no_grad():
+        without.weight.zero_()
+        without.bias.zero_()
+    again = mage.predict(cond["noisy_tokens"], cond)
+    assert not torch.allclose(out["logits"], again["logits"])  # the features reach the logits
+    # a model with a content input needs its features, and a plain one refuses them
+    with pytest.raises(ValueError, match="content is required"):
+        mage.enhancer(cond["noisy_tokens"], noisy_tokens=cond["noisy_tokens"],
+                      noisy_wav=noisy)
+    with pytest.raises(ValueError, match="content_dim 12 != content encoder dim None"):
+        MAGE(mage.tokenizer, mage.enhancer)
+    # training crops the features with the tokens
+    batch = mage.forward_train(cond["noisy_tokens"][:, :5], cond)
+    assert batch["logits"].shape[1] == 5
+
+
+def test_content_encoder_is_rebuilt_from_its_config_on_load(tmp_path):
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+    from speechbrain_gense.whisper import convert_ct2_whisper, write_tiny_ct2_folder
+
+    hf = str(tmp_path / "hf")
+    convert_ct2_whisper(write_tiny_ct2_folder(str(tmp_path / "ct2")), hf)
+    mage = _content_mage(tmp_path, {"name": "whisper", "source": hf, "layer": 1})
+    mage.tokenizer = load_tokenizer("debug?vocab_size=32")
+    assert not any(p.requires_grad for p in mage.content_encoder.parameters())
+    folder = mage.save(str(tmp_path / "model"))
+    again = MAGE.load(folder)
+    assert again.content_encoder.config() == mage.content_encoder.config()
+    noisy = torch.randn(1, 3200)
+    a = mage.enhance(noisy, generator=torch.Generator().manual_seed(0))
+    b = again.enhance(noisy, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a["tokens"], b["tokens"])
