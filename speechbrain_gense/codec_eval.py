@@ -657,6 +657,34 @@ def report_point(report):
     return point
 
 
+def parse_training_log_arg(item):
+    """``NAME=TRAIN_LOG[@STEPS_PER_EPOCH]`` (a ``--training-log`` value) -> ``(name, log, steps)``.
+
+    ``steps`` is None when not given. A malformed value or a missing file is a
+    ``ValueError`` with a one-line message.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> log = tempfile.mkstemp(suffix=".txt")[1]
+    >>> parse_training_log_arg(f"rvq={log}@250")[::2]
+    ('rvq', 250)
+    >>> parse_training_log_arg("rvq")
+    Traceback (most recent call last):
+    ...
+    ValueError: --training-log takes NAME=TRAIN_LOG[@STEPS], got 'rvq'
+    """
+    name, eq, rest = item.partition("=")
+    log, at, steps = rest.partition("@")
+    if not eq or not _NAME.match(name) or not log:
+        raise ValueError(f"--training-log takes NAME=TRAIN_LOG[@STEPS], got {item!r}")
+    if not os.path.isfile(log):
+        raise ValueError(f"{log}: no such training log")
+    if at and not steps.isdigit():
+        raise ValueError(f"--training-log: steps per epoch must be a number, got {steps!r}")
+    return name, log, int(steps) if at else None
+
+
 def load_training_curve(path, steps_per_epoch=500):
     """Points of a ``train_log.txt`` or of a ``training_history.json`` (any run count).
 
@@ -784,15 +812,11 @@ def main(argv=None):
 
     curves = []
     for item in args.training_log:
-        name, eq, rest = item.partition("=")
-        log, at, steps = rest.partition("@")
-        if not eq or not _NAME.match(name) or not log:
-            return usage_error(f"--training-log takes NAME=TRAIN_LOG[@STEPS], got {item!r}")
-        if not os.path.isfile(log):
-            return usage_error(f"{log}: no such training log")
-        if at and not steps.isdigit():
-            return usage_error(f"--training-log: steps per epoch must be a number, got {steps!r}")
-        curves.append((name, log, int(steps) if at else 500))
+        try:
+            name, log, steps = parse_training_log_arg(item)
+        except ValueError as err:
+            return usage_error(str(err))
+        curves.append((name, log, 500 if steps is None else steps))
     if not args.codec and not args.semantic and not curves:
         return usage_error("nothing to evaluate: give at least one --codec or --semantic")
     for name, log, steps in curves:

@@ -50,6 +50,7 @@ usage (missing model folder, unknown metric, bad grid ...).
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import sys
@@ -638,8 +639,79 @@ def build_parser(prog=PROG):
     add_device_arguments(parser)
     parser.add_argument("--out", default="results/eval", help="output folder (default "
                         "results/eval)")
+    parser.add_argument("--training-log", action="append", default=[],
+                        metavar="NAME=TRAIN_LOG",
+                        help="plot an enhancer recipe's train_log.txt (validation loss, "
+                        "masked-token accuracy and DNSMOS OVRL per epoch; every run in one "
+                        "figure) to OUT/training_curves.png (repeatable; alone, only the plot)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars of the scoring")
     return parser
+
+
+#: Validation values of an enhancer's ``train_log.txt`` plotted by ``--training-log``.
+CURVE_KEYS = (("valid_loss", "validation loss"), ("valid_acc", "masked-token accuracy"),
+              ("valid_ovrl", "DNSMOS OVRL (decoded)"))
+
+
+def plot_enhancer_curves(curves, path):
+    """Validation curves of enhancer runs (``{name: points}``, see
+    :func:`~speechbrain_gense.codec_eval.read_training_log`) against epochs, one PNG.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = os.path.join(tempfile.mkdtemp(), "curves.png")
+    >>> points = [{"epoch": 1, "valid_loss": 6.5, "valid_acc": 0.02, "valid_ovrl": 1.6},
+    ...           {"epoch": 2, "valid_loss": 6.1, "valid_acc": 0.05}]
+    >>> os.path.getsize(plot_enhancer_curves({"a": points}, out)) > 0
+    True
+    """
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS), 3.4))
+    for ax, (key, label) in zip(axes, CURVE_KEYS):
+        for name, points in curves.items():
+            ax.plot([p["epoch"] for p in points], [p.get(key, math.nan) for p in points],
+                    marker=".", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_training_curves(items, out_dir):
+    """``--training-log`` values -> ``OUT/training_curves.png`` and ``.json`` (their points).
+
+    Raises
+    ------
+    UsageError
+        For a malformed value, a missing file or a log without epochs.
+    """
+    from .codec_eval import parse_training_log_arg, read_training_log
+
+    curves = {}
+    for item in items:
+        try:
+            name, log, _ = parse_training_log_arg(item)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        curves[name] = read_training_log(log, 1)
+        if not curves[name]:
+            raise UsageError(f"{log}: no epoch lines (not a recipe's train_log.txt?)")
+    png = plot_enhancer_curves(curves, os.path.join(out_dir, "training_curves.png"))
+    with open(os.path.join(out_dir, "training_curves.json"), "w") as f:
+        json.dump(curves, f, indent=1)
+    return png
 
 
 def main(argv=None, prog=PROG):
@@ -647,8 +719,13 @@ def main(argv=None, prog=PROG):
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.training_log:
+            print(f"training curves: {write_training_curves(args.training_log, args.out)}")
+            if not args.model and not args.baselines:
+                return 0
         if not args.model and not args.baselines:
-            raise UsageError("nothing to evaluate: give at least one --model or --baselines")
+            raise UsageError("nothing to evaluate: give at least one --model, --baselines "
+                             "or --training-log")
         if args.codec and not args.model:
             raise UsageError("--codec resynthesises with the models' tokenizer: give a --model")
         metrics = parse_metrics(args.metrics)

@@ -179,6 +179,8 @@ def test_usage_errors(setup, capsys):
         (["--model", f"clean={root / 'mage'}", "--baselines"], "'clean' is taken"),
         (["--codec", "--baselines"], "give a --model"),
         ([], "nothing to evaluate"),
+        (["--training-log", "run"], "--training-log takes NAME=TRAIN_LOG"),
+        (["--training-log", f"run={root / 'no_log.txt'}"], "no such training log"),
     ]
     for extra, message in cases:
         code = main(common + extra)
@@ -230,3 +232,24 @@ def test_old_name_and_options_still_work(setup):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results["summary"]) == ["mage/steps=1/corrector=off/strategy=confidence"]
+
+
+def test_training_log_alone_plots_every_run_and_keeps_the_points(tmp_path, capsys):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("epoch: 1, lr: 5.00e-04 - train loss: 7.0 - valid loss: 6.5, valid acc: 0.02, "
+                 "valid ovrl: 1.6\nepoch: 2, lr: 5.00e-04 - train loss: 6.6 - valid loss: 6.2, "
+                 "valid acc: 0.04, valid ovrl: 1.8\n")
+    b.write_text("epoch: 1, lr: 5.00e-04 - train loss: 7.1 - valid loss: 6.4, valid acc: 0.03\n")
+    out = tmp_path / "out"
+    assert main(["--training-log", f"plain={a}", "--training-log", f"whisper={b}",
+                 "--out", str(out)]) == 0
+    assert (out / "training_curves.png").stat().st_size > 0
+    import json
+
+    points = json.loads((out / "training_curves.json").read_text())
+    assert [p["valid_acc"] for p in points["plain"]] == [0.02, 0.04]
+    assert points["whisper"][0]["valid_loss"] == 6.4
+    empty = tmp_path / "empty.txt"
+    empty.write_text("not a log\n")
+    assert main(["--training-log", f"x={empty}", "--out", str(tmp_path / "o2")]) == 2
+    assert "no epoch lines" in capsys.readouterr().err
