@@ -89,8 +89,10 @@ def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
     """Manifests of a recipe: the YAML's own, or those its dataset's ``prepare`` writes.
 
     With ``train_manifest`` (or, for evaluation-only recipes, ``test_manifest``)
-    set in ``hparams`` those manifests are used as they are (``noise_train.json``
-    and ``rir_train.json`` next to the training manifest are picked up);
+    set in ``hparams`` those manifests are used as they are (the training noise
+    and rooms: ``noise_manifest`` / ``rir_manifest`` when given, else
+    ``noise_train.json`` / ``rir_train.json`` next to the training manifest;
+    each manifest's ``{data_root}`` is its own folder unless ``data_root`` is set);
     otherwise ``prepare(data_folder, data_save_folder, ...)`` runs on the main
     process (e.g. ``prepare_librispeech_noisy``: LibriSpeech with
     ``data_folder``, or the embedded TTS corpus of ``corpus_minutes``).
@@ -117,6 +119,10 @@ def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
     >>> paths = prepare_recipe_data({"test_manifest": "t.json"}, prepare=None)
     >>> paths["test"], paths["train"]
     ('t.json', None)
+    >>> paths = prepare_recipe_data({"train_manifest": "speech/train.json",
+    ...                              "noise_manifest": "corpus/noise_train.json"}, prepare=None)
+    >>> paths["noise_train"], "rir_train" in paths
+    ('corpus/noise_train.json', False)
     """
     given = {k: hparams.get(f"{k}_manifest") for k in ("train", "valid", "test")}
     if given["train"] or given["test"]:
@@ -125,6 +131,9 @@ def prepare_recipe_data(hparams, prepare, test_split="test-clean"):
             folder = os.path.dirname(os.path.abspath(given["train"]))
             paths.update({k: os.path.join(folder, f"{k}.json") for k in ("noise_train", "rir_train")
                           if os.path.isfile(os.path.join(folder, f"{k}.json"))})
+            for key, name in (("noise_train", "noise_manifest"), ("rir_train", "rir_manifest")):
+                if hparams.get(name):
+                    paths[key] = hparams[name]
         return paths
     kwargs = {"seed": hparams.get("seed", 1234), "sample_rate": hparams.get("sample_rate", 16000),
               "corpus_opts": {"minutes": hparams.get("corpus_minutes", 60.0), "progress": False}}
