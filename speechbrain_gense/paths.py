@@ -68,6 +68,32 @@ def _shipped_part(path):
     return None
 
 
+def relative_to_folder(path, folder):
+    """A path stored relative to a model ``folder``, made usable again.
+
+    ``folder/path`` when it exists; else, for a path that runs through a
+    ``pretrained/`` folder (``../../pretrained/rvqcodec``: a model trained in
+    ``results/`` on a shipped codec, then copied elsewhere), its
+    ``pretrained/<name>`` part, which :func:`resolve_path` finds wherever the
+    shipped models are; else None.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> relative_to_folder("../../pretrained/rvqcodec", tempfile.mkdtemp())
+    'pretrained/rvqcodec'
+    >>> relative_to_folder("../codec", tempfile.mkdtemp()) is None
+    True
+    """
+    local = os.path.normpath(os.path.join(folder, path))
+    if os.path.exists(local):
+        return local
+    parts = os.path.normpath(path).split(os.sep)
+    if PRETRAINED_PREFIX in parts[:-1]:
+        return os.path.join(*parts[parts.index(PRETRAINED_PREFIX):])
+    return None
+
+
 def resolve_path(path):
     """A path as given when it exists, else where a shipped model lives.
 

@@ -481,28 +481,6 @@ class TokenLM(ConfigCheckpoint, nn.Module):
 # -- GenSE ----------------------------------------------------------------------
 
 
-def _relative_spec(spec, folder):
-    """A tokenizer spec whose existing local path is made relative to ``folder``."""
-    from ..tokenizers.registry import format_spec, parse_spec, resolve_path
-
-    kind, path, options = parse_spec(spec)
-    resolved = resolve_path(path) if path else path
-    if resolved and os.path.exists(resolved):
-        path = os.path.relpath(os.path.abspath(resolved), os.path.abspath(folder))
-        return format_spec(kind, path, options)
-    return spec
-
-
-def _absolute_spec(spec, folder):
-    """Inverse of :func:`_relative_spec` (a relative path that exists from ``folder``)."""
-    from ..tokenizers.registry import format_spec, parse_spec
-
-    kind, path, options = parse_spec(spec)
-    if path and not os.path.isabs(path) and os.path.exists(os.path.join(folder, path)):
-        return format_spec(kind, os.path.normpath(os.path.join(folder, path)), options)
-    return spec
-
-
 class GenSE(GenerativeEnhancer):
     """Noisy wav -> semantic tokens -> N2S -> S2S -> codec decode (see the module doc).
 
@@ -814,13 +792,15 @@ class GenSE(GenerativeEnhancer):
         tokenizers' ``spec``) are stored with local paths relative to
         ``folder``, so a model folder and its tokenizers can move together.
         """
+        from ..tokenizers.registry import relative_spec
+
         specs = {}
         for name, tok, spec in (("semantic", self.semantic_tokenizer, semantic_spec),
                                 ("acoustic", self.acoustic_tokenizer, acoustic_spec)):
             spec = spec or getattr(tok, "spec", None)
             if spec is None:
                 raise ValueError(f"GenSE.save needs the {name} tokenizer spec ({name}_spec=...)")
-            specs[name] = _relative_spec(spec, folder)
+            specs[name] = relative_spec(spec, folder)
         if self.n2s is not None:
             self.n2s.save(os.path.join(folder, "n2s.ckpt"), dtype=dtype)
         self.s2s.save(os.path.join(folder, "s2s.ckpt"), dtype=dtype)
@@ -831,10 +811,10 @@ class GenSE(GenerativeEnhancer):
 
     @classmethod
     def load_parts(cls, folder, info, device="cpu"):
-        from ..tokenizers.registry import load_tokenizer
+        from ..tokenizers.registry import absolute_spec, load_tokenizer
 
-        sem = load_tokenizer(_absolute_spec(info["semantic_tokenizer"], folder), device=device)
-        ac = load_tokenizer(_absolute_spec(info["acoustic_tokenizer"], folder), device=device)
+        sem = load_tokenizer(absolute_spec(info["semantic_tokenizer"], folder), device=device)
+        ac = load_tokenizer(absolute_spec(info["acoustic_tokenizer"], folder), device=device)
         n2s = TokenLM.load(os.path.join(folder, "n2s.ckpt"), map_location=device) \
             if info.get("n2s", True) else None
         s2s = TokenLM.load(os.path.join(folder, "s2s.ckpt"), map_location=device)

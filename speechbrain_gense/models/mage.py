@@ -431,15 +431,12 @@ class MAGE(GenerativeEnhancer):
 
     def save_parts(self, folder, dtype=None, tokenizer_spec=None):
         """Writes the checkpoints; returns the content of ``mage.json``."""
-        from ..tokenizers.registry import format_spec, parse_spec
+        from ..tokenizers.registry import relative_spec
 
         spec = tokenizer_spec or getattr(self.tokenizer, "spec", None)
         if spec is None:
             raise ValueError("MAGE.save needs the tokenizer spec (tokenizer_spec=...)")
-        kind, path, options = parse_spec(spec)
-        if path and os.path.exists(path):
-            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-            spec = format_spec(kind, rel, options)
+        spec = relative_spec(spec, folder)
         self.enhancer.save(os.path.join(folder, "enhancer.ckpt"), dtype=dtype)
         if self.corrector is not None:
             self.corrector.save(os.path.join(folder, "corrector.ckpt"), dtype=dtype)
@@ -473,18 +470,14 @@ class MAGE(GenerativeEnhancer):
     @classmethod
     def load_parts(cls, folder, info, device="cpu", tokenizer=None):
         """Builds the model from ``folder`` and its ``mage.json`` content."""
-        from ..tokenizers.registry import load_tokenizer, parse_spec
+        from ..tokenizers.registry import absolute_spec, load_tokenizer
         from .corrector import Corrector
         from .masked_enhancer import MaskedEnhancer
         from .speaker import build_speaker_encoder
 
         if tokenizer is None:
-            spec = info["tokenizer_spec"]
-            kind, path, _ = parse_spec(spec)
-            if path and not os.path.isabs(path):
-                local = os.path.normpath(os.path.join(folder, path))
-                spec = spec.replace(path, local, 1)
-            tokenizer = load_tokenizer(spec, device=device)
+            tokenizer = load_tokenizer(absolute_spec(info["tokenizer_spec"], folder),
+                                       device=device)
         enhancer = MaskedEnhancer.load(os.path.join(folder, "enhancer.ckpt"), device)
         corr_path = os.path.join(folder, "corrector.ckpt")
         corrector = Corrector.load(corr_path, device) if os.path.isfile(corr_path) else None

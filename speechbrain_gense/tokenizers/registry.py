@@ -7,7 +7,7 @@ evaluation command and the inference interface build tokenizers from it.
 
 import os
 
-from speechbrain_gense.paths import CHECKOUT_ROOT, resolve_path
+from speechbrain_gense.paths import CHECKOUT_ROOT, relative_to_folder, resolve_path
 from speechbrain_gense.utils import first_line
 
 #: Tokenizer kinds of a spec (see :func:`load_tokenizer`).
@@ -146,6 +146,54 @@ def guess_kind(path):
             if any(os.path.isfile(os.path.join(path, n)) for n in names):
                 return kind
     return None
+
+
+def relative_spec(spec, folder):
+    """``spec`` with its existing local path made relative to a model ``folder``.
+
+    What a saved model stores, so that a model folder and its codec can move
+    together (:func:`absolute_spec` reads it back).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = os.path.join(tempfile.mkdtemp(), "results", "model")
+    >>> spec = relative_spec(f"rvq:{resolve_path('pretrained/rvqcodec')}?num_codebooks=4", folder)
+    >>> spec.endswith("pretrained/rvqcodec?num_codebooks=4"), spec.startswith("rvq:../")
+    (True, True)
+    >>> relative_spec("debug?vocab_size=8", folder)
+    'debug?vocab_size=8'
+    """
+    kind, path, options = parse_spec(spec)
+    resolved = resolve_path(path) if path else path
+    if resolved and os.path.exists(resolved):
+        path = os.path.relpath(os.path.abspath(resolved), os.path.abspath(folder))
+        return format_spec(kind, path, options)
+    return spec
+
+
+def absolute_spec(spec, folder):
+    """Inverse of :func:`relative_spec`, for a model folder that may have moved.
+
+    A relative path is taken from ``folder`` when it exists there; one that
+    runs through a ``pretrained/`` folder and no longer does (a model trained
+    in ``results/`` on a shipped codec, then copied elsewhere) becomes that
+    shipped codec's name, found wherever shipped models are
+    (:func:`~speechbrain_gense.paths.relative_to_folder`); other specs are
+    returned unchanged.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> absolute_spec("rvq:../../../pretrained/rvqcodec?num_codebooks=4", tempfile.mkdtemp())
+    'rvq:pretrained/rvqcodec?num_codebooks=4'
+    """
+    kind, path, options = parse_spec(spec)
+    if path and not os.path.isabs(path):
+        local = relative_to_folder(path, folder)
+        if local is not None:
+            return format_spec(kind, local, options)
+    return spec
 
 
 def load_tokenizer(spec, device="cpu", options=None):

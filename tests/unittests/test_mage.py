@@ -1,5 +1,7 @@
 """MAGE glue: one training path and one inference path over the shared modules."""
 
+import os
+
 import pytest
 import torch
 
@@ -290,3 +292,24 @@ def test_content_encoder_is_rebuilt_from_its_config_on_load(tmp_path):
     a = mage.enhance(noisy, generator=torch.Generator().manual_seed(0))
     b = again.enhance(noisy, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a["tokens"], b["tokens"])
+
+
+def test_a_model_on_a_shipped_codec_still_loads_when_its_folder_is_copied_elsewhere(tmp_path):
+    """The stored spec is relative to the model folder (``../../pretrained/rvqcodec``);
+    a copy at another depth finds the shipped codec by its name."""
+    import json
+    import shutil
+
+    from speechbrain_gense.tokenizers.cache import tokenizer_fingerprint
+    from speechbrain_gense.tokenizers.registry import load_tokenizer
+
+    tok = load_tokenizer("rvq:pretrained/rvqcodec?num_codebooks=2")
+    mage = MAGE(tok, MaskedEnhancer(tok.vocab_size, **dict(TINY_CONFIG, num_codebooks=2)))
+    folder = mage.save(str(tmp_path / "run" / "model"))
+    with open(os.path.join(folder, "mage.json")) as f:
+        spec = json.load(f)["tokenizer_spec"]
+    assert spec.startswith("rvq:../") and spec.endswith("pretrained/rvqcodec?num_codebooks=2")
+    moved = shutil.copytree(folder, tmp_path / "a" / "b" / "c" / "d" / "e" / "f" / "g" / "model")
+    again = MAGE.load(str(moved))
+    assert again.tokenizer.num_codebooks == 2
+    assert tokenizer_fingerprint(again.tokenizer) == tokenizer_fingerprint(tok)
