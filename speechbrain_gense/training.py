@@ -14,6 +14,9 @@ as in SpeechBrain's templates); these are the pieces several recipes share:
   degradation for training, fixed (or degraded) mixtures for valid / test;
 - :func:`export_enhancer`: the model folder (``save`` + ``inference.yaml``)
   and ``test_stats.json``, on the main process;
+- :func:`warm_start_modules`: ``init_from``, the trained modules of an
+  exported model folder (e.g. ``pretrained/mage``) copied into a new run that
+  has no checkpoint to resume;
 - :class:`Checkpointer`: SpeechBrain's checkpointer, made safe against a run
   killed while it saves.
 """
@@ -25,6 +28,7 @@ import pathlib
 import zipfile
 
 import speechbrain as sb
+import torch
 from speechbrain.utils.checkpoints import METAFNAME, PARAMFILE_EXT
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
@@ -227,6 +231,97 @@ def export_enhancer(model, hparams, brain=None, split="test"):
     return folder
 
 
+#: Where :func:`warm_start_modules` records what a run started from (in its ``save_folder``).
+INIT_FROM_FILE = "init_from.json"
+
+
+def warm_start_modules(modules, source, checkpointer=None, record_file=None):
+    """``init_from``: copies an exported model's trained modules into ``modules``.
+
+    A run with a checkpoint in its ``save_folder`` resumes from it (the
+    checkpointer wins, nothing is copied). Otherwise the model folder
+    ``source`` (written by a recipe's export, e.g. ``pretrained/mage``, or
+    by ``save``) is loaded with :func:`~speechbrain_gense.models.base.load_enhancer`
+    and each module of ``modules`` (the recipe's ``modules``: ``enhancer``,
+    ``corrector`` for MAGE; ``n2s``, ``s2s`` for GenSE) takes the weights of
+    the model's attribute of the same name, so training continues from
+    shipped weights on a machine without the run's checkpoints, or fine-tunes
+    them on new data (the optimizer and the learning-rate schedule start
+    afresh; int8 or float16 exports come back as float32). Names or shapes
+    that differ are one ``ValueError`` line before any training.
+
+    Arguments
+    ---------
+    modules : dict of str -> torch.nn.Module
+        The modules to initialise.
+    source : str
+        An exported model folder (shipped paths resolve from anywhere).
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer, optional
+        When it has a checkpoint, nothing is copied.
+    record_file : str, optional
+        Where to write ``{"source", "modules"}`` (e.g. ``<save_folder>/init_from.json``).
+
+    Returns
+    -------
+    list of str or None
+        The names of the modules copied, or ``None`` when a checkpoint wins.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> from speechbrain_gense.models.debug import write_tiny_mage
+    >>> from speechbrain_gense.models.mage import MAGE
+    >>> folder = write_tiny_mage(tempfile.mkdtemp())
+    >>> fresh = MAGE.load(folder)
+    >>> _ = [torch.nn.init.zeros_(p) for p in fresh.enhancer.parameters()]
+    >>> warm_start_modules({"enhancer": fresh.enhancer, "corrector": fresh.corrector}, folder)
+    ['corrector', 'enhancer']
+    >>> trained = MAGE.load(folder).enhancer.state_dict()
+    >>> all(torch.equal(v, trained[k]) for k, v in fresh.enhancer.state_dict().items())
+    True
+    >>> warm_start_modules({"decoder": fresh.enhancer}, folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: init_from: ... has no module 'decoder' (a mage model)
+    """
+    from .models.base import load_enhancer
+    from .paths import resolve_path
+
+    if checkpointer is not None and checkpointer.find_checkpoint() is not None:
+        logger.info("init_from %s ignored: the run resumes from its checkpoint", source)
+        return None
+    path = resolve_path(str(source))
+    if not os.path.isdir(path):
+        raise ValueError(f"init_from: no exported model folder at {source}")
+    try:
+        model = load_enhancer(path)
+    except (FileNotFoundError, KeyError) as e:
+        raise ValueError(f"init_from: {source} is not a model folder ({e})") from None
+    loaded = {}
+    for name in sorted(modules):
+        theirs = getattr(model, name, None)
+        if not isinstance(theirs, torch.nn.Module):
+            raise ValueError(f"init_from: {source} has no module {name!r} (a {model.method} "
+                             "model)")
+        ours, state = modules[name].state_dict(), theirs.state_dict()
+        differ = sorted(k for k in set(ours) | set(state)
+                        if k not in ours or k not in state or ours[k].shape != state[k].shape)
+        if differ:
+            shown = ", ".join(differ[:3]) + (f" (+{len(differ) - 3} more)" if len(differ) > 3
+                                             else "")
+            raise ValueError(f"init_from: {source}'s {name} differs from this run's in "
+                             f"{shown}: give the recipe the model's sizes")
+        loaded[name] = state
+    for name, state in loaded.items():
+        modules[name].load_state_dict(state)
+    logger.info("Initialised %s from %s (no checkpoint to resume)", ", ".join(loaded), source)
+    if record_file and sb.utils.distributed.if_main_process():
+        os.makedirs(os.path.dirname(os.path.abspath(record_file)), exist_ok=True)
+        with open(record_file, "w") as f:
+            json.dump({"source": str(source), "modules": sorted(loaded)}, f)
+    return sorted(loaded)
+
+
 class Checkpointer(sb.utils.checkpoints.Checkpointer):
     """SpeechBrain's :class:`~speechbrain.utils.checkpoints.Checkpointer`, safe
     against a run killed while it saves.
@@ -299,5 +394,6 @@ class Checkpointer(sb.utils.checkpoints.Checkpointer):
 #: Old name of :func:`token_datasets` (kept while recipes move over).
 mage_datasets = token_datasets
 
-__all__ = ["Checkpointer", "DEBUG_YAML", "build_token_frequency", "debug_overrides_file", "export_enhancer",
-           "load_recipe_hparams", "prepare_recipe_data", "token_datasets"]
+__all__ = ["Checkpointer", "DEBUG_YAML", "INIT_FROM_FILE", "build_token_frequency",
+           "debug_overrides_file", "export_enhancer", "load_recipe_hparams",
+           "prepare_recipe_data", "token_datasets", "warm_start_modules"]

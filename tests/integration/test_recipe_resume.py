@@ -128,3 +128,41 @@ def test_codec_run_continues_from_an_exported_codec(tmp_path):
     dist = lambda x, y: sum(float((x[k] - y[k]).norm()) for k in x) / sum(
         float(x[k].norm()) for k in x)
     assert dist(b, a) < 0.2 * dist(c, a)
+
+
+def test_mage_run_starts_from_an_exported_model(tmp_path):
+    """``--init_from`` copies an exported MAGE (e.g. ``pretrained/mage``) into a run that
+    has no checkpoint; a model of other sizes is one clear line before any training."""
+    import json
+
+    import torch
+
+    from speechbrain_gense.models.mage import MAGE
+
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    data = tmp_path / "data"
+    first = subprocess.run(_cmd(tmp_path / "a", data, 1), cwd=RECIPE, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    source = str(tmp_path / "a" / "model")
+    # lr 0: the copied weights are exported unchanged, so the export shows what was copied.
+    second = subprocess.run(_cmd(tmp_path / "b", data, 1) + ["--init_from", source, "--lr", "0.0"],
+                            cwd=RECIPE, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Initialised corrector, enhancer from" in second.stdout + second.stderr
+    with open(tmp_path / "b" / "save" / "init_from.json") as f:
+        assert json.load(f) == {"source": source, "modules": ["corrector", "enhancer"]}
+    a, b = MAGE.load(source), MAGE.load(str(tmp_path / "b" / "model"))
+    for part in ("enhancer", "corrector"):
+        theirs, ours = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert theirs.keys() == ours.keys()
+        for key in theirs:  # both int8 exports of the same weights
+            assert torch.allclose(theirs[key], ours[key], atol=1e-2, rtol=1e-2), key
+    wider = _cmd(tmp_path / "c", data, 1) + ["--init_from", source]
+    wider[wider.index("--hidden_size") + 1] = "48"
+    bad = subprocess.run(wider, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    said = bad.stdout + bad.stderr
+    assert "ValueError: init_from:" in said and "give the recipe the model's sizes" in said
+    assert not os.path.exists(tmp_path / "c" / "train_log.txt")

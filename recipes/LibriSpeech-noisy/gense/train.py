@@ -18,6 +18,7 @@ Usage::
 
     python train.py hparams/gense.yaml
     python train.py hparams/gense.yaml --debug
+    python train.py hparams/gense.yaml --init_from pretrained/gense   # continue the shipped model
     torchrun --nproc_per_node=2 train.py hparams/gense.yaml --distributed_backend gloo
 
 Authors
@@ -34,7 +35,8 @@ import speechbrain as sb
 from speechbrain_gense.brains.token_model import TokenModelBrain
 from speechbrain_gense.inference import write_inference_yaml
 from speechbrain_gense.tokenizers.cache import TokenCache
-from speechbrain_gense.training import load_recipe_hparams, mage_datasets, prepare_recipe_data
+from speechbrain_gense.training import (INIT_FROM_FILE, load_recipe_hparams, mage_datasets,
+                                        prepare_recipe_data, warm_start_modules)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ def train_gense(hparams, run_opts, paths):
     logger.info("GenSE: %.2f M parameters in the LMs (%s prompt)", model.num_parameters() / 1e6,
                 " ; ".join(model.s2s_parts))
 
+    if hparams.get("init_from"):  # no checkpoint yet: start from an exported GenSE folder
+        warm_start_modules(hparams["modules"], hparams["init_from"], hparams["checkpointer"],
+                           os.path.join(hparams["save_folder"], INIT_FROM_FILE))
     brain = TokenModelBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
                             hparams=hparams, run_opts=run_opts,
                             checkpointer=hparams["checkpointer"])

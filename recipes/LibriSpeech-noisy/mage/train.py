@@ -22,6 +22,7 @@ Usage::
     python train.py hparams/mage.yaml
     python train.py hparams/mage.yaml --debug                  # hparams/debug.yaml
     python train.py hparams/mage.yaml --mask_strategy random   # MaskGIT ablation
+    python train.py hparams/mage.yaml --init_from pretrained/mage  # fine-tune the shipped model
     # DDP, one node (gloo on CPU, nccl on GPU):
     torchrun --nproc_per_node=2 train.py hparams/mage.yaml --distributed_backend gloo
     # DDP, two nodes (run on each, NODE_RANK 0 and 1):
@@ -39,11 +40,13 @@ import sys
 from speechbrain_gense.brains.token_model import TokenModelBrain
 from speechbrain_gense.tokenizers.cache import TokenCache
 from speechbrain_gense.training import (
+    INIT_FROM_FILE,
     build_token_frequency,
     export_enhancer,
     load_recipe_hparams,
     prepare_recipe_data,
     token_datasets,
+    warm_start_modules,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,11 @@ def train(hparams, run_opts, paths):
     # 3. Datasets.
     sets = token_datasets(hparams, paths, cache)
 
-    # 4. Training (resumes from the last checkpoint of a killed run).
+    # 4. Training (resumes from the last checkpoint of a killed run; with no checkpoint,
+    #    init_from starts from an exported model, e.g. pretrained/mage).
+    if hparams.get("init_from"):
+        warm_start_modules(hparams["modules"], hparams["init_from"], hparams["checkpointer"],
+                           os.path.join(hparams["save_folder"], INIT_FROM_FILE))
     brain = TokenModelBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
                             hparams=hparams, run_opts=run_opts,
                             checkpointer=hparams["checkpointer"])
