@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.degrade import fit_length_end
+from ..tokenizers.flatten import flatten_codebooks, unflatten_codebooks
 from .base import GenerativeEnhancer
 from .io import ConfigCheckpoint
 
@@ -83,12 +84,20 @@ S2S_PARTS = ("noisy_sem", "clean_sem", "noisy_ac")
 class GenSEVocab:
     """The one vocabulary of both LMs: specials, then semantic, then acoustic tokens.
 
+    With ``num_codebooks`` ``K > 1`` (a multi-codebook codec such as the RVQ
+    codec; GenSE itself uses SimCodec's one codebook) the acoustic tokens are
+    flattened frame-major and codebook ``c`` has its own ids, ``ac_offset + c *
+    N_ac + a`` (:mod:`~speechbrain_gense.tokenizers.flatten`, the layout of
+    DAC-SE1), so S2S writes ``K`` tokens per frame in codebook order.
+
     Arguments
     ---------
     num_semantic : int
         Semantic codebook size (``N_sem``, e.g. 1024 k-means clusters).
     num_acoustic : int
         Acoustic codebook size (``N_ac``, e.g. 8192 SimCodec codes).
+    num_codebooks : int
+        Acoustic codebooks ``K`` (1: GenSE's layout).
 
     Example
     -------
@@ -97,16 +106,22 @@ class GenSEVocab:
     (0, 1, 2, (3, 1027), (1027, 9219), 9219)
     >>> v.sem(torch.tensor([0, 1023])).tolist(), v.ac(torch.tensor([0, 8191])).tolist()
     ([3, 1026], [1027, 9218])
+    >>> rvq = GenSEVocab(1024, 1024, num_codebooks=2)
+    >>> rvq.acoustic_range, rvq.ac(torch.tensor([[[0, 0], [1023, 1023]]])).tolist()
+    ((1027, 3075), [[1027, 2051, 2050, 3074]])
     """
 
     pad, bos, eos = 0, 1, 2
     num_special = 3
 
-    def __init__(self, num_semantic, num_acoustic):
+    def __init__(self, num_semantic, num_acoustic, num_codebooks=1):
         self.num_semantic, self.num_acoustic = int(num_semantic), int(num_acoustic)
+        self.num_codebooks = int(num_codebooks)
+        if self.num_codebooks < 1:
+            raise ValueError(f"num_codebooks must be >= 1, got {num_codebooks}")
         self.sem_offset = self.num_special
         self.ac_offset = self.num_special + self.num_semantic
-        self.size = self.ac_offset + self.num_acoustic
+        self.size = self.ac_offset + self.num_codebooks * self.num_acoustic
 
     @property
     def semantic_range(self):
@@ -123,8 +138,32 @@ class GenSEVocab:
         return tokens + self.sem_offset
 
     def ac(self, tokens):
-        """Acoustic tokens -> vocabulary ids."""
+        """Acoustic tokens -> vocabulary ids: ``[B, T, K]`` -> flattened ``[B, T * K]``
+        (a ``[B, T, 1]`` tensor gives ``[B, T]``); other shapes: one codebook."""
+        if tokens.dim() == 3:
+            if tokens.shape[-1] != self.num_codebooks:
+                raise ValueError(f"acoustic tokens have {tokens.shape[-1]} codebooks, the "
+                                 f"vocabulary {self.num_codebooks}")
+            return flatten_codebooks(tokens, self.ac_offset, self.num_acoustic)
+        if self.num_codebooks != 1:
+            raise ValueError(f"acoustic tokens of {self.num_codebooks} codebooks must be "
+                             f"[B, T, K], got shape {tuple(tokens.shape)}")
         return tokens + self.ac_offset
+
+    def ac_tokens(self, ids):
+        """Flattened acoustic ids ``[B, N]`` -> tokens ``[B, N // K, K]`` (the inverse of :meth:`ac`)."""
+        return unflatten_codebooks(ids, self.num_codebooks, self.ac_offset, self.num_acoustic)
+
+    def acoustic_order(self, first=0):
+        """The token range of generated acoustic position ``t``: the whole acoustic range
+        (one codebook), or codebook ``(first + t) % K``'s ids
+        (:class:`~speechbrain_gense.decoding.CodebookOrderLogitsProcessor`)."""
+        if self.num_codebooks == 1:
+            return self.acoustic_range
+        from ..decoding import CodebookOrderLogitsProcessor
+
+        return CodebookOrderLogitsProcessor(self.ac_offset, self.num_acoustic,
+                                            self.num_codebooks, first_codebook=first)
 
 
 # -- layouts -------------------------------------------------------------------
@@ -244,9 +283,10 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     sem_frames : torch.LongTensor
         ``[B]`` valid semantic frames.
     noisy_ac : torch.LongTensor or None
-        ``[B, T_a]`` acoustic tokens of the noisy signal.
+        ``[B, T_a]`` acoustic tokens of the noisy signal, or ``[B, T_a, K]``
+        (flattened frame-major by ``vocab``: ``K`` tokens per frame).
     ac_frames : torch.LongTensor
-        ``[B]`` valid acoustic frames (= tokens to generate).
+        ``[B]`` valid acoustic frames (``K`` times as many tokens to generate).
     target_offset : int
         Position of the first generated acoustic token.
     parts : sequence of str
@@ -255,7 +295,9 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     Returns
     -------
     dict
-        As :func:`n2s_layout` (``token_range``: the acoustic ids).
+        As :func:`n2s_layout` (``token_range``: the acoustic ids, or a
+        :class:`~speechbrain_gense.decoding.CodebookOrderLogitsProcessor` for ``K > 1``;
+        ``num_codebooks``: ``K``).
 
     Example
     -------
@@ -273,7 +315,7 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
         raise ValueError(f"s2s parts must be a non-empty ordered subset of {list(S2S_PARTS)}, "
                          f"got {list(parts)}")
     sem_frames = torch.as_tensor(sem_frames).long().cpu()
-    ac_frames = torch.as_tensor(ac_frames).long().cpu()
+    ac_tokens = torch.as_tensor(ac_frames).long().cpu() * vocab.num_codebooks
     given = {"noisy_sem": noisy_sem, "clean_sem": clean_sem, "noisy_ac": noisy_ac}
     for p in parts:
         if given[p] is None:
@@ -285,11 +327,11 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
             pos = pos + sem_frames
     segments.append((vocab.bos, None, pos))
     if "noisy_ac" in parts:
-        segments.append((vocab.ac(noisy_ac), ac_frames, 0))
+        segments.append((vocab.ac(noisy_ac), ac_tokens, 0))
     batch = next(given[p] for p in parts).shape[0]
     out = assemble(segments, batch)
-    out.update(num_tokens=ac_frames, target_start=torch.full_like(ac_frames, int(target_offset)),
-               token_range=vocab.acoustic_range)
+    out.update(num_tokens=ac_tokens, target_start=torch.full_like(ac_tokens, int(target_offset)),
+               token_range=vocab.acoustic_order(), num_codebooks=vocab.num_codebooks)
     return out
 
 
@@ -469,10 +511,21 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                         tf["attention_mask"].to(device))
         query = tf["query"].to(device)
         h = h.gather(1, query[..., None].expand(-1, -1, h.shape[-1]))
-        lo, _ = layout["token_range"]
-        logits = self.range_logits(h, layout["token_range"])
         mask = tf["target_mask"].to(device)
-        targets = (tf["targets"].to(device) - lo).clamp(min=0)
+        K = int(layout.get("num_codebooks", 1))
+        if K == 1:
+            lo, hi = layout["token_range"]
+            logits = self.range_logits(h, (lo, hi))
+            targets = (tf["targets"].to(device) - lo).clamp(min=0)
+        else:  # flattened codebooks: target i is codebook i % K, softmax over its ids only
+            order = layout["token_range"]
+            lo = order.offsets[0]
+            V = order.vocab_per_codebook
+            logits = self.range_logits(h, (lo, lo + K * V))
+            B, T = logits.shape[:2]
+            book = (torch.arange(T, device=device) % K)[None, :, None, None].expand(B, T, 1, V)
+            logits = logits.view(B, T, K, V).gather(2, book)[:, :, 0]
+            targets = (tf["targets"].to(device) - lo - book[:, :, 0, 0] * V).clamp(min=0)
         ce = F.cross_entropy(logits[mask].float(), targets[mask])
         acc = (logits.argmax(-1)[mask] == targets[mask]).float().mean()
         return {"loss": ce, "acc": acc.detach(), "tokens": int(mask.sum())}
@@ -489,7 +542,10 @@ class GenSE(GenerativeEnhancer):
     semantic_tokenizer : AudioTokenizer
         Frozen semantic tokenizer (k-means over SSL or MFCC features; one codebook).
     acoustic_tokenizer : AudioTokenizer
-        Frozen codec with a decoder (SimCodec; one codebook), same sample rate.
+        Frozen codec with a decoder, same sample rate: SimCodec (one codebook,
+        as GenSE), or a multi-codebook codec (e.g. ``rvq:pretrained/rvqcodec``
+        with its first ``K`` codebooks), whose tokens S2S reads and writes
+        flattened frame-major, ``K`` per frame (:class:`GenSEVocab`).
     n2s : TokenLM or None
         The N2S LM; None: no semantic stage (then ``s2s_parts`` may not hold
         ``clean_sem``: the single-LM ablation).
@@ -504,8 +560,8 @@ class GenSE(GenerativeEnhancer):
         Position of the first generated semantic token (GenSE: 0).
     s2s_target_offset : int, optional
         Position of the first generated acoustic token (GenSE: 1000);
-        default: the acoustic frames of ``max_seconds``, the smallest offset
-        that keeps the generated positions apart from the noisy ones.
+        default: the acoustic tokens of ``max_seconds`` (frames x ``K``), the
+        smallest offset that keeps the generated positions apart from the noisy ones.
     decode_opts : dict, optional
         This model's decoding defaults (names of :attr:`decode_defaults`).
     """
@@ -523,10 +579,9 @@ class GenSE(GenerativeEnhancer):
     def __init__(self, semantic_tokenizer, acoustic_tokenizer, n2s, s2s, s2s_parts=S2S_PARTS,
                  max_seconds=5.0, n2s_target_offset=0, s2s_target_offset=None, decode_opts=None):
         super().__init__(decode_opts=decode_opts)
-        for name, tok in (("semantic", semantic_tokenizer), ("acoustic", acoustic_tokenizer)):
-            if tok.num_codebooks != 1:
-                raise ValueError(f"GenSE needs a single-codebook {name} tokenizer, got "
-                                 f"{tok.num_codebooks} codebooks")
+        if semantic_tokenizer.num_codebooks != 1:
+            raise ValueError(f"GenSE needs a single-codebook semantic tokenizer, got "
+                             f"{semantic_tokenizer.num_codebooks} codebooks")
         if semantic_tokenizer.sample_rate != acoustic_tokenizer.sample_rate:
             raise ValueError(f"tokenizer rates differ: semantic {semantic_tokenizer.sample_rate} Hz"
                              f", acoustic {acoustic_tokenizer.sample_rate} Hz")
@@ -539,23 +594,26 @@ class GenSE(GenerativeEnhancer):
             raise ValueError("s2s_parts holds 'clean_sem' but there is no N2S model")
         self.semantic_tokenizer = semantic_tokenizer
         self.acoustic_tokenizer = acoustic_tokenizer
-        self.vocab = GenSEVocab(semantic_tokenizer.vocab_size, acoustic_tokenizer.vocab_size)
+        self.vocab = GenSEVocab(semantic_tokenizer.vocab_size, acoustic_tokenizer.vocab_size,
+                                acoustic_tokenizer.num_codebooks)
         for name, lm in (("n2s", n2s), ("s2s", s2s)):
             if lm is not None and lm.config["vocab_size"] != self.vocab.size:
                 raise ValueError(f"{name} vocab_size {lm.config['vocab_size']} != "
                                  f"{self.vocab.size} (3 specials + {self.vocab.num_semantic} "
-                                 f"semantic + {self.vocab.num_acoustic} acoustic)")
+                                 f"semantic + {self.vocab.num_codebooks} x "
+                                 f"{self.vocab.num_acoustic} acoustic)")
         self.n2s, self.s2s = n2s, s2s
         self.max_seconds = float(max_seconds)
         sr = acoustic_tokenizer.sample_rate
         self.max_sem = semantic_tokenizer.num_frames(int(round(self.max_seconds * sr)))
         self.max_ac = acoustic_tokenizer.num_frames(int(round(self.max_seconds * sr)))
+        ac_tokens = self.max_ac * self.vocab.num_codebooks
         self.n2s_target_offset = int(n2s_target_offset)
-        self.s2s_target_offset = int(self.max_ac if s2s_target_offset is None
+        self.s2s_target_offset = int(ac_tokens if s2s_target_offset is None
                                      else s2s_target_offset)
-        if "noisy_ac" in self.s2s_parts and self.s2s_target_offset < self.max_ac:
-            raise ValueError(f"s2s_target_offset {self.s2s_target_offset} < {self.max_ac} "
-                             "acoustic frames: generated positions would overlap the noisy ones")
+        if "noisy_ac" in self.s2s_parts and self.s2s_target_offset < ac_tokens:
+            raise ValueError(f"s2s_target_offset {self.s2s_target_offset} < {ac_tokens} "
+                             "acoustic tokens: generated positions would overlap the noisy ones")
         self._check_positions()
 
     def _check_positions(self):
@@ -563,8 +621,8 @@ class GenSE(GenerativeEnhancer):
         if self.n2s is not None:
             need["n2s"] = (self.n2s, max(self.max_sem + 1, self.n2s_target_offset + self.max_sem))
         sem_parts = sum(p in self.s2s_parts for p in ("noisy_sem", "clean_sem"))
-        need["s2s"] = (self.s2s, max(sem_parts * self.max_sem + 1,
-                                     self.s2s_target_offset + self.max_ac))
+        need["s2s"] = (self.s2s, max(sem_parts * self.max_sem + 1, self.s2s_target_offset
+                                     + self.max_ac * self.vocab.num_codebooks))
         for name, (lm, n) in need.items():
             if lm.max_positions < n:
                 raise ValueError(f"{name}: max_positions {lm.max_positions} < {n} needed for "
@@ -593,7 +651,7 @@ class GenSE(GenerativeEnhancer):
         Returns
         -------
         dict
-            ``sem`` ``[B, T_s]``, ``sem_frames`` ``[B]``, ``ac`` ``[B, T_a]``,
+            ``sem`` ``[B, T_s]``, ``sem_frames`` ``[B]``, ``ac`` ``[B, T_a, K]``,
             ``ac_frames`` ``[B]`` (tokenizer ids; counts from the sample lengths).
         """
         if lens is None:
@@ -605,8 +663,7 @@ class GenSE(GenerativeEnhancer):
                                    for s in samples])
         ac_frames = torch.tensor([min(ac.shape[1], self.acoustic_tokenizer.num_frames(s))
                                   for s in samples])
-        return {"sem": sem[..., 0], "sem_frames": sem_frames, "ac": ac[..., 0],
-                "ac_frames": ac_frames}
+        return {"sem": sem[..., 0], "sem_frames": sem_frames, "ac": ac, "ac_frames": ac_frames}
 
     def n2s_layout(self, noisy):
         return n2s_layout(self.vocab, noisy["sem"], noisy["sem_frames"], self.n2s_target_offset)
@@ -623,7 +680,7 @@ class GenSE(GenerativeEnhancer):
 
         ``batch`` has ``noisy_sig`` and ``clean_sig`` (``PaddedBatch``
         entries: ``(wav[B, S], lens)``) and optionally ``clean_tokens``
-        (cached acoustic tokens of the clean signal, ``[B, T_a, 1]``).
+        (cached acoustic tokens of the clean signal, ``[B, T_a, K]``).
 
         Returns
         -------
@@ -642,9 +699,9 @@ class GenSE(GenerativeEnhancer):
         with torch.no_grad():
             clean_sem = self.semantic_tokenizer.encode(clean_wav, clean_lens)[0][..., 0]
             if "clean_tokens" in batch:
-                clean_ac = batch.clean_tokens.data[..., 0].to(device)
+                clean_ac = batch.clean_tokens.data.to(device)
             else:
-                clean_ac = self.acoustic_tokenizer.encode(clean_wav, clean_lens)[0][..., 0]
+                clean_ac = self.acoustic_tokenizer.encode(clean_wav, clean_lens)[0]
         # clean and noisy come from the same crop: same frame counts, cut to the noisy ones
         clean_sem = _fit_frames(clean_sem, noisy["sem"].shape[1])
         clean_ac = _fit_frames(clean_ac, noisy["ac"].shape[1])
@@ -709,9 +766,12 @@ class GenSE(GenerativeEnhancer):
             prompt, prompt_lens, positions = lay["ids"], lay["lens"], pos
         remaining = n - num_prefix
         planned = torch.cat([positions, target_positions(layout)[:, num_prefix:]], dim=1)
+        token_range = layout["token_range"]
+        if layout.get("num_codebooks", 1) > 1:  # the codebook of the first generated token
+            token_range = self.vocab.acoustic_order(first=num_prefix)
         out = ar_generate(
             self.generation_lm(name, opts["precision"]), prompt.to(device),
-            prompt_lens.to(device), remaining.to(device), token_range=layout["token_range"],
+            prompt_lens.to(device), remaining.to(device), token_range=token_range,
             temperature=temperature, top_k=opts["top_k"], top_p=opts["top_p"],
             generator=generator, use_cache=opts["use_cache"], position_ids=planned.to(device),
             pad_token_id=self.vocab.pad)
@@ -726,15 +786,16 @@ class GenSE(GenerativeEnhancer):
     def enhance(self, wav, lens=None, generator=None, prefix=None, **opts):
         """Enhances ``wav[B, S]`` (tokenizer rate): the whole N2S -> S2S -> codec chain.
 
-        ``prefix`` ``[B, P, 1]``: clean acoustic tokens the output starts with
+        ``prefix`` ``[B, P, K]``: clean acoustic tokens the output starts with
         (carried context of the previous chunk); generation continues after it.
         The confidence of frame ``t`` is the probability S2S gave its token
-        times the probability N2S gave the semantic token at the same time.
+        (the geometric mean over its ``K`` codebooks) times the probability
+        N2S gave the semantic token at the same time.
 
         Returns
         -------
         dict
-            ``wav`` ``[B, S]``, ``tokens`` ``[B, T_a, 1]``, ``confidence``
+            ``wav`` ``[B, S]``, ``tokens`` ``[B, T_a, K]``, ``confidence``
             ``[B, T_a]``, ``lens`` (relative token lengths), ``nfe`` (LM calls),
             ``semantic`` ``[B, T_s]`` (clean semantic tokens of N2S, or None),
             ``generated`` (tokens sampled by both LMs over the batch, without
@@ -758,19 +819,22 @@ class GenSE(GenerativeEnhancer):
             tokens, sem_prob, k, g = self._generate("n2s", self.n2s_layout(noisy), o, generator, t)
             clean_sem = tokens - self.vocab.sem_offset
             nfe, generated = nfe + k, generated + g
-        pre = None if prefix is None else self.vocab.ac(prefix[..., 0].to(self.device))
+        pre = None if prefix is None else self.vocab.ac(prefix.to(self.device))
         tokens, ac_prob, k, g = self._generate("s2s", self.s2s_layout(noisy, clean_sem), o,
                                                generator, o["temperature"], prefix=pre)
         nfe, generated = nfe + k, generated + g
         T = noisy["ac"].shape[1]
         frames = noisy["ac_frames"].to(self.device)
         valid = torch.arange(T, device=self.device)[None, :] < frames[:, None]
-        ac = _fit_frames(tokens - self.vocab.ac_offset, T)  # ar_generate keeps the range
-        ac = torch.where(valid, ac, torch.zeros_like(ac))
+        ac = _fit_frames(self.vocab.ac_tokens(tokens), T)  # ar_generate keeps the ranges
+        ac = torch.where(valid[..., None], ac, torch.zeros_like(ac))
         if clean_sem is not None:
             clean_sem = torch.where(_valid(noisy["sem_frames"], clean_sem), clean_sem,
                                     torch.zeros_like(clean_sem))
-        conf = _fit_frames(ac_prob.float(), T)
+        K = self.vocab.num_codebooks
+        frame_prob = ac_prob.float()[:, :ac_prob.shape[1] // K * K]
+        frame_prob = frame_prob.clamp(min=1e-12).log().view(B, -1, K).mean(-1).exp()
+        conf = _fit_frames(frame_prob, T)
         if sem_prob is not None:
             idx = (torch.arange(T, device=self.device).float()
                    * self.semantic_tokenizer.frame_rate / self.acoustic_tokenizer.frame_rate)
@@ -778,9 +842,9 @@ class GenSE(GenerativeEnhancer):
             conf = conf * sem_prob.float()[:, idx]
         conf = torch.where(valid, conf, torch.ones_like(conf))
         rel = frames.float() / max(1, T)
-        out_wav = self.acoustic_tokenizer.decode(ac[..., None], rel)
+        out_wav = self.acoustic_tokenizer.decode(ac, rel)
         out_wav = fit_length_end(out_wav, wav.shape[-1])
-        return {"wav": out_wav, "tokens": ac[..., None], "confidence": conf.clamp(0, 1),
+        return {"wav": out_wav, "tokens": ac, "confidence": conf.clamp(0, 1),
                 "lens": rel, "nfe": nfe, "semantic": clean_sem, "generated": generated}
 
     # -- persistence --------------------------------------------------------------
@@ -838,8 +902,11 @@ def vocab_size(semantic_tokenizer, acoustic_tokenizer):
     >>> from speechbrain_gense.tokenizers.debug import DebugTokenizer
     >>> vocab_size(DebugTokenizer(vocab_size=1024), DebugTokenizer(vocab_size=8192))
     9219
+    >>> vocab_size(DebugTokenizer(vocab_size=1024), DebugTokenizer(vocab_size=1024, num_codebooks=2))
+    3075
     """
-    return GenSEVocab(semantic_tokenizer.vocab_size, acoustic_tokenizer.vocab_size).size
+    return GenSEVocab(semantic_tokenizer.vocab_size, acoustic_tokenizer.vocab_size,
+                      acoustic_tokenizer.num_codebooks).size
 
 
 def crop(wav, lens, max_samples):

@@ -21,15 +21,19 @@ from speechbrain_gense.tokenizers.debug import DebugTokenizer
 SR = 16000
 
 
-def _tokenizers():
-    # 50 Hz semantic (16 codes) and 80 Hz acoustic (32 codes), as k-means + SimCodec
-    return DebugTokenizer(hop=320, vocab_size=16), DebugTokenizer(hop=200, vocab_size=32)
+def _tokenizers(num_codebooks=1):
+    # 50 Hz semantic (16 codes) and 80 Hz acoustic (32 codes), as k-means + SimCodec;
+    # with K codebooks (an RVQ codec) 40 Hz, so the flattened S2S sequence fits TINY_LM
+    if num_codebooks == 1:
+        return DebugTokenizer(hop=320, vocab_size=16), DebugTokenizer(hop=200, vocab_size=32)
+    return (DebugTokenizer(hop=320, vocab_size=16),
+            DebugTokenizer(hop=400, vocab_size=32, num_codebooks=num_codebooks))
 
 
-def tiny_gense(seed=0, max_seconds=0.5, **kwargs):
+def tiny_gense(seed=0, max_seconds=0.5, num_codebooks=1, **kwargs):
     torch.manual_seed(seed)
-    sem, ac = _tokenizers()
-    v = GenSEVocab(sem.vocab_size, ac.vocab_size)
+    sem, ac = _tokenizers(num_codebooks)
+    v = GenSEVocab(sem.vocab_size, ac.vocab_size, ac.num_codebooks)
     n2s = kwargs.pop("n2s", TokenLM(v.size, **TINY_LM))
     return GenSE(sem, ac, n2s, TokenLM(v.size, **TINY_LM), max_seconds=max_seconds,
                  **kwargs).eval()
@@ -175,6 +179,28 @@ def test_exact_lengths_and_acoustic_range_only():
     assert ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
 
 
+def test_flattened_codebooks_are_generated_in_codebook_order():
+    """With a 2-codebook codec S2S writes 2 tokens per frame, each from its own codebook's
+    ids (near-uniform sampling: unconstrained, 3/4 of the draws would be another range)."""
+    model = tiny_gense(num_codebooks=2)
+    v = model.vocab
+    assert v.size == 3 + 16 + 2 * 32 and v.acoustic_range == (19, 83)
+    noisy, _ = _audio()
+    lens = torch.tensor([1.0, 0.5])
+    lay = model.s2s_layout(model.tokens(noisy, lens), torch.zeros(2, 10, dtype=torch.long))
+    assert lay["num_tokens"].tolist() == [16, 8]  # 8 and 4 frames x 2 codebooks
+    assert lay["target_start"].tolist() == [40, 40]  # 20 frames x 2 of max_seconds
+    out = model.enhance(noisy, lens, generator=torch.Generator().manual_seed(0),
+                        temperature=50.0)
+    assert out["tokens"].shape == (2, 8, 2)
+    # each id minus its own codebook's offset: any id of another range falls outside [0, 32)
+    assert ((out["tokens"] >= 0) & (out["tokens"] < 32)).all()
+    assert (out["tokens"][1, 4:] == 0).all()
+    assert len(set(out["tokens"][0, :, 1].tolist())) > 1  # sampled, not a constant
+    with pytest.raises(ValueError, match="codebooks"):
+        v.ac(torch.zeros(1, 4, dtype=torch.long))  # [B, T] is one codebook only
+
+
 def test_kv_cache_generation_equals_no_cache():
     model = tiny_gense(seed=3)
     noisy, _ = _audio(1)
@@ -188,10 +214,12 @@ def test_kv_cache_generation_equals_no_cache():
     assert torch.equal(s1["tokens"], s2["tokens"])
 
 
-def test_teacher_lm_reproduces_the_targets():
+@pytest.mark.parametrize("num_codebooks", [1, 2])
+def test_teacher_lm_reproduces_the_targets(num_codebooks):
     """LMs fitted to one batch by the training loss regenerate its clean tokens exactly
-    (training and generation agree on prompts, positions and target ranges)."""
-    model = tiny_gense(seed=1)
+    (training and generation agree on prompts, positions and target ranges; with 2
+    codebooks, on the frame-major flattening and the codebook order, prefix included)."""
+    model = tiny_gense(seed=1, num_codebooks=num_codebooks)
     model.train()
     noisy, clean = _audio(2)
     lens = torch.tensor([1.0, 0.75])
@@ -213,9 +241,10 @@ def test_teacher_lm_reproduces_the_targets():
     for b in range(2):
         assert torch.equal(enhanced["semantic"][b, :sem_n[b]], target["sem"][b, :sem_n[b]])
         n = int(target["ac_frames"][b])
-        assert torch.equal(enhanced["tokens"][b, :n, 0], target["ac"][b, :n])
+        assert enhanced["tokens"].shape[-1] == num_codebooks
+        assert torch.equal(enhanced["tokens"][b, :n], target["ac"][b, :n])
     # and with a committed prefix, generation continues it to the same targets
-    prefix = target["ac"][:, :5, None]
+    prefix = target["ac"][:, :5]
     cont = model.enhance(noisy, lens, top_k=1, prefix=prefix)
     assert torch.equal(cont["tokens"], enhanced["tokens"])
 
