@@ -424,6 +424,34 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
+def baseline_names(baselines):
+    """The baseline rows of ``baselines`` in table order: all of :data:`BASELINE_ROWS`
+    (``True`` or ``"all"``), none (``False``/``None``), or the names given (a sequence or a
+    comma-separated string).
+
+    Example
+    -------
+    >>> baseline_names(True)
+    ('noisy', 'clean', 'rnnoise', 'spectral_gating', 'dfn3')
+    >>> baseline_names("clean,noisy"), baseline_names(None)
+    (('noisy', 'clean'), ())
+    >>> baseline_names("noisy,rnoise")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown baseline 'rnoise' (have: noisy, clean, rnnoise, spectral_gating, dfn3)
+    """
+    if baselines is True or baselines == "all":
+        return BASELINE_ROWS
+    if not baselines:
+        return ()
+    names = baselines.split(",") if isinstance(baselines, str) else list(baselines)
+    names = [n.strip() for n in names if n.strip()]
+    for name in names:
+        if name not in BASELINE_ROWS:
+            raise ValueError(f"unknown baseline {name!r} (have: {', '.join(BASELINE_ROWS)})")
+    return tuple(n for n in BASELINE_ROWS if n in names)
+
+
 def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines=False,
                    codec=False, metrics=DEFAULT_METRICS, max_utts=None, seed=1234,
                    decode_opts=None, device="cpu", progress=True, asr=None):
@@ -441,8 +469,10 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
         ``(name, folder, enhancer)`` (:func:`load_models`).
     variants : sequence of (str, dict)
         :func:`grid_variants`.
-    baselines, codec : bool
-        Add the :data:`BASELINE_ROWS` / the codec resynthesis (:func:`codec_rows`).
+    baselines : bool or sequence of str
+        Add the :data:`BASELINE_ROWS` (True), or those named (e.g. ``("noisy",)``).
+    codec : bool
+        Add the codec resynthesis (:func:`codec_rows`).
     metrics : sequence of str
         Harness metrics.
     max_utts : int, optional
@@ -472,6 +502,7 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
     from .metrics.evaluate import evaluate_manifest
     from .metrics.wer import asr_for_manifest
 
+    baselines = baseline_names(baselines)
     codecs = codec_rows(models) if codec else []
     check_model_names([name for name, _, _ in models],
                       [*BASELINE_ROWS, CODEC_ROW, *(n for n, _ in codecs)])
@@ -496,8 +527,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
     if baselines:
         from .baselines import _dfn3_library
 
-        _dfn3_library()  # dfn3 without its package: one clear error before any work
-        for name in BASELINE_ROWS:
+        if "dfn3" in baselines:
+            _dfn3_library()  # dfn3 without its package: one clear error before any work
+        for name in baselines:
             timed = None if name in ("noisy", CLEAN) else TimedMethod(BASELINES[name], name)
             systems[name] = {"kind": "reference" if name == CLEAN else "baseline",
                              "rate": None, "quality": run(name, timed or name),
@@ -625,8 +657,9 @@ def build_parser(prog=PROG):
                         "cross product, e.g. steps=1,4,8 or corrector=on,off")
     parser.add_argument("--decode-opt", action="append", default=[], metavar="NAME=VALUE",
                         help="a decoding option of every model row (repeatable)")
-    parser.add_argument("--baselines", action="store_true",
-                        help="add the noisy, clean, rnnoise, spectral_gating and dfn3 rows")
+    parser.add_argument("--baselines", nargs="?", const="all", default=None, metavar="NAMES",
+                        help="add the noisy, clean, rnnoise, spectral_gating and dfn3 rows, or "
+                        "only those named, e.g. --baselines noisy,clean")
     parser.add_argument("--codec", action="store_true",
                         help="add the resynthesis of the clean speech by the models' output "
                         "tokenizer (the ceiling of a token model)")
@@ -730,6 +763,7 @@ def main(argv=None, prog=PROG):
             raise UsageError("--codec resynthesises with the models' tokenizer: give a --model")
         metrics = parse_metrics(args.metrics)
         try:
+            args.baselines = baseline_names(args.baselines)
             variants = grid_variants(parse_grid(args.grid))
             decode_opts = parse_decode_opts(args.decode_opt)
         except ValueError as e:

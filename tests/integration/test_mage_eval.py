@@ -178,6 +178,7 @@ def test_usage_errors(setup, capsys):
         (model + ["--model", f"mage={root / 'plain'}"], "two models named 'mage'"),
         (["--model", f"clean={root / 'mage'}", "--baselines"], "'clean' is taken"),
         (["--codec", "--baselines"], "give a --model"),
+        (model + ["--baselines", "noisy,rnoise"], "unknown baseline 'rnoise'"),
         ([], "nothing to evaluate"),
         (["--training-log", "run"], "--training-log takes NAME=TRAIN_LOG"),
         (["--training-log", f"run={root / 'no_log.txt'}"], "no such training log"),
@@ -194,6 +195,18 @@ def test_usage_errors(setup, capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "--grid" in capsys.readouterr().out
+
+
+def test_chosen_baselines_only(setup):
+    """``--baselines clean,noisy``: just those rows, in table order (no RNNoise, no DFN3)."""
+    root, manifest = setup
+    out = root / "two_baselines"
+    assert main(["--manifest", manifest, "--out", str(out), "--quiet", "--metrics", "sisdr",
+                 "--baselines", "clean,noisy"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["systems"]) == ["noisy", "clean"]
+    assert results["summary"]["clean"]["sisdr"] > 90 > results["summary"]["noisy"]["sisdr"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["clean", "noisy"]
 
 
 def test_every_row_skipped_is_a_one_line_error(setup, capsys):
