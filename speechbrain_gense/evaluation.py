@@ -586,14 +586,14 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
 # ---------------------------------------------------------------------------
 
 
-def format_table(results, breakdown=("ovrl", "pesq")):
+def format_table(results, breakdown=("ovrl", "pesq", "dwer")):
     """The markdown table: one row per system, then the breakdowns.
 
     Columns: files, ``NFE`` (token-model calls per utterance, as measured),
     ``RTF``, then the harness's score columns (same headers and decimals as
     :func:`~speechbrain_gense.metrics.evaluate.format_markdown`, WER in %).
-    The breakdown tables (``breakdown`` columns by SNR band and degradation)
-    are those of ``format_markdown``.
+    The breakdown tables (``breakdown`` columns by SNR band, degradation and
+    speaker; dWER only when scored) are those of ``format_markdown``.
 
     Example
     -------

@@ -152,27 +152,30 @@ def aggregate(records, columns):
 
 
 def summarize(utterances, columns):
-    """Overall scores and breakdowns by SNR band and by degradation type.
+    """Overall scores and breakdowns by SNR band, degradation type and speaker.
 
     Arguments
     ---------
     utterances : dict
-        ``{uid: {"snr": float or None, "degradation": str, column: score}}``.
+        ``{uid: {"snr": float or None, "degradation": str, "speaker": str, column: score}}``
+        (``speaker``: the manifest's; utterances without one are left out of ``by_speaker``).
     columns : sequence of str
         Score columns to summarise.
 
     Returns
     -------
     dict
-        ``{"overall": {...}, "by_snr": {band: {...}}, "by_degradation": {type: {...}}}``,
-        each an :func:`aggregate` (with ``n``, the number of utterances).
+        ``{"overall": {...}, "by_snr": {band: {...}}, "by_degradation": {type: {...}},
+        "by_speaker": {speaker: {...}}}``, each an :func:`aggregate` (with ``n``, the
+        number of utterances).
     """
     records = list(utterances.values())
 
     def grouped(key, order=None):
         groups = {}
         for r in records:
-            groups.setdefault(key(r), []).append(r)
+            if key(r) is not None:
+                groups.setdefault(key(r), []).append(r)
         names = [g for g in order if g in groups] if order else sorted(groups)
         return {g: aggregate(groups[g], columns) for g in names}
 
@@ -180,6 +183,7 @@ def summarize(utterances, columns):
         "overall": aggregate(records, columns),
         "by_snr": grouped(lambda r: snr_band(r.get("snr")), SNR_BANDS),
         "by_degradation": grouped(lambda r: r.get("degradation") or "unknown"),
+        "by_speaker": grouped(lambda r: r.get("speaker")),
     }
 
 
@@ -232,7 +236,8 @@ def _evaluate(items, metrics, asr=None, progress=True, desc="eval"):
                 failed[uid] = f"{item['enhanced']}: scoring failed ({reason})"
             else:
                 utterances[uid] = {"snr": item.get("snr"),
-                                   "degradation": item.get("degradation"), **scores}
+                                   "degradation": item.get("degradation"),
+                                   "speaker": item.get("speaker"), **scores}
         for w in caught:
             if issubclass(w.category, MetricWarning):
                 notes.setdefault(uid, []).append(str(w.message))
@@ -316,7 +321,8 @@ def evaluate_manifest(enhanced_dir, manifest, metrics=DEFAULT_METRICS, asr=None,
     items = [
         {"uid": uid, "enhanced": os.path.join(enhanced_dir, f"{uid}.wav"),
          "clean": fields.get("clean_wav"), "words": fields.get("words"),
-         "snr": fields.get("snr"), "degradation": fields.get("degradation")}
+         "snr": fields.get("snr"), "degradation": fields.get("degradation"),
+         "speaker": fields.get("speaker")}
         for uid, fields in entries.items()
     ]
     if any(m in ASR_METRICS for m in metrics):
@@ -385,6 +391,11 @@ def _table(header, rows):
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+#: The breakdown tables of :func:`format_markdown`: result key and title.
+BREAKDOWNS = (("by_snr", "SNR band (dB)"), ("by_degradation", "degradation"),
+              ("by_speaker", "speaker"))
+
+
 def format_markdown(results_by_system, breakdown=("ovrl", "pesq")):
     """Markdown tables comparing systems.
 
@@ -393,7 +404,7 @@ def format_markdown(results_by_system, breakdown=("ovrl", "pesq")):
     results_by_system : dict
         ``{system name: results of evaluate_manifest / evaluate_folders}``.
     breakdown : sequence of str
-        Columns broken down by SNR band and by degradation type (one table
+        Columns broken down by SNR band, degradation type and speaker (one table
         each; groups that no system has, or a single group, are left out).
 
     Returns
@@ -430,17 +441,18 @@ def format_markdown(results_by_system, breakdown=("ovrl", "pesq")):
     rows = [[name, files(res), *(_fmt(res["overall"].get(c), c) for c in columns)]
             for name, res in systems]
     lines = _table(["system", "files", *(COLUMNS[c][0] for c in columns)], rows)
-    for key, title in (("by_snr", "SNR band (dB)"), ("by_degradation", "degradation")):
+    for key, title in BREAKDOWNS:
         groups = {}
         for _, res in systems:
-            for group, agg in res[key].items():
+            for group, agg in res.get(key, {}).items():
                 groups[group] = max(groups.get(group, 0), agg["n"])
         if len(groups) < 2:
             continue
         order = [g for g in SNR_BANDS if g in groups] if key == "by_snr" else sorted(groups)
         for column in (c for c in breakdown if c in columns):
             header = ["system", *(f"{g} (n={groups[g]})" for g in order)]
-            rows = [[name, *(_fmt(res[key].get(g, {}).get(column), column) for g in order)]
+            rows = [[name, *(_fmt(res.get(key, {}).get(g, {}).get(column), column)
+                            for g in order)]
                     for name, res in systems]
             lines += ["", f"**{COLUMNS[column][0]} by {title}**", "", *_table(header, rows)]
     return "\n".join(lines)

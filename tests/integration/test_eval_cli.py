@@ -49,7 +49,8 @@ def corpus(tmp_path_factory):
             noisy = noisy / max(1.0, noisy.abs().max().item())
         save_audio(root / "noisy" / f"{uid}.wav", noisy, 16000)
         entries[uid] = {"clean_wav": str(clean_path), "noisy_wav": str(root / "noisy" / f"{uid}.wav"),
-                        "words": text, "snr": snr, "degradation": degradation}
+                        "words": text, "snr": snr, "degradation": degradation,
+                        "speaker": voice}
     write_manifest(str(root / "test.json"), entries, data_root=str(root))
 
     # bad/: u1 and u2 as they are, u3 at 8 kHz, and broken files.
@@ -93,6 +94,13 @@ def test_evaluate_manifest(noisy_results):
         sum(u["wer_errors"] for u in utts.values()) / words)
     assert res["by_snr"]["none"]["pesq"] == utts["u3"]["pesq"]
     assert res["overall"]["n"] == 3 and res["by_snr"]["<0"]["n"] == 1
+    # by the manifest's speaker: the two slt utterances and kal16's
+    assert {k: v["n"] for k, v in res["by_speaker"].items()} == {"kal16": 1, "slt": 2}
+    assert res["by_speaker"]["kal16"]["pesq"] == utts["u2"]["pesq"]
+    assert res["by_speaker"]["slt"]["sisdr"] == pytest.approx(
+        (utts["u1"]["sisdr"] + utts["u3"]["sisdr"]) / 2)
+    table = format_markdown({"noisy": res})
+    assert "**PESQ by speaker**" in table and "| system | kal16 (n=1) | slt (n=2) |" in table
 
 
 def test_whisper_wer_and_dwer(corpus, noisy_results):
@@ -137,7 +145,8 @@ def test_format_markdown(corpus, noisy_results):
     assert lines[3].startswith("| clean | 3 | – | – | – | – | 4.64 | – | ")
     titles = [line for line in lines if line.startswith("**")]
     assert titles == ["**OVRL by SNR band (dB)**", "**PESQ by SNR band (dB)**",
-                      "**OVRL by degradation**", "**PESQ by degradation**"]
+                      "**OVRL by degradation**", "**PESQ by degradation**",
+                      "**OVRL by speaker**", "**PESQ by speaker**"]
     i = lines.index("**PESQ by degradation**")
     assert lines[i + 2] == "| system | noise (n=2) | none (n=1) |"
     assert lines[i + 5] == "| clean | 4.64 | 4.64 |"
@@ -206,7 +215,7 @@ def test_evaluate_folders(corpus, tmp_path):
     # Reference-free folder evaluation (no clean folder): the files present.
     res = evaluate_folders(enhanced, metrics=["sisdr", "pesq"], progress=False)
     assert res["num_scored"] == 2 and res["utterances"]["u1"] == {
-        "snr": None, "degradation": None}
+        "snr": None, "degradation": None, "speaker": None}
     # The CLI in folder mode, two systems in one table.
     assert main([str(corpus / "noisy"), str(corpus / "clean"), "--clean-dir",
                  str(corpus / "clean"), "--metrics", "sisdr", "--quiet"]) == 0
