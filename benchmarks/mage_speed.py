@@ -220,8 +220,8 @@ def format_table(result):
     """The markdown table of a :func:`run` result, and notes."""
     audio, f, gemm = result["audio_s"], result["forward"], result["gemm"]
     machine = result["machine"]
-    lines = [("| precision | steps | NFE | encode (s) | speaker (s) | decoding (s) "
-              "| codec decode (s) | total (s) | RTF | enhancer GFLOP/s in decoding |"),
+    lines = [("| precision | steps | NFE | encode (s) | conditioning: speaker + content (s) "
+              "| decoding (s) | codec decode (s) | total (s) | RTF | enhancer GFLOP/s in decoding |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         lines.append(
@@ -580,9 +580,9 @@ def format_variants(result):
     audio = result["audio_s"]
     base = result["baselines"]
     ref = {(r["threads"]): r["total"] for r in result["rows"] if r["variant"] == "unoptimised"}
-    lines = ["| variant | threads | encode (s) | speaker (s) | enhancer passes (s) | corrector (s) "
-             "| sampling (s) | codec decode (s) | total (s) | RTF | speed-up | "
-             "enhancer GFLOP/s (% of GEMM peak) | RTF / RNNoise | RTF / DFN3 |",
+    lines = ["| variant | threads | encode (s) | conditioning: speaker + content (s) "
+             "| enhancer passes (s) | corrector (s) | sampling (s) | codec decode (s) | total (s) "
+             "| RTF | speed-up | enhancer GFLOP/s (% of GEMM peak) | RTF / RNNoise | RTF / DFN3 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         peak = result["gemm"][r["threads"]]
