@@ -525,7 +525,8 @@ def main(argv=None):
 
     from speechbrain_gense.guard import make_guard, write_report_csv
 
-    guard = make_guard(guard_mode(args), args.guard_fallback)
+    guard = make_guard(guard_mode(args), args.guard_fallback,
+                       getattr(enhancer, "guard_thresholds", None))
     report = []
     written = skipped = 0
     for job in tqdm(jobs, desc=PROG, unit="file", disable=args.quiet):

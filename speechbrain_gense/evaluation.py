@@ -216,7 +216,8 @@ class InterfaceMethod:
         self.index = 0
         self.nfe, self.confidence = [], []
         #: The content and voice guard of the calls (``--grid guard=off,fallback``), or None.
-        self.guard = make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"))
+        self.guard = make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"),
+                                getattr(enhancer, "guard_thresholds", None))
         if self.guard is not None and guard_asr is not None:
             from .metrics.wer import WhisperTranscriber
 

@@ -78,6 +78,10 @@ REPORT_COLUMNS = ("file", "channel", "start_s", "end_s", "snr_db", "transcript_w
 #: the guard.
 GUARD_OPTIONS = ("guard", "guard_fallback")
 
+#: Guard arguments a model folder may set (``guard_thresholds`` of its ``inference.yaml``).
+THRESHOLD_KEYS = ("wer_at_high_snr", "wer_at_low_snr", "high_snr", "low_snr", "min_secs",
+                  "min_confidence")
+
 SAMPLE_RATE = 16000
 
 
@@ -275,6 +279,38 @@ class Guard:
             / (self.high_snr - self.low_snr)
         return self.wer_at_low_snr + w * (self.wer_at_high_snr - self.wer_at_low_snr)
 
+    def reasons(self, snr_db, transcript_wer, secs, confidence):
+        """Failed checks of one scored chunk (empty: not flagged).
+
+        Arguments
+        ---------
+        snr_db, transcript_wer, secs, confidence : float
+            The chunk's scores (NaN ``secs`` / ``confidence``: not measured,
+            never flags).
+
+        Returns
+        -------
+        list of str
+
+        Example
+        -------
+        >>> guard = Guard(asr=object(), min_secs=0.6)
+        >>> guard.reasons(25.0, 0.5, 0.7, float("nan"))
+        ['words: wer 0.50 > 0.40']
+        >>> guard.reasons(-3.0, 0.5, 0.55, 0.9)
+        ['voice: secs 0.55 < 0.60']
+        """
+        limit = self.max_wer(snr_db)
+        out = []
+        if transcript_wer > limit:
+            out.append(f"words: wer {transcript_wer:.2f} > {limit:.2f}")
+        if self.min_secs is not None and not math.isnan(secs) and secs < self.min_secs:
+            out.append(f"voice: secs {secs:.2f} < {self.min_secs:.2f}")
+        if self.min_confidence > 0 and not math.isnan(confidence) \
+                and confidence < self.min_confidence:
+            out.append(f"confidence {confidence:.2f} < {self.min_confidence:.2f}")
+        return out
+
     def _transcribe(self, wavs):
         asr = self.asr
         if hasattr(asr, "transcribe_many"):
@@ -315,13 +351,7 @@ class Guard:
             sim = self.speaker(y, x) if self.min_secs is not None else math.nan
             sim = math.nan if sim is None else float(sim)
             conf = float(confidence[i])
-            reasons = []
-            if wer > limit:
-                reasons.append(f"words: wer {wer:.2f} > {limit:.2f}")
-            if self.min_secs is not None and not math.isnan(sim) and sim < self.min_secs:
-                reasons.append(f"voice: secs {sim:.2f} < {self.min_secs:.2f}")
-            if self.min_confidence > 0 and not math.isnan(conf) and conf < self.min_confidence:
-                reasons.append(f"confidence {conf:.2f} < {self.min_confidence:.2f}")
+            reasons = self.reasons(snr, wer, sim, conf)
             rows.append({"snr_db": snr, "transcript_wer": wer, "max_wer": limit, "secs": sim,
                          "confidence": conf, "flagged": bool(reasons),
                          "reason": "; ".join(reasons), "noisy_text": texts[i],
@@ -337,12 +367,14 @@ class Guard:
         return dfn3(noisy, sample_rate)
 
 
-def make_guard(guard, fallback=None):
+def make_guard(guard, fallback=None, thresholds=None):
     """A :class:`Guard` from the forms the API and the commands take, or None.
 
     ``None``, ``False``, ``"off"``: no guard; ``"report"`` or
-    ``"fallback"``: a default :class:`Guard` of that mode (``fallback``:
-    ``"input"`` or ``"dfn3"``); a :class:`Guard`: itself.
+    ``"fallback"``: a :class:`Guard` of that mode (``fallback``:
+    ``"input"`` or ``"dfn3"``) with ``thresholds`` (a model's calibrated
+    ones, keys of :data:`THRESHOLD_KEYS`; default: the Guard's); a
+    :class:`Guard`: itself.
 
     Example
     -------
@@ -350,6 +382,8 @@ def make_guard(guard, fallback=None):
     (True, True)
     >>> make_guard("fallback", "input")
     Guard(mode='fallback', fallback='input')
+    >>> make_guard("report", thresholds={"wer_at_high_snr": 0.2}).wer_at_high_snr
+    0.2
     >>> make_guard("fallbak")
     Traceback (most recent call last):
     ...
@@ -361,7 +395,8 @@ def make_guard(guard, fallback=None):
         return guard
     if guard not in MODES[1:]:
         raise ValueError(f"guard must be one of {', '.join(MODES)} (or a Guard), got {guard!r}")
-    return Guard(guard, fallback=fallback or "input")
+    thresholds = {k: v for k, v in (thresholds or {}).items() if k in THRESHOLD_KEYS}
+    return Guard(guard, fallback=fallback or "input", **thresholds)
 
 
 def write_report_csv(path, rows):
@@ -444,6 +479,138 @@ def compare_per_file(results, system, reference="noisy", metric="dwer"):
     return {"files": files, "worse": len(worse), "worse_ids": worse, "holds": not worse}
 
 
+def _number(value):
+    """A report cell (float, string, empty or None) as a float; NaN when missing."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+#: Thresholds :func:`calibrate` tries (every combination with ``wer_at_low_snr >= wer_at_high_snr``).
+CALIBRATION_GRID = {
+    "wer_at_high_snr": [round(0.1 * i, 1) for i in range(0, 9)],
+    "wer_at_low_snr": [round(0.1 * i, 1) for i in range(1, 13)],
+    "min_secs": [None, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85],
+}
+
+
+#: Orders of :func:`calibrate`: what a better threshold set has first.
+OBJECTIVES = ("worse", "mean")
+
+
+def calibrate(rows, system_scores, reference_scores, grid=None, objective="worse"):
+    """Guard thresholds for one model, chosen from scored files where the outcome is known.
+
+    Every threshold set of ``grid`` is applied to the guard ``rows`` of a
+    split (one row per file, e.g. from :func:`score_folder` on a
+    ``gense-evaluate`` folder of that model); a flagged file becomes the
+    input (``fallback="input"``), whose metric is the reference's. With
+    ``objective="worse"`` a set is better when fewer files end worse than
+    the reference, then when fewer files are flagged (more of the
+    enhancer's output kept), then when the mean metric is lower; with
+    ``"mean"``, when the mean metric is lower, then fewer flags. Choose on a
+    validation split and check the choice on the test split
+    (:func:`apply_thresholds`).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Guard rows (``file``, ``snr_db``, ``transcript_wer``, ``secs``,
+        ``confidence``).
+    system_scores, reference_scores : dict
+        ``{file: metric}`` of the enhancer and of the input (lower is
+        better, e.g. dWER).
+    grid : dict, optional
+        Values per threshold (default :data:`CALIBRATION_GRID`).
+    objective : str
+        ``"worse"`` or ``"mean"`` (:data:`OBJECTIVES`).
+
+    Returns
+    -------
+    dict
+        ``thresholds`` (the chosen Guard arguments), its ``outcome``
+        (:func:`apply_thresholds`), and ``tried`` (sets tried).
+
+    Example
+    -------
+    >>> rows = [{"file": f, "snr_db": 20.0, "transcript_wer": w, "secs": 0.8,
+    ...          "confidence": float("nan")} for f, w in [("a", 0.0), ("b", 0.3), ("c", 0.6)]]
+    >>> ours, noisy = {"a": 0.0, "b": 0.5, "c": 0.9}, {"a": 0.1, "b": 0.2, "c": 0.2}
+    >>> out = calibrate(rows, ours, noisy, grid={"wer_at_high_snr": [0.2, 0.5],
+    ...                                          "wer_at_low_snr": [0.9], "min_secs": [None]})
+    >>> out["thresholds"]["wer_at_high_snr"], out["outcome"]["worse"], out["outcome"]["flagged"]
+    (0.2, 0, 2)
+    >>> calibrate(rows, ours, noisy, objective="mean")["outcome"]["mean"]  # b, c back to noisy
+    0.1333
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    grid = {**CALIBRATION_GRID, **(grid or {})}
+    files = [r for r in rows if not math.isnan(_number(system_scores.get(r["file"])))
+             and not math.isnan(_number(reference_scores.get(r["file"])))]
+    if not files:
+        raise ValueError("no guard row has both a system and a reference score")
+    best, tried = None, 0
+    for high in grid["wer_at_high_snr"]:
+        for low in grid["wer_at_low_snr"]:
+            if low < high:
+                continue
+            for secs in grid["min_secs"]:
+                thresholds = {"wer_at_high_snr": high, "wer_at_low_snr": low, "min_secs": secs}
+                out = apply_thresholds(files, system_scores, reference_scores, thresholds)
+                tried += 1
+                key = (out["worse"], out["flagged"], out["mean"]) if objective == "worse" \
+                    else (out["mean"], out["flagged"], out["worse"])
+                if best is None or key < best[0]:
+                    best = (key, thresholds, out)
+    return {"thresholds": best[1], "outcome": best[2], "tried": tried}
+
+
+def apply_thresholds(rows, system_scores, reference_scores, thresholds):
+    """What a guard with ``thresholds`` would have done on scored files (fallback to the input).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Guard rows, one per file (see :func:`calibrate`).
+    system_scores, reference_scores : dict
+        ``{file: metric}`` of the enhancer and of the input.
+    thresholds : dict
+        :class:`Guard` arguments (keys of :data:`THRESHOLD_KEYS`).
+
+    Returns
+    -------
+    dict
+        ``files``, ``flagged``, ``worse`` (files worse than the reference
+        after the fallback), ``worse_ids``, ``mean`` (metric after the
+        fallback) and ``mean_without`` (the enhancer's own).
+
+    Example
+    -------
+    >>> rows = [{"file": "a", "snr_db": 20.0, "transcript_wer": 0.5, "secs": 0.9,
+    ...          "confidence": 0.5}]
+    >>> apply_thresholds(rows, {"a": 0.6}, {"a": 0.2}, {"wer_at_high_snr": 0.4})["mean"]
+    0.2
+    """
+    guard = Guard("report", asr=object(), speaker=lambda *a: math.nan,
+                  **{k: v for k, v in thresholds.items() if k in THRESHOLD_KEYS})
+    flagged, worse, after, before = 0, [], [], []
+    for r in rows:
+        uid = r["file"]
+        hit = bool(guard.reasons(_number(r["snr_db"]), _number(r["transcript_wer"]),
+                                 _number(r.get("secs")), _number(r.get("confidence"))))
+        ours, ref = float(system_scores[uid]), float(reference_scores[uid])
+        value = ref if hit else ours
+        flagged += hit
+        after.append(value)
+        before.append(ours)
+        if value > ref + 1e-9:
+            worse.append(uid)
+    return {"files": len(rows), "flagged": flagged, "worse": len(worse), "worse_ids": worse,
+            "mean": round(float(np.mean(after)), 4), "mean_without": round(float(np.mean(before)), 4)}
+
+
 def score_folder(manifest, enhanced_dir, guard=None, batch=8):
     """Guard rows of an enhanced folder against its noisy inputs, one row per file.
 
@@ -521,6 +688,45 @@ def reason_counts(rows):
     return out
 
 
+def _calibrate_command(args):
+    def scores(path, row):
+        with open(path) as f:
+            systems = json.load(f)["systems"]
+        if row not in systems:
+            raise ValueError(f"no row {row!r} in {path} (rows: {', '.join(systems)})")
+        return {uid: v.get(args.metric) for uid, v in systems[row]["quality"]["utterances"].items()}
+
+    try:
+        ours = scores(args.results, args.system)
+        ref = scores(args.reference_results or args.results, args.reference)
+        rows = read_report_csv(args.rows)
+        if args.apply:
+            with open(args.apply) as f:
+                thresholds = json.load(f)
+            outcome = apply_thresholds([r for r in rows if r["file"] in ours and r["file"] in ref],
+                                       ours, ref, thresholds)
+        else:
+            chosen = calibrate(rows, ours, ref, objective=args.objective)
+            thresholds, outcome = chosen["thresholds"], chosen["outcome"]
+    except (OSError, ValueError, KeyError) as e:
+        from .utils import first_line
+
+        print(f"error: {first_line(e)}", file=sys.stderr)
+        return 2
+    print(f"thresholds: {json.dumps(thresholds)}")
+    print(f"{args.system}: guard flags {outcome['flagged']}/{outcome['files']} files; "
+          f"{args.metric} worse than {args.reference} on {outcome['worse']} files; mean "
+          f"{args.metric} {outcome['mean']} with the guard, {outcome['mean_without']} without"
+          + (f" ({', '.join(outcome['worse_ids'])})" if outcome["worse_ids"] else ""))
+    if args.out:
+        from .models.io import atomic_output
+
+        with atomic_output(args.out) as tmp, open(tmp, "w") as f:
+            json.dump({**thresholds, "calibration": {k: outcome[k] for k in
+                       ("files", "flagged", "worse", "mean", "mean_without")}}, f, indent=2)
+    return 0
+
+
 def main(argv=None):
     """``python -m speechbrain_gense.guard compare RESULTS --system ROW [--reference noisy]``
     and ``python -m speechbrain_gense.guard score MANIFEST DIR [--report CSV]``."""
@@ -539,7 +745,23 @@ def main(argv=None):
     sc.add_argument("manifest", help="manifest with noisy_wav (e.g. gense-evaluate's input.json)")
     sc.add_argument("enhanced", help="folder of {id}.wav")
     sc.add_argument("--report", help="write the rows to this CSV")
+    cal = sub.add_parser("calibrate", help="choose guard thresholds for SYSTEM from its "
+                         "per-file metric and guard rows (or, with --apply, check given ones)")
+    cal.add_argument("results", help="results.json of gense-evaluate with SYSTEM's row")
+    cal.add_argument("--system", required=True)
+    cal.add_argument("--rows", required=True, help="guard CSV of SYSTEM's folder (score --report)")
+    cal.add_argument("--reference", default="noisy")
+    cal.add_argument("--reference-results", help="results.json with the reference row "
+                     "(default: RESULTS)")
+    cal.add_argument("--metric", default="dwer")
+    cal.add_argument("--objective", choices=OBJECTIVES, default="worse",
+                     help="worse: fewest files worse than the reference, then fewest flags; "
+                     "mean: lowest mean metric (default: worse)")
+    cal.add_argument("--apply", metavar="JSON", help="check these thresholds instead of choosing")
+    cal.add_argument("--out", help="write the chosen thresholds (JSON)")
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return _calibrate_command(args)
     if args.command == "score":
         try:
             rows = score_folder(args.manifest, args.enhanced)
@@ -574,7 +796,12 @@ def main(argv=None):
 __all__ = [
     "FALLBACKS",
     "GUARD_OPTIONS",
+    "CALIBRATION_GRID",
     "MODES",
+    "OBJECTIVES",
+    "THRESHOLD_KEYS",
+    "apply_thresholds",
+    "calibrate",
     "REPORT_COLUMNS",
     "Guard",
     "compare_per_file",

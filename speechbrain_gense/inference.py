@@ -143,13 +143,17 @@ carry_context: {carry_context}
 silence_threshold: {silence_threshold}
 # Decoding options overriding the model's own (e.g. steps: 8); empty: the model's.
 decode_opts: {decode_opts}
+# Content and voice guard thresholds for this model (speechbrain_gense.guard.Guard
+# arguments, chosen by `python -m speechbrain_gense.guard calibrate` on a validation
+# split); empty: the Guard's defaults. Used when a guard is asked for by name.
+guard_thresholds: {guard_thresholds}
 
 # Nothing to fetch: the model loads its files from model_folder itself.
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts=None,
-                         **options):
+                         guard_thresholds=None, **options):
     """Writes the ``inference.yaml`` that makes a model folder loadable.
 
     After it, ``EnhanceGenerative.from_hparams(source=model_folder)`` works.
@@ -166,6 +170,10 @@ def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts
         Replace an existing ``inference.yaml``.
     decode_opts : dict, optional
         Decoding options overriding the model's own (e.g. ``{"steps": 8}``).
+    guard_thresholds : dict, optional
+        The model's content and voice guard thresholds (keys of
+        :data:`~speechbrain_gense.guard.THRESHOLD_KEYS`), e.g. the output of
+        ``python -m speechbrain_gense.guard calibrate``.
     **options
         Interface options (keys of :data:`DEFAULT_OPTIONS`).
 
@@ -202,15 +210,41 @@ def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path}: exists (use overwrite=True to replace it)")
     values = {**DEFAULT_OPTIONS, **options}
+    guard_thresholds = check_guard_thresholds(guard_thresholds)
 
     def flow(value):
         return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
     text = _YAML_TEMPLATE.format(
         method=method, info_file=info_file, decode_opts=flow(dict(decode_opts or {})),
+        guard_thresholds=flow(guard_thresholds),
         **{k: flow(v) for k, v in values.items()})
     atomic_write_text(path, text)
     return path
+
+
+def check_guard_thresholds(thresholds):
+    """``thresholds`` as a plain dict of known Guard arguments (ValueError otherwise).
+
+    Extra keys written by the calibration (``calibration``) are dropped.
+
+    Example
+    -------
+    >>> check_guard_thresholds({"wer_at_high_snr": 0.2, "calibration": {}})
+    {'wer_at_high_snr': 0.2}
+    >>> check_guard_thresholds({"max_wer": 0.2})
+    Traceback (most recent call last):
+    ...
+    ValueError: guard_thresholds: unknown key(s) max_wer (expected: wer_at_high_snr, ...)
+    """
+    from .guard import THRESHOLD_KEYS
+
+    thresholds = {k: v for k, v in dict(thresholds or {}).items() if k != "calibration"}
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise ValueError(f"guard_thresholds: unknown key(s) {', '.join(unknown)} "
+                         f"(expected: {THRESHOLD_KEYS[0]}, ...)")
+    return {k: None if v is None else float(v) for k, v in thresholds.items()}
 
 
 def equal_power_fades(length, dtype=torch.float32):
@@ -496,6 +530,9 @@ class EnhanceGenerative(Pretrained):
         for key, default in DEFAULT_OPTIONS.items():
             setattr(self, key, getattr(self.hparams, key, default))
         self.decode_opts = dict(getattr(self.hparams, "decode_opts", None) or {})
+        #: Thresholds of a guard asked for by name (``inference.yaml``'s ``guard_thresholds``).
+        self.guard_thresholds = check_guard_thresholds(getattr(self.hparams, "guard_thresholds",
+                                                               None))
         self.model.decode_options(**self.decode_opts)  # unknown names: ValueError now
         if self.chunk_seconds <= 0 or self.overlap_seconds < 0 or self.crossfade_seconds < 0:
             raise ValueError("chunk_seconds must be > 0, overlap_seconds and "
@@ -935,7 +972,7 @@ class EnhanceGenerative(Pretrained):
             valid = (torch.as_tensor(lengths).float().cpu() * S).round().long().clamp(0, S)
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
-        guard = make_guard(guard, guard_fallback)
+        guard = make_guard(guard, guard_fallback, self.guard_thresholds)
         source = noisy.detach().float().cpu()
         blocks = []
         confidence = None
@@ -1014,7 +1051,7 @@ class EnhanceGenerative(Pretrained):
             One-line message for a file that cannot be read or written.
         """
         path = os.fspath(path)
-        guard = make_guard(guard, guard_fallback)
+        guard = make_guard(guard, guard_fallback, self.guard_thresholds)
         with AudioFileReader(path) as reader:
             writer = None
             if output_filename is not None:

@@ -492,7 +492,7 @@ def build_corpus(out_dir, minutes=5.0, seed=1234, split_ratios=(0.8, 0.1, 0.1),
 
 def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manifests=(),
                      natural_share=0.25, texts=None, manifest_name="train.json", workers=None,
-                     progress=True):
+                     progress=True, pseudo_speakers=0):
     """Clean speech from many voices (a codec's training set), with one manifest.
 
     Sentences are spread evenly over ``voices`` (default
@@ -530,6 +530,12 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
         Synthesis processes (default: CPUs, at most 4).
     progress : bool
         Show a progress bar.
+    pseudo_speakers : int
+        Add this many :func:`~speechbrain_gense.data.voices.make_pseudo_speakers`
+        of ``voices`` (pitch / formant / tempo copies, half of them of the
+        flite / festival voices, which then share ``natural_share`` with
+        them). Only voices of the pool are perturbed, so held-out voices stay
+        out.
 
     Returns
     -------
@@ -540,12 +546,19 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
 
     out_dir = os.path.abspath(out_dir)
     voices = codec_voice_pool(seed) if voices is None else list(voices)
+    if int(pseudo_speakers) < 0:
+        raise ValueError(f"pseudo_speakers must be >= 0, got {pseudo_speakers}")
+    if pseudo_speakers:
+        voices = voices + make_pseudo_speakers(voices, int(pseudo_speakers), seed)
     check_engines(voices)
     manifest = os.path.join(out_dir, manifest_name)
     info_path = os.path.join(out_dir, "speech_info.json")
     config = {"minutes": minutes, "seed": seed, "voices": sorted(v.name for v in voices),
               "natural_share": natural_share, "texts": list(texts) if texts else None,
               "avoid": sorted(os.path.abspath(m) for m in avoid_manifests), "version": 1}
+    if pseudo_speakers:
+        config["pseudo_speakers"] = {v.name: [v.pitch, v.formant, v.tempo]
+                                     for v in voices if isinstance(v, PseudoSpeaker)}
     if os.path.isfile(info_path) and os.path.isfile(manifest):
         with open(info_path) as f:
             if json.load(f).get("config") == config:

@@ -329,3 +329,80 @@ def test_score_folder_rows_and_reasons(tmp_path, capsys, monkeypatch):
     assert guard_module.main(["score", str(tmp_path / "m.json"), str(tmp_path / "enh")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 1 of 3 files missing") and len(err.strip().splitlines()) == 1
+
+
+def _rows(values):
+    return [{"file": f, "snr_db": snr, "transcript_wer": wer, "secs": secs,
+             "confidence": math.nan} for f, snr, wer, secs in values]
+
+
+def test_calibrate_chooses_the_loosest_thresholds_that_keep_every_file_no_worse():
+    from speechbrain_gense.guard import apply_thresholds, calibrate
+
+    # a, b: the enhancer helps; c: it changed the words (high transcript_wer, high SNR);
+    # d: it changed the voice at low SNR.
+    rows = _rows([("a", 25.0, 0.1, 0.9), ("b", -5.0, 0.8, 0.85), ("c", 25.0, 0.5, 0.9),
+                  ("d", -5.0, 0.2, 0.55)])
+    ours = {"a": 0.0, "b": 0.3, "c": 0.9, "d": 0.8}
+    noisy = {"a": 0.1, "b": 0.4, "c": 0.2, "d": 0.3}
+    out = calibrate(rows, ours, noisy)
+    assert out["outcome"]["worse"] == 0 and out["outcome"]["flagged"] == 2
+    t = out["thresholds"]
+    assert 0.1 <= t["wer_at_high_snr"] < 0.5 and t["wer_at_low_snr"] >= 0.8
+    assert 0.55 < t["min_secs"] <= 0.85
+    assert out["outcome"]["mean"] == pytest.approx((0.0 + 0.3 + 0.2 + 0.3) / 4)
+    # The defaults let c through (0.5 > 0.4 flags it) but flag d only by its voice.
+    default = apply_thresholds(rows, ours, noisy, {})
+    assert default["worse"] == 0 and default["flagged"] == 2
+    loose = apply_thresholds(rows, ours, noisy, {"wer_at_high_snr": 0.6, "min_secs": None})
+    assert loose["worse_ids"] == ["c", "d"] and loose["mean_without"] == 0.5
+    with pytest.raises(ValueError, match="objective must be one of"):
+        calibrate(rows, ours, noisy, objective="best")
+    with pytest.raises(ValueError, match="no guard row has both"):
+        calibrate(rows, {}, noisy)
+
+
+def test_calibrate_command_and_model_thresholds(tmp_path, capsys, monkeypatch):
+    import json
+
+    from speechbrain_gense.guard import REPORT_COLUMNS, main, write_report_csv
+    from speechbrain_gense.inference import write_inference_yaml
+    from speechbrain_gense.models.debug import write_tiny_mage
+
+    rows = _rows([("a", 25.0, 0.1, 0.9), ("c", 25.0, 0.5, 0.9)])
+    write_report_csv(tmp_path / "rows.csv", [{**{k: "" for k in REPORT_COLUMNS}, **r}
+                                             for r in rows])
+    results = {"systems": {
+        "noisy": {"quality": {"utterances": {"a": {"dwer": 0.1}, "c": {"dwer": 0.2}}}},
+        "m": {"quality": {"utterances": {"a": {"dwer": 0.0}, "c": {"dwer": 0.9}}}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "thresholds.json"
+    assert main(["calibrate", str(tmp_path / "results.json"), "--system", "m", "--rows",
+                 str(tmp_path / "rows.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "guard flags 1/2 files; dwer worse than noisy on 0 files" in printed
+    chosen = json.loads(out.read_text())
+    assert chosen["calibration"]["worse"] == 0 and 0.1 <= chosen["wer_at_high_snr"] < 0.5
+    assert main(["calibrate", str(tmp_path / "results.json"), "--system", "x", "--rows",
+                 str(tmp_path / "rows.csv")]) == 2
+    assert "no row 'x'" in capsys.readouterr().err
+    # The chosen thresholds go into a model folder; a guard asked for by name uses them.
+    folder = write_tiny_mage(str(tmp_path / "model"))
+    write_inference_yaml(folder, overwrite=True, guard_thresholds=chosen)
+    enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
+    assert enhancer.guard_thresholds == {k: chosen[k] for k in ("wer_at_high_snr",
+                                                                "wer_at_low_snr", "min_secs")}
+    enhancer.enhance_batch(speech_like(0.5)[None], seed=0,
+                           guard=Guard("report", asr=TargetASR(torch.zeros(1), 1),
+                                       speaker=lambda est, ref: 0.9))
+    assert enhancer.guard_report[0]["max_wer"] == pytest.approx(Guard(asr=object()).max_wer(
+        enhancer.guard_report[0]["snr_db"]))  # a Guard given as such keeps its own thresholds
+    monkeypatch.setattr(guard_module, "default_asr", lambda: TargetASR(torch.zeros(1), 1))
+    monkeypatch.setattr(guard_module, "default_speaker_scorer", lambda est, ref: 0.9)
+    enhancer.enhance_batch(speech_like(0.5)[None], seed=0, guard="report")
+    row = enhancer.guard_report[0]
+    named = Guard(asr=object(), **{k: chosen[k] for k in ("wer_at_high_snr", "wer_at_low_snr")})
+    assert row["max_wer"] == pytest.approx(named.max_wer(row["snr_db"]))
+    assert named.max_wer(row["snr_db"]) != pytest.approx(Guard(asr=object()).max_wer(row["snr_db"]))
+    with pytest.raises(ValueError, match="guard_thresholds: unknown key"):
+        write_inference_yaml(folder, overwrite=True, guard_thresholds={"max": 1})

@@ -279,3 +279,38 @@ def test_build_speech_set_is_deterministic_and_avoids_given_sentences(tmp_path):
     assert entries[uid0]["words"] not in {e["words"] for e in read_manifest(second).values()}
     info = json.loads((tmp_path / "b" / "speech_info.json").read_text())
     assert info["utterances"] == len(read_manifest(second))
+
+
+@pytest.mark.skipif(__import__("shutil").which("flite") is None
+                    or __import__("shutil").which("espeak-ng") is None,
+                    reason="needs flite and espeak-ng")
+def test_build_speech_set_adds_pseudo_speakers_of_its_own_voices(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from speechbrain_gense.data.corpus import build_speech_set
+    from speechbrain_gense.data.manifest import read_manifest
+    from speechbrain_gense.data.voices import SPLIT_SPEAKERS, VOICES
+
+    voices = [VOICES["flite_slt"], VOICES["espeak_gb_m3"]]
+    kwargs = dict(minutes=0.3, seed=4, voices=voices, natural_share=0.5, workers=1,
+                  progress=False, pseudo_speakers=2)
+    entries = read_manifest(build_speech_set(tmp_path / "a", **kwargs))
+    speakers = {e["speaker"] for e in entries.values()}
+    # One pseudo-speaker of each group; natural ones (flite + its copy) keep half the sentences.
+    assert speakers == {"flite_slt", "espeak_gb_m3", "flite_slt-ps000", "espeak_gb_m3-ps001"}
+    natural = [e for e in entries.values() if e["speaker"].startswith("flite")]
+    assert abs(len(natural) - len(entries) / 2) <= 1
+    held_out = set(SPLIT_SPEAKERS["valid"]) | set(SPLIT_SPEAKERS["test"])
+    assert not any(s.split("-ps")[0] in held_out for s in speakers)
+    info = json.loads((tmp_path / "a" / "speech_info.json").read_text())
+    assert sorted(info["config"]["pseudo_speakers"]) == ["espeak_gb_m3-ps001", "flite_slt-ps000"]
+    again = read_manifest(build_speech_set(tmp_path / "b", **kwargs))
+    for uid, e in entries.items():
+        assert again[uid]["speaker"] == e["speaker"]
+        a, _ = sf.read(e["clean_wav"])
+        b, _ = sf.read(again[uid]["clean_wav"])
+        assert a.shape == b.shape and abs(a - b).max() < 1e-4
+    with pytest.raises(ValueError, match="pseudo_speakers must be >= 0"):
+        build_speech_set(tmp_path / "c", minutes=0.1, voices=voices, pseudo_speakers=-1)
