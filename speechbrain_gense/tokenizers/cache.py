@@ -22,6 +22,12 @@ Typical use in a recipe::
 
 Only deterministic signals should be cached (clean speech, fixed valid/test
 mixtures): a mixture drawn on the fly changes at every epoch.
+
+Tokens of an audio *file* also record which file they came from (absolute
+path and size): when another dataset reuses an id in the same cache folder
+(e.g. a new training manifest in an old output folder), the stale tokens are
+re-encoded, not served. Tokens of signals handed over in memory carry no
+such record.
 """
 
 import hashlib
@@ -38,6 +44,29 @@ from ..audio import load_audio
 logger = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def source_key(source):
+    """What identifies an audio file for the cache (``"<abspath>|<bytes>"``), or None.
+
+    Only paths have a key; signals and loader functions have none.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> _ = open(path, "wb").write(b"1234")
+    >>> source_key(path).endswith("a.wav|4"), source_key(torch.zeros(3))
+    (True, None)
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = os.path.abspath(os.fspath(source))
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    return f"{path}|{size}"
 
 
 def tokenizer_fingerprint(tokenizer):
@@ -145,6 +174,9 @@ class TokenCache:
         self._fingerprint = fingerprint
         self.hits = 0
         self.misses = 0
+        #: Cached files found stale (made from another audio file) and re-encoded.
+        self.stale = 0
+        self._stale_logged = False
 
     # Layout ---------------------------------------------------------------
 
@@ -189,19 +221,35 @@ class TokenCache:
 
     # Reading and writing --------------------------------------------------
 
-    def load(self, uid):
-        """Cached ``LongTensor[T, K]`` of ``uid``, or None (counts no hit/miss)."""
+    def load(self, uid, source=None):
+        """Cached ``LongTensor[T, K]`` of ``uid``, or None (counts no hit/miss).
+
+        With ``source`` (a :func:`source_key`), tokens recorded as made from
+        another file are stale: None, and a warning (once per cache).
+        """
         path = self.path(uid)
         if not os.path.exists(path):
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True).long()
+            stored = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 -- an unreadable file is recomputed
             logger.warning("token cache: %s unreadable (%s); recomputing", path, e)
             return None
+        if isinstance(stored, dict):
+            made_from = stored.get("source")
+            if source is not None and made_from is not None and made_from != source:
+                if not self._stale_logged:
+                    self._stale_logged = True
+                    logger.warning("token cache %s: %r was encoded from %s, not %s; "
+                                   "re-encoding (and any other stale id)", self.folder, uid,
+                                   made_from.rsplit("|", 1)[0], source.rsplit("|", 1)[0])
+                self.stale += 1
+                return None
+            stored = stored["tokens"]
+        return stored.long()
 
-    def save(self, uid, tokens):
-        """Stores ``tokens[T, K]`` for ``uid`` atomically."""
+    def save(self, uid, tokens, source=None):
+        """Stores ``tokens[T, K]`` for ``uid`` atomically (with ``source``: its :func:`source_key`)."""
         tokens = torch.as_tensor(tokens).detach().cpu()
         if tokens.dim() != 2 or tokens.shape[1] != self.tokenizer.num_codebooks:
             raise ValueError(f"tokens of {uid!r} must be [T, {self.tokenizer.num_codebooks}], "
@@ -210,7 +258,8 @@ class TokenCache:
         dtype = torch.int16 if vocab <= 2 ** 15 else torch.int32 if vocab <= 2 ** 31 \
             else torch.int64
         tokens = tokens.to(dtype).contiguous().clone()
-        self._atomic_write(self.path(uid), lambda f: torch.save(tokens, f))
+        stored = tokens if source is None else {"tokens": tokens, "source": str(source)}
+        self._atomic_write(self.path(uid), lambda f: torch.save(stored, f))
 
     @staticmethod
     def _atomic_write(path, write):
@@ -240,7 +289,8 @@ class TokenCache:
         torch.LongTensor
             ``[T, K]``, on the CPU.
         """
-        tokens = self.load(uid)
+        key = source_key(wav_loader)
+        tokens = self.load(uid, key)
         if tokens is not None:
             self.hits += 1
             return tokens
@@ -248,7 +298,7 @@ class TokenCache:
             raise KeyError(f"{uid!r} is not in the token cache {self.folder}")
         self.misses += 1
         tokens = self.encode_batch([self._read(wav_loader)])[0]
-        self.save(uid, tokens)
+        self.save(uid, tokens, key)
         return tokens
 
     def _read(self, source):
@@ -325,9 +375,11 @@ class TokenCache:
         from tqdm import tqdm
 
         rank, world = _dist()
-        ids, fetch, length = self._source(data, key, data_root)
+        ids, fetch, length, path_of = self._source(data, key, data_root)
         mine = sorted(ids)[rank::world]
-        todo = [uid for uid in mine if uid not in self]
+        keys = {uid: source_key(path_of(uid)) for uid in mine}
+        todo = [uid for uid in mine if uid not in self
+                or (keys[uid] is not None and self.load(uid, keys[uid]) is None)]
         todo.sort(key=length)
         stats = {"total": len(mine), "cached": len(mine) - len(todo), "encoded": 0}
         bar = tqdm(total=len(todo), desc=f"tokens ({self.fingerprint})",
@@ -337,7 +389,7 @@ class TokenCache:
                 chunk = todo[start:start + max(1, int(batch_size))]
                 tokens = self.encode_batch([self._read(fetch(uid)) for uid in chunk])
                 for uid, t in zip(chunk, tokens):
-                    self.save(uid, t)
+                    self.save(uid, t, keys[uid])
                 self.misses += len(chunk)
                 stats["encoded"] += len(chunk)
                 bar.update(len(chunk))
@@ -348,7 +400,7 @@ class TokenCache:
         return stats
 
     def _source(self, data, key, data_root):
-        """``(ids, fetch(uid) -> path or signal, sort key)`` over ``data``."""
+        """``(ids, fetch(uid) -> path or signal, sort key, path_of(uid) -> path or None)``."""
         if isinstance(data, (str, os.PathLike)):
             from ..data.manifest import read_manifest
 
@@ -358,10 +410,12 @@ class TokenCache:
             if missing:
                 raise KeyError(f"{len(missing)} entries have no {key!r} (e.g. {missing[0]!r})")
             return list(data), lambda uid: data[uid][key], \
-                lambda uid: (-float(data[uid].get("length", 0) or 0), uid)
+                lambda uid: (-float(data[uid].get("length", 0) or 0), uid), \
+                lambda uid: data[uid][key]
         # A SpeechBrain DynamicItemDataset.
         entries, index = data.data, {uid: i for i, uid in enumerate(data.data_ids)}
-        if all(key in entries[uid] for uid in index):
+        static = all(key in entries[uid] for uid in index)
+        if static:
             def fetch(uid):
                 return entries[uid][key]
         else:
@@ -369,7 +423,8 @@ class TokenCache:
                 with data.output_keys_as([key]):
                     return data[index[uid]][key]
         return list(index), fetch, \
-            lambda uid: (-float(entries[uid].get("length", 0) or 0), uid)
+            lambda uid: (-float(entries[uid].get("length", 0) or 0), uid), \
+            fetch if static else (lambda uid: None)
 
     def stats(self):
         """``{"hits", "misses", "folder"}``."""

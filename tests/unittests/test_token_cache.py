@@ -373,3 +373,31 @@ def test_build_under_real_ddp(tmp_path, corpus):
     results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
     assert [r["encoded"] for r in results] == [3, 2]
     assert all(r["complete"] for r in results)
+
+
+def test_an_id_reused_by_another_dataset_is_re_encoded_not_served(tmp_path, caplog):
+    tok = DebugTokenizer(num_codebooks=2)
+    cache = TokenCache(tmp_path / "tokens", tok)
+    first, second = tmp_path / "a" / "speech_0.wav", tmp_path / "b" / "speech_0.wav"
+    save_audio(first, signal(8000, seed=1), 16000)
+    save_audio(second, signal(12000, seed=2), 16000)
+    want = {p: direct(tok, load_audio(p)[0]) for p in (first, second)}
+    old = cache.get("speech_0", str(first))
+    assert torch.equal(old, want[first])
+    # A new manifest with the same id (another output of another dataset): re-encoded.
+    calls = counting(tok)
+    with caplog.at_level(logging.WARNING):
+        new = cache.get("speech_0", str(second))
+    assert torch.equal(new, want[second]) and calls["calls"] == 1 and cache.stale == 1
+    assert "was encoded from" in caplog.text and "re-encoding" in caplog.text
+    assert torch.equal(cache.get("speech_0", str(second)), new) and calls["calls"] == 1
+    # build() checks the same way: the first file's manifest encodes again, once.
+    write_manifest(tmp_path / "a.json", {"speech_0": {"clean_wav": str(first), "length": 0.5}})
+    assert cache.build(str(tmp_path / "a.json"), progress=False)["encoded"] == 1
+    assert cache.build(str(tmp_path / "a.json"), progress=False)["encoded"] == 0
+    assert torch.equal(cache.load("speech_0"), want[first])
+    # Files written before sources were recorded (a bare tensor) are still served.
+    torch.save(want[second].to(torch.int16), cache.path("legacy"))
+    assert torch.equal(cache.get("legacy", str(second)), want[second])
+    # Signals handed over in memory have no source: served by id.
+    assert torch.equal(cache.get("speech_0", signal(100)), want[first])
