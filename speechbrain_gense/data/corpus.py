@@ -143,12 +143,20 @@ def _speak_job(job):
     return out
 
 
+def _worker_init():
+    # A forked child must not enter the OpenMP pool its parent started (it hangs
+    # there): pseudo-speakers' torch warps run on one thread in the workers.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _run_jobs(jobs, workers, desc, progress):
     results = []
     total = sum(len(j[1]) for j in jobs)
     bar = tqdm(total=total, desc=desc, unit="utt", disable=not progress)
     if workers > 1:
-        with get_context("fork").Pool(workers) as pool:
+        with get_context("fork").Pool(workers, initializer=_worker_init) as pool:
             for res in pool.imap_unordered(_speak_job, jobs):
                 results.extend(res)
                 bar.update(len(res))

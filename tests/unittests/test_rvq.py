@@ -314,3 +314,29 @@ def test_build_speech_set_adds_pseudo_speakers_of_its_own_voices(tmp_path):
         assert a.shape == b.shape and abs(a - b).max() < 1e-4
     with pytest.raises(ValueError, match="pseudo_speakers must be >= 0"):
         build_speech_set(tmp_path / "c", minutes=0.1, voices=voices, pseudo_speakers=-1)
+
+
+@pytest.mark.skipif(__import__("shutil").which("flite") is None
+                    or __import__("shutil").which("espeak-ng") is None,
+                    reason="needs flite and espeak-ng")
+def test_pseudo_speakers_in_worker_processes_after_torch_used_threads(tmp_path):
+    # A recipe has run torch on several threads before it builds its speech set; the
+    # forked synthesis workers then warp pseudo-speakers with torch. This hung before.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.randn(512, 512); (x @ x).sum()\n"
+        "torch.nn.functional.interpolate(torch.randn(1, 1, 40000), scale_factor=1.1)\n"
+        "from speechbrain_gense.data.corpus import build_speech_set\n"
+        "from speechbrain_gense.data.voices import VOICES\n"
+        "m = build_speech_set(sys.argv[1], minutes=0.3, seed=4, natural_share=0.5,\n"
+        "    voices=[VOICES['flite_slt'], VOICES['espeak_gb_m3']], workers=2,\n"
+        "    progress=False, pseudo_speakers=2)\n"
+        "print(len(open(m).read()) > 0)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "True"

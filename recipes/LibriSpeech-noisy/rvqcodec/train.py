@@ -77,7 +77,9 @@ def prepare_data(hparams):
     voices = codec_voice_pool(hparams["seed"], max_voices=hparams["speech_max_voices"])
     avoid = [p for p in (paths.get("valid"), paths.get("test")) if p]
     kwargs = {"minutes": hparams["speech_minutes"], "seed": hparams["seed"],
-              "voices": voices, "avoid_manifests": avoid, "progress": False}
+              "voices": voices, "avoid_manifests": avoid, "progress": False,
+              "pseudo_speakers": hparams.get("speech_pseudo_speakers", 0),
+              "natural_share": hparams.get("speech_natural_share", 0.25)}
     run_on_main(build_speech_set, args=[hparams["speech_folder"]], kwargs=kwargs)
     train = build_speech_set(hparams["speech_folder"], **kwargs)
     return train, paths.get("valid"), None, root
