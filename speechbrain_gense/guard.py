@@ -367,6 +367,28 @@ class Guard:
         return dfn3(noisy, sample_rate)
 
 
+def check_thresholds(thresholds):
+    """``thresholds`` as a plain dict of known :class:`Guard` arguments (ValueError otherwise).
+
+    Extra keys written by the calibration (``calibration``) are dropped.
+
+    Example
+    -------
+    >>> check_thresholds({"wer_at_high_snr": 0.2, "calibration": {}})
+    {'wer_at_high_snr': 0.2}
+    >>> check_thresholds({"max_wer": 0.2})
+    Traceback (most recent call last):
+    ...
+    ValueError: guard_thresholds: unknown key(s) max_wer (expected: wer_at_high_snr, ...)
+    """
+    thresholds = {k: v for k, v in dict(thresholds or {}).items() if k != "calibration"}
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise ValueError(f"guard_thresholds: unknown key(s) {', '.join(unknown)} "
+                         f"(expected: {THRESHOLD_KEYS[0]}, ...)")
+    return {k: None if v is None else float(v) for k, v in thresholds.items()}
+
+
 def make_guard(guard, fallback=None, thresholds=None):
     """A :class:`Guard` from the forms the API and the commands take, or None.
 
@@ -395,8 +417,7 @@ def make_guard(guard, fallback=None, thresholds=None):
         return guard
     if guard not in MODES[1:]:
         raise ValueError(f"guard must be one of {', '.join(MODES)} (or a Guard), got {guard!r}")
-    thresholds = {k: v for k, v in (thresholds or {}).items() if k in THRESHOLD_KEYS}
-    return Guard(guard, fallback=fallback or "input", **thresholds)
+    return Guard(guard, fallback=fallback or "input", **check_thresholds(thresholds))
 
 
 def write_report_csv(path, rows):
@@ -594,7 +615,7 @@ def apply_thresholds(rows, system_scores, reference_scores, thresholds):
     0.2
     """
     guard = Guard("report", asr=object(), speaker=lambda *a: math.nan,
-                  **{k: v for k, v in thresholds.items() if k in THRESHOLD_KEYS})
+                  **check_thresholds(thresholds))
     flagged, worse, after, before = 0, [], [], []
     for r in rows:
         uid = r["file"]
@@ -802,6 +823,7 @@ __all__ = [
     "THRESHOLD_KEYS",
     "apply_thresholds",
     "calibrate",
+    "check_thresholds",
     "REPORT_COLUMNS",
     "Guard",
     "compare_per_file",

@@ -81,7 +81,7 @@ from tqdm import tqdm
 
 from speechbrain_gense.audio import AudioError, check_readable
 from speechbrain_gense.data.degrade import fit_length_end
-from speechbrain_gense.guard import make_guard
+from speechbrain_gense.guard import check_thresholds, make_guard
 from speechbrain_gense.models.base import (
     GenerativeEnhancer,
     available_methods,
@@ -210,7 +210,7 @@ def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path}: exists (use overwrite=True to replace it)")
     values = {**DEFAULT_OPTIONS, **options}
-    guard_thresholds = check_guard_thresholds(guard_thresholds)
+    guard_thresholds = check_thresholds(guard_thresholds)
 
     def flow(value):
         return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
@@ -221,30 +221,6 @@ def write_inference_yaml(model_folder, method=None, overwrite=False, decode_opts
         **{k: flow(v) for k, v in values.items()})
     atomic_write_text(path, text)
     return path
-
-
-def check_guard_thresholds(thresholds):
-    """``thresholds`` as a plain dict of known Guard arguments (ValueError otherwise).
-
-    Extra keys written by the calibration (``calibration``) are dropped.
-
-    Example
-    -------
-    >>> check_guard_thresholds({"wer_at_high_snr": 0.2, "calibration": {}})
-    {'wer_at_high_snr': 0.2}
-    >>> check_guard_thresholds({"max_wer": 0.2})
-    Traceback (most recent call last):
-    ...
-    ValueError: guard_thresholds: unknown key(s) max_wer (expected: wer_at_high_snr, ...)
-    """
-    from .guard import THRESHOLD_KEYS
-
-    thresholds = {k: v for k, v in dict(thresholds or {}).items() if k != "calibration"}
-    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
-    if unknown:
-        raise ValueError(f"guard_thresholds: unknown key(s) {', '.join(unknown)} "
-                         f"(expected: {THRESHOLD_KEYS[0]}, ...)")
-    return {k: None if v is None else float(v) for k, v in thresholds.items()}
 
 
 def equal_power_fades(length, dtype=torch.float32):
@@ -531,7 +507,7 @@ class EnhanceGenerative(Pretrained):
             setattr(self, key, getattr(self.hparams, key, default))
         self.decode_opts = dict(getattr(self.hparams, "decode_opts", None) or {})
         #: Thresholds of a guard asked for by name (``inference.yaml``'s ``guard_thresholds``).
-        self.guard_thresholds = check_guard_thresholds(getattr(self.hparams, "guard_thresholds",
+        self.guard_thresholds = check_thresholds(getattr(self.hparams, "guard_thresholds",
                                                                None))
         self.model.decode_options(**self.decode_opts)  # unknown names: ValueError now
         if self.chunk_seconds <= 0 or self.overlap_seconds < 0 or self.crossfade_seconds < 0:

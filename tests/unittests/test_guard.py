@@ -386,6 +386,10 @@ def test_calibrate_command_and_model_thresholds(tmp_path, capsys, monkeypatch):
     assert main(["calibrate", str(tmp_path / "results.json"), "--system", "x", "--rows",
                  str(tmp_path / "rows.csv")]) == 2
     assert "no row 'x'" in capsys.readouterr().err
+    (tmp_path / "typo.json").write_text(json.dumps({"wer_at_hi_snr": 0.1}))
+    assert main(["calibrate", str(tmp_path / "results.json"), "--system", "m", "--rows",
+                 str(tmp_path / "rows.csv"), "--apply", str(tmp_path / "typo.json")]) == 2
+    assert "unknown key(s) wer_at_hi_snr" in capsys.readouterr().err
     # The chosen thresholds go into a model folder; a guard asked for by name uses them.
     folder = write_tiny_mage(str(tmp_path / "model"))
     write_inference_yaml(folder, overwrite=True, guard_thresholds=chosen)
