@@ -38,6 +38,7 @@ Not part of the test run. Usage::
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -312,7 +313,7 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
 
 # -- optimisation variants, per stage and per pass, against the baselines ----------
 
-#: Variants of the enhancer path: (name, attention, masked_head, precision, threads or None).
+#: Named variants of the enhancer path.
 #: Variant name -> (attention kernel, heads on masked positions only, precision, sampler).
 VARIANTS = {
     "unoptimised": ("eager", False, "fp32", "gumbel"),
@@ -326,6 +327,41 @@ VARIANTS = {
 }
 DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8",
                     "sdpa+masked-head+cdf", "sdpa+masked-head+int8+cdf")
+_BUDGET = re.compile(r"^(steps|csteps)(\d+)$")
+
+
+def parse_variant(name):
+    """Settings of a variant name: a named variant, optionally with decoding budgets.
+
+    ``+stepsN`` sets the decoding steps (default: the run's ``--steps``),
+    ``+cstepsN`` the corrector's re-generation steps (``csteps0``: no
+    corrector; default: the model's ``corrector_steps``).
+
+    Example
+    -------
+    >>> parse_variant("sdpa+masked-head+int8+cdf+steps5+csteps1")
+    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1}
+    >>> parse_variant("sdpa")["steps"] is None
+    True
+    >>> parse_variant("sdpa+steps0")
+    Traceback (most recent call last):
+    ...
+    ValueError: variant 'sdpa+steps0': steps must be >= 1
+    """
+    parts = name.split("+")
+    budgets = {"steps": None, "csteps": None}
+    while parts and _BUDGET.match(parts[-1]):
+        key, value = _BUDGET.match(parts.pop()).groups()
+        budgets[key] = int(value)
+    base = "+".join(parts)
+    if base not in VARIANTS:
+        raise ValueError(f"variant {name!r}: expected one of {', '.join(VARIANTS)}, "
+                         "optionally followed by +stepsN and/or +cstepsN")
+    if budgets["steps"] is not None and budgets["steps"] < 1:
+        raise ValueError(f"variant {name!r}: steps must be >= 1")
+    attention, masked_head, precision, sampler = VARIANTS[base]
+    return {"attention": attention, "masked_head": masked_head, "precision": precision,
+            "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"]}
 
 
 def set_attention(mage, implementation):
@@ -341,8 +377,12 @@ def _backbone_and_head_flops(mage, cond):
     custom = {}
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
-        custom[op] = lambda q, k, v, *a, out_shape=None, **kw: flop_counter.sdpa_flop_count(
-            q, k, v)
+        def count(q, k, v, *a, out_shape=None, **kw):
+            # grouped-query attention: every query head attends to its group's key / value
+            b, h = q[0], q[1]
+            return flop_counter.sdpa_flop_count(q, (b, h, *k[2:]), (b, h, *v[2:]))
+
+        custom[op] = count
     tokens = _masked(mage, cond)
     none = torch.zeros(tokens.shape, dtype=torch.bool)
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
@@ -411,7 +451,7 @@ def time_stages(mage, wav, steps, runs, use_corrector=True, seed=0, **opts):
                 del mage.corrector.confidence
         for k, v in zip(keys, (t1 - t0, t2 - t1, sum(corr), t3 - t2 - sum(calls) - sum(corr),
                                t3 - t2, t4 - t3, t4 - t0)):
-            parts[k].append(v)
+            parts[k].append(float(v))
         per_call.append(calls)
         masked = n_masked
     result = {k: statistics.median(v) for k, v in parts.items()}
@@ -452,10 +492,13 @@ def profile_decoding(mage, variant, steps=8, seconds=10.0, use_corrector=True, r
     """
     from torch.profiler import ProfilerActivity, profile
 
-    attention, masked_head, precision, sampler = VARIANTS[variant]
-    set_attention(mage, attention)
-    opts = dict(masked_head=masked_head, precision=precision, sampler=sampler,
-                corrector=use_corrector and mage.corrector is not None, steps=steps)
+    v = parse_variant(variant)
+    set_attention(mage, v["attention"])
+    corrector = use_corrector and mage.corrector is not None and v["corrector_steps"] != 0
+    opts = dict(masked_head=v["masked_head"], precision=v["precision"], sampler=v["sampler"],
+                corrector=corrector, steps=v["steps"] or steps)
+    if corrector and v["corrector_steps"] is not None:
+        opts["corrector_steps"] = v["corrector_steps"]
     wav = test_signal(seconds, mage.tokenizer.sample_rate).to(mage.device)
     tokens, tok_lens = mage.tokenize(wav)
     cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
@@ -544,10 +587,14 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
         torch.set_num_threads(n)
         gemm[n] = gemm_gflops(gemm_size, gemm_runs)
         def timed(name, run):
-            attention, masked_head, precision, sampler = VARIANTS[name]
-            set_attention(mage, attention)
-            opts = dict(masked_head=masked_head, precision=precision, sampler=sampler)
-            return time_stages(mage, wav, steps, 1, use_corrector, seed=run, **opts)
+            v = parse_variant(name)
+            set_attention(mage, v["attention"])
+            opts = dict(masked_head=v["masked_head"], precision=v["precision"],
+                        sampler=v["sampler"])
+            corrector = use_corrector and v["corrector_steps"] != 0
+            if corrector and v["corrector_steps"] is not None:
+                opts["corrector_steps"] = v["corrector_steps"]
+            return time_stages(mage, wav, v["steps"] or steps, 1, corrector, seed=run, **opts)
 
         for name in variants:
             timed(name, 0)  # warm-up
@@ -559,7 +606,7 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
                 per_run[name].append(timed(name, run))
         for name in variants:
             t = median_stages(per_run[name])
-            masked_head = VARIANTS[name][1]
+            masked_head = parse_variant(name)["masked_head"]
             flops = [backbone + head * (m if masked_head else frames * K) for m in t["masked"]]
             t.update(variant=name, threads=n, rtf=t["total"] / seconds,
                      pass_gflops=[f / s / 1e9 for f, s in zip(flops, t["passes"])],
@@ -650,7 +697,9 @@ def main(argv=None):
                         "(default: the optimisation variants per stage and per pass, "
                         "at --steps' first value, against RNNoise and DFN3)")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help=f"comma-separated variants from {', '.join(VARIANTS)} "
+                        help=f"comma-separated variants from {', '.join(VARIANTS)}, each "
+                        "optionally followed by +stepsN (decoding steps) and +cstepsN "
+                        "(corrector re-generation steps, 0: no corrector) "
                         f"(default {','.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--thread-counts", default=None,
                         help="comma-separated thread counts of the variant table "
@@ -682,6 +731,14 @@ def main(argv=None):
     if args.runs < 1 or args.threads < 1 or args.seconds <= 0 or args.gemm_size < 1:
         return error("--runs, --threads, --seconds and --gemm-size must be positive")
     runs, gemm_runs = (1, 2) if args.quick else (args.runs, 5)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants:
+        return error("--variants: expected at least one variant")
+    try:
+        for v in variants + ([args.profile] if args.profile is not None else []):
+            parse_variant(v)
+    except ValueError as e:
+        return error(f"--variants / --profile: {e}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
@@ -703,10 +760,6 @@ def main(argv=None):
                      args.gemm_size, gemm_runs, precisions=precisions)
         table = format_table(result)
     else:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        if not variants or set(variants) - set(VARIANTS):
-            return error(f"--variants: expected some of {', '.join(VARIANTS)}, "
-                         f"got {args.variants!r}")
         try:
             counts = [int(n) for n in (args.thread_counts or "").split(",") if n.strip()]
         except ValueError:
@@ -714,9 +767,6 @@ def main(argv=None):
         counts = counts or ([args.threads] + ([1] if args.threads != 1 else []))
         if min(counts) < 1:
             return error("--thread-counts must be positive")
-        if args.profile is not None and args.profile not in VARIANTS:
-            return error(f"--profile: expected one of {', '.join(VARIANTS)}, "
-                         f"got {args.profile!r}")
         result = run_variants(mage, name, variants, steps[0], args.seconds, runs, counts,
                               not args.no_corrector, args.gemm_size, gemm_runs)
         table = f"`{' '.join(['python benchmarks/mage_speed.py', *(argv or sys.argv[1:])])}`"

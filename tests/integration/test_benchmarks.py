@@ -181,3 +181,30 @@ def test_long_audio_runs_a_gense_folder(tmp_path, capsys):
     assert row["output_frames"] == row["input_frames"] == 32000
     assert long_audio.main(["--model", gense, "--decode-opt", "precision", "--quiet"]) == 2
     assert "--decode-opt expects NAME=VALUE" in capsys.readouterr().err
+
+
+def test_mage_speed_budget_variants(tmp_path, capsys):
+    mage_speed = load_script("mage_speed")
+    v = mage_speed.parse_variant("sdpa+masked-head+int8+cdf+steps3+csteps0")
+    assert v == {"attention": "sdpa", "masked_head": True, "precision": "int8",
+                 "sampler": "cdf", "steps": 3, "corrector_steps": 0}
+    assert mage_speed.parse_variant("unoptimised")["corrector_steps"] is None
+    for bad in ("int8", "sdpa+steps0", "sdpa+stepsx"):
+        with pytest.raises(ValueError):
+            mage_speed.parse_variant(bad)
+    assert mage_speed.main(["--variants", "sdpa+fast"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sdpa+fast" in err
+    # a tiny model: the budget variants change the number of enhancer calls
+    folder = tmp_path / "tiny"
+    sys.modules["common"].build_tiny_model_folder(str(folder))
+    out = tmp_path / "speed.json"
+    code = mage_speed.main(["--model", str(folder), "--quick", "--seconds", "1",
+                            "--thread-counts", "1", "--threads", "1", "--out", str(out),
+                            "--variants", "sdpa+masked-head+steps2+csteps0,"
+                            "sdpa+masked-head+steps3+csteps1"])
+    assert code == 0, capsys.readouterr().err
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["sdpa+masked-head+steps2+csteps0"]["model_calls"] == 2
+    # 3 steps, the enhancer pass the corrector scores, 1 re-generation step
+    assert rows["sdpa+masked-head+steps3+csteps1"]["model_calls"] == 3 + 1 + 1
