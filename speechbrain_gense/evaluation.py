@@ -22,6 +22,10 @@ Systems:
   is an axis of the interface's content and voice guard (:mod:`speechbrain_gense.guard`),
   not a decoding option; its rows record how many chunks it flagged. Utterance ``i`` (in manifest order) is decoded with a
   generator seeded from ``(--seed, i)``, the same for every row.
+  ``--draws N`` decodes every row N times (seeds ``--seed`` ... ``--seed + N - 1``,
+  rows ``ROW/draw=1`` ...) and adds the mean ± standard deviation of each score
+  over the draws: on a few dozen utterances a sampling decoder's dWER moves by
+  several points with the seed alone.
 - ``--baselines``: ``noisy`` (the input), ``clean`` (the reference against
   itself), RNNoise and spectral gating (:mod:`speechbrain_gense.baselines`).
 - ``--codec``: the resynthesis of the *clean* speech by the models' output
@@ -455,7 +459,7 @@ def baseline_names(baselines):
 
 def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines=False,
                    codec=False, metrics=DEFAULT_METRICS, max_utts=None, seed=1234,
-                   decode_opts=None, device="cpu", progress=True, asr=None):
+                   decode_opts=None, device="cpu", progress=True, asr=None, draws=1):
     """Enhances the test utterances with every system, scores and times them.
 
     Arguments
@@ -489,13 +493,21 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
     asr : str, optional
         ASR of the WER metrics (``"whisper"``, ``"pocketsphinx"``; default:
         :func:`~speechbrain_gense.metrics.wer.asr_for_manifest`'s).
+    draws : int
+        Decode every model row this many times, draw ``d`` (0-based) with
+        the seed ``seed + d`` (rows ``ROW/draw=1`` ... ``ROW/draw=N``; one
+        draw keeps the name ``ROW``), and report the mean and standard
+        deviation of each score over the draws (:func:`draw_statistics`):
+        a sampling decoder's scores on a few dozen utterances move with
+        the seed.
 
     Returns
     -------
     results : dict
         ``manifest``, ``num_utterances``, ``metrics``, ``seed``, ``device``,
-        ``torch_threads``, ``skipped``, ``systems`` and ``summary``
-        (``{name: flat row}`` with ``nfe``, ``rtf`` and ``confidence``).
+        ``torch_threads``, ``skipped``, ``systems``, ``summary``
+        (``{name: flat row}`` with ``nfe``, ``rtf`` and ``confidence``) and,
+        with several draws, ``draws`` (``{row: statistics}``).
     table : str
         The markdown table (:func:`format_table`).
     """
@@ -503,6 +515,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
     from .metrics.evaluate import evaluate_manifest
     from .metrics.wer import asr_for_manifest
 
+    if int(draws) != draws or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    draws = int(draws)
     baselines = baseline_names(baselines)
     codecs = codec_rows(models) if codec else []
     check_model_names([name for name, _, _ in models],
@@ -547,25 +562,28 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
             systems[name] = {"kind": "codec", "spec": getattr(tokenizer, "spec", None),
                              "rate": token_statistics(tokenizer, runner.tokens),
                              "timing": timing, "quality": quality}
-    for row in rows:
+    drawn = {}
+    for row, draw in itertools.product(rows, range(draws)):
         enhancer = row["enhancer"]
-        method = InterfaceMethod(enhancer, row["row"], seed,
+        name = row["row"] if draws == 1 else f"{row['row']}/draw={draw + 1}"
+        drawn.setdefault(row["row"], []).append(name)
+        method = InterfaceMethod(enhancer, name, seed + draw,
                                  guard_asr=asr,
                                  **row["opts"])
-        timed = TimedMethod(method, row["row"], device)
-        quality = run(row["row"], timed)
-        systems[row["row"]] = {
+        timed = TimedMethod(method, name, device)
+        quality = run(name, timed)
+        systems[name] = {
             "kind": "model", "method": enhancer.hparams.method, "model": row["model"],
             "folder": os.path.abspath(row["folder"]),
             "tokenizer": getattr(enhancer.model.output_tokenizer, "spec", None),
-            "variant": row["variant"], "settings": row["settings"],
+            "variant": row["variant"], "settings": row["settings"], "seed": seed + draw,
             "nfe": _mean(method.nfe), "confidence": _mean(method.confidence),
             "rate": None, "timing": timed.timing(), "quality": quality}
         if method.guard is not None:
-            systems[row["row"]]["guard"] = {"mode": method.guard.mode,
-                                            "fallback": method.guard.fallback,
-                                            "chunks": method.guard_chunks,
-                                            "flagged": method.guard_flagged}
+            systems[name]["guard"] = {"mode": method.guard.mode,
+                                      "fallback": method.guard.fallback,
+                                      "chunks": method.guard_chunks,
+                                      "flagged": method.guard_flagged}
 
     summary = {}
     for name, system in systems.items():
@@ -577,6 +595,9 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
                "torch_threads": torch.get_num_threads(), "decode_opts": dict(decode_opts or {}),
                "asr": repr(asr) if asr is not None else None, "skipped": skipped,
                "summary": summary, "systems": systems}
+    if draws > 1:
+        results["draws"] = {row: draw_statistics([summary[n] for n in names], seed)
+                            for row, names in drawn.items()}
     table = format_table(results)
     write_results(out_dir, results, table, RESULTS_FILE, TABLE_FILE)
     return results, table
@@ -585,6 +606,76 @@ def run_evaluation(manifest, out_dir, models=(), variants=(("", {}),), baselines
 # ---------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------
+
+
+#: Summary keys that are not scores (left out of :func:`draw_statistics`).
+_NOT_SCORES = ("kind", "files", "failed")
+
+
+def draw_statistics(rows, seed):
+    """Mean and sample standard deviation of each score over a row's draws.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The draws' flat summary rows, in draw order.
+    seed : int
+        Seed of the first draw (draw ``d`` used ``seed + d``).
+
+    Returns
+    -------
+    dict
+        ``draws``, ``seeds``, ``files`` (of the first draw), and per score
+        key ``{"mean", "sd", "values"}`` (keys that are None in some draw
+        are left out; ``sd`` is 0 for one draw).
+
+    Example
+    -------
+    >>> st = draw_statistics([{"files": 3, "dwer": 0.6, "ovrl": 2.0},
+    ...                       {"files": 3, "dwer": 0.7, "ovrl": 2.2}], seed=10)
+    >>> st["seeds"], round(st["dwer"]["mean"], 3), round(st["dwer"]["sd"], 4)
+    ([10, 11], 0.65, 0.0707)
+    """
+    import statistics
+
+    out = {"draws": len(rows), "seeds": [seed + d for d in range(len(rows))],
+           "files": rows[0].get("files")}
+    for key in rows[0]:
+        values = [row.get(key) for row in rows]
+        if key in _NOT_SCORES or any(not isinstance(v, (int, float)) or isinstance(v, bool)
+                                     for v in values):
+            continue
+        out[key] = {"mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "values": values}
+    return out
+
+
+def format_draws(draws):
+    """The ``mean ± sd`` table of :func:`draw_statistics` results (``{row: stats}``).
+
+    Example
+    -------
+    >>> st = draw_statistics([{"files": 3, "dwer": 0.6, "ovrl": 2.0},
+    ...                       {"files": 3, "dwer": 0.7, "ovrl": 2.2}], seed=10)
+    >>> print(format_draws({"mage": st}))
+    | system | draws | seeds | OVRL | dWER (%) |
+    |---|---:|---:|---:|---:|
+    | mage | 2 | 10–11 | 2.10 ± 0.14 | 65.0 ± 7.1 |
+    """
+    from .metrics.evaluate import COLUMNS, _fmt
+
+    present = {k for st in draws.values() for k in st}
+    cols = [c for c in COLUMNS if c in present and c not in ("nfe", "rtf")]
+    lines = []
+    for name, st in draws.items():
+        seeds = st["seeds"]
+        cells = []
+        for c in cols:
+            v = st.get(c)
+            cells.append("–" if v is None else f"{_fmt(v['mean'], c)} ± {_fmt(v['sd'], c)}")
+        lines.append([name, str(st["draws"]), f"{seeds[0]}–{seeds[-1]}", *cells])
+    return markdown_table(["system", "draws", "seeds", *(COLUMNS[c][0] for c in cols)], lines)
 
 
 def format_table(results, breakdown=("ovrl", "pesq", "dwer")):
@@ -628,6 +719,9 @@ def format_table(results, breakdown=("ovrl", "pesq", "dwer")):
     # format_markdown's overall table is replaced by the one above; keep its breakdowns.
     qualities = {name: system["quality"] for name, system in results["systems"].items()}
     breakdowns = format_markdown(qualities, breakdown).partition("\n\n")[2]
+    if results.get("draws"):
+        table += ("\n\n**Mean ± standard deviation over the decoding draws** (each draw "
+                  "decodes every utterance with its own seed)\n\n" + format_draws(results["draws"]))
     return table + ("\n\n" + breakdowns if breakdowns else "")
 
 
@@ -667,6 +761,10 @@ def build_parser(prog=PROG):
     add_corpus_arguments(parser)
     parser.add_argument("--seed", type=int, default=1234,
                         help="seed of the decoding (and of --max-utts) (default 1234)")
+    parser.add_argument("--draws", type=int, default=1, metavar="N",
+                        help="decode every model row N times, with the seeds SEED ... "
+                        "SEED+N-1 (rows ROW/draw=1 ... ROW/draw=N), and add the mean and "
+                        "standard deviation of each score over the draws (default 1)")
     add_metric_argument(parser, DEFAULT_METRICS)
     parser.add_argument("--asr", help="ASR of wer/dwer: whisper or pocketsphinx (default: the "
                         "metrics' default)")
@@ -771,6 +869,8 @@ def main(argv=None, prog=PROG):
             raise UsageError(first_line(e)) from None
         check_corpus_args(args)
         check_threads(args.threads)
+        if args.draws < 1:
+            raise UsageError(f"--draws must be >= 1, got {args.draws}")
         device = resolve_device(args.device)
         models = load_models(args.model, device)  # a bad folder fails before any long work
     except UsageError as e:
@@ -784,7 +884,8 @@ def main(argv=None, prog=PROG):
             manifest = resolve_manifest(args, progress=not args.quiet)
             results, table = run_evaluation(
                 manifest, args.out, models, variants, args.baselines, args.codec, metrics,
-                args.max_utts, args.seed, decode_opts, device, not args.quiet, args.asr)
+                args.max_utts, args.seed, decode_opts, device, not args.quiet, args.asr,
+                args.draws)
     except (ValueError, OSError, RuntimeError) as e:
         return usage_error(prog, e)
     finally:

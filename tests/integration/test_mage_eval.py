@@ -152,6 +152,36 @@ def test_same_seed_same_wavs_and_default_row(setup, capsys):
                for uid in UTTERANCES)
 
 
+def test_draws_decode_with_consecutive_seeds_and_report_mean_and_sd(setup, capsys):
+    root, manifest = setup
+    out = root / "draws"
+    code = main(["--manifest", manifest, "--out", str(out), "--metrics", "sisdr,pesq",
+                 "--quiet", "--model", f"mage={root / 'mage'}", "--seed", "3", "--draws", "3"])
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    names = ["mage/draw=1", "mage/draw=2", "mage/draw=3"]
+    assert list(res["summary"]) == names
+    assert [res["systems"][n]["seed"] for n in names] == [3, 4, 5]
+    # draw 1 is the single-draw run of the same seed; draw 2 that of seed 4
+    for seed, name in ((3, names[0]), (4, names[1])):
+        single = root / f"single_{seed}"
+        assert main(["--manifest", manifest, "--out", str(single), "--metrics", "sisdr",
+                     "--quiet", "--model", f"mage={root / 'mage'}", "--seed", str(seed)]) == 0
+        for uid in UTTERANCES:
+            assert (out / name / f"{uid}.wav").read_bytes() == \
+                (single / "mage" / f"{uid}.wav").read_bytes()
+    stats = res["draws"]["mage"]
+    assert stats["draws"] == 3 and stats["seeds"] == [3, 4, 5] and stats["files"] == 3
+    values = [res["summary"][n]["sisdr"] for n in names]
+    assert stats["sisdr"]["values"] == values
+    assert stats["sisdr"]["mean"] == pytest.approx(np.mean(values))
+    assert stats["sisdr"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    assert stats["sisdr"]["sd"] > 0  # other seeds, other samples
+    printed = capsys.readouterr().out
+    assert "**Mean ± standard deviation over the decoding draws**" in printed
+    assert "| mage | 3 | 3–5 |" in printed
+
+
 def test_bad_model_folder(setup, capsys):
     root, manifest = setup
     for folder in (root / "nonexistent", root / "clean"):
@@ -175,6 +205,7 @@ def test_usage_errors(setup, capsys):
         (model + ["--grid", "steps=1", "--grid", "steps=2"], "axis 'steps' given twice"),
         (model + ["--decode-opt", "steps"], "--decode-opt: expected NAME=VALUE"),
         (model + ["--metrics", "pesq,nope"], "unknown metric 'nope'"),
+        (model + ["--draws", "0"], "--draws must be >= 1"),
         (model + ["--model", f"mage={root / 'plain'}"], "two models named 'mage'"),
         (["--model", f"clean={root / 'mage'}", "--baselines"], "'clean' is taken"),
         (["--codec", "--baselines"], "give a --model"),
