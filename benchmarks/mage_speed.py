@@ -656,7 +656,8 @@ def format_variants(result):
     lines += [
         "",
         (f"- audio: {audio:g} s ({result['frames']} token frames), {result['steps']} steps"
-         f"{' + corrector' if result['use_corrector'] else ''}; median of {result['runs']} runs "
+         f"{' + corrector' if result['use_corrector'] else ''} (a variant's +stepsN / "
+         f"+cstepsN replace them); median of {result['runs']} runs "
          f"after a warm-up, the variants taking turns within each run; model: "
          f"{result['model']}"),
         (f"- one enhancer forward: {result['backbone_gflop']:.2f} GFLOP without the heads + "
