@@ -718,9 +718,20 @@ def _calibrate_command(args):
         return {uid: v.get(args.metric) for uid, v in systems[row]["quality"]["utterances"].items()}
 
     try:
-        ours = scores(args.results, args.system)
-        ref = scores(args.reference_results or args.results, args.reference)
-        rows = read_report_csv(args.rows)
+        if len(args.system) != len(args.rows):
+            raise ValueError(f"give one --rows per --system (got {len(args.system)} --system, "
+                             f"{len(args.rows)} --rows)")
+        ref_by_file = scores(args.reference_results or args.results, args.reference)
+        if len(args.system) == 1:  # file names as they are
+            ours, ref = scores(args.results, args.system[0]), ref_by_file
+            rows = read_report_csv(args.rows[0])
+        else:  # several draws (or models) pooled: one file per (system, file)
+            ours, ref, rows = {}, {}, []
+            for system, path in zip(args.system, args.rows):
+                for uid, value in scores(args.results, system).items():
+                    ours[f"{system}:{uid}"] = value
+                    ref[f"{system}:{uid}"] = ref_by_file.get(uid)
+                rows += [{**r, "file": f"{system}:{r['file']}"} for r in read_report_csv(path)]
         if args.apply:
             with open(args.apply) as f:
                 thresholds = json.load(f)
@@ -735,7 +746,7 @@ def _calibrate_command(args):
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     print(f"thresholds: {json.dumps(thresholds)}")
-    print(f"{args.system}: guard flags {outcome['flagged']}/{outcome['files']} files; "
+    print(f"{', '.join(args.system)}: guard flags {outcome['flagged']}/{outcome['files']} files; "
           f"{args.metric} worse than {args.reference} on {outcome['worse']} files; mean "
           f"{args.metric} {outcome['mean']} with the guard, {outcome['mean_without']} without"
           + (f" ({', '.join(outcome['worse_ids'])})" if outcome["worse_ids"] else ""))
@@ -769,8 +780,11 @@ def main(argv=None):
     cal = sub.add_parser("calibrate", help="choose guard thresholds for SYSTEM from its "
                          "per-file metric and guard rows (or, with --apply, check given ones)")
     cal.add_argument("results", help="results.json of gense-evaluate with SYSTEM's row")
-    cal.add_argument("--system", required=True)
-    cal.add_argument("--rows", required=True, help="guard CSV of SYSTEM's folder (score --report)")
+    cal.add_argument("--system", action="append", required=True,
+                     help="the row to calibrate (repeatable, with one --rows each: the files "
+                     "of several draws are pooled, e.g. ROW/draw=1 ... of gense-evaluate --draws)")
+    cal.add_argument("--rows", action="append", required=True,
+                     help="guard CSV of SYSTEM's folder (score --report), in --system order")
     cal.add_argument("--reference", default="noisy")
     cal.add_argument("--reference-results", help="results.json with the reference row "
                      "(default: RESULTS)")

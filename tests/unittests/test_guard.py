@@ -386,6 +386,20 @@ def test_calibrate_command_and_model_thresholds(tmp_path, capsys, monkeypatch):
     assert main(["calibrate", str(tmp_path / "results.json"), "--system", "x", "--rows",
                  str(tmp_path / "rows.csv")]) == 2
     assert "no row 'x'" in capsys.readouterr().err
+    # two draws pooled: 4 files; draw m2 keeps "a" worse than noisy unless it is flagged too
+    results["systems"]["m2"] = {"quality": {"utterances": {"a": {"dwer": 0.3}, "c": {"dwer": 0.0}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    rows2 = _rows([("a", 25.0, 0.2, 0.9), ("c", 25.0, 0.0, 0.9)])
+    write_report_csv(tmp_path / "rows2.csv", [{**{k: "" for k in REPORT_COLUMNS}, **r}
+                                              for r in rows2])
+    pooled = ["calibrate", str(tmp_path / "results.json"), "--system", "m", "--rows",
+              str(tmp_path / "rows.csv"), "--system", "m2", "--rows", str(tmp_path / "rows2.csv")]
+    assert main(pooled + ["--out", str(out)]) == 0
+    assert "m, m2: guard flags 2/4 files; dwer worse than noisy on 0 files" in \
+        capsys.readouterr().out
+    assert 0.1 <= json.loads(out.read_text())["wer_at_high_snr"] < 0.2
+    assert main(pooled[:-2]) == 2
+    assert "one --rows per --system" in capsys.readouterr().err
     (tmp_path / "typo.json").write_text(json.dumps({"wer_at_hi_snr": 0.1}))
     assert main(["calibrate", str(tmp_path / "results.json"), "--system", "m", "--rows",
                  str(tmp_path / "rows.csv"), "--apply", str(tmp_path / "typo.json")]) == 2
