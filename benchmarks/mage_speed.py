@@ -364,6 +364,24 @@ def parse_variant(name):
             "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"]}
 
 
+def variant_decoding(variant, steps, use_corrector):
+    """``(steps, corrector, decoding options)`` of a :func:`parse_variant` result.
+
+    Example
+    -------
+    >>> variant_decoding(parse_variant("sdpa+masked-head+int8+steps4+csteps0"), 8, True)[:2]
+    (4, False)
+    >>> variant_decoding(parse_variant("sdpa+masked-head+csteps1"), 8, True)[2]["corrector_steps"]
+    1
+    """
+    corrector = use_corrector and variant["corrector_steps"] != 0
+    opts = dict(masked_head=variant["masked_head"], precision=variant["precision"],
+                sampler=variant["sampler"])
+    if corrector and variant["corrector_steps"] is not None:
+        opts["corrector_steps"] = variant["corrector_steps"]
+    return variant["steps"] or steps, corrector, opts
+
+
 def set_attention(mage, implementation):
     """Switches the enhancer's attention kernel (``"sdpa"`` or ``"eager"``) in place."""
     mage.enhancer.qwen_config._attn_implementation = implementation
@@ -494,11 +512,8 @@ def profile_decoding(mage, variant, steps=8, seconds=10.0, use_corrector=True, r
 
     v = parse_variant(variant)
     set_attention(mage, v["attention"])
-    corrector = use_corrector and mage.corrector is not None and v["corrector_steps"] != 0
-    opts = dict(masked_head=v["masked_head"], precision=v["precision"], sampler=v["sampler"],
-                corrector=corrector, steps=v["steps"] or steps)
-    if corrector and v["corrector_steps"] is not None:
-        opts["corrector_steps"] = v["corrector_steps"]
+    steps, corrector, opts = variant_decoding(v, steps, use_corrector and mage.corrector is not None)
+    opts.update(corrector=corrector, steps=steps)
     wav = test_signal(seconds, mage.tokenizer.sample_rate).to(mage.device)
     tokens, tok_lens = mage.tokenize(wav)
     cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
@@ -589,12 +604,8 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
         def timed(name, run):
             v = parse_variant(name)
             set_attention(mage, v["attention"])
-            opts = dict(masked_head=v["masked_head"], precision=v["precision"],
-                        sampler=v["sampler"])
-            corrector = use_corrector and v["corrector_steps"] != 0
-            if corrector and v["corrector_steps"] is not None:
-                opts["corrector_steps"] = v["corrector_steps"]
-            return time_stages(mage, wav, v["steps"] or steps, 1, corrector, seed=run, **opts)
+            n_steps, corrector, opts = variant_decoding(v, steps, use_corrector)
+            return time_stages(mage, wav, n_steps, 1, corrector, seed=run, **opts)
 
         for name in variants:
             timed(name, 0)  # warm-up
