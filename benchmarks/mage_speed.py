@@ -36,6 +36,7 @@ Not part of the test run. Usage::
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -328,6 +329,7 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8",
                     "sdpa+masked-head+cdf", "sdpa+masked-head+int8+cdf")
 _BUDGET = re.compile(r"^(steps|csteps)(\d+)$")
+_CONTENT = re.compile(r"^content-(fp32|bf16|auto)$")
 
 
 def parse_variant(name):
@@ -335,14 +337,18 @@ def parse_variant(name):
 
     ``+stepsN`` sets the decoding steps (default: the run's ``--steps``),
     ``+cstepsN`` the corrector's re-generation steps (``csteps0``: no
-    corrector; default: the model's ``corrector_steps``).
+    corrector; default: the model's ``corrector_steps``), ``+content-fp32``,
+    ``+content-bf16`` or ``+content-auto`` the precision of the Whisper
+    content features (default: the model's own, ``mage.json``).
 
     Example
     -------
     >>> parse_variant("sdpa+masked-head+int8+cdf+steps5+csteps1")
-    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1}
+    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1, 'content_precision': None}
     >>> parse_variant("sdpa")["steps"] is None
     True
+    >>> parse_variant("sdpa+masked-head+int8+steps4+content-bf16")["content_precision"]
+    'bf16'
     >>> parse_variant("sdpa+steps0")
     Traceback (most recent call last):
     ...
@@ -350,18 +356,24 @@ def parse_variant(name):
     """
     parts = name.split("+")
     budgets = {"steps": None, "csteps": None}
-    while parts and _BUDGET.match(parts[-1]):
-        key, value = _BUDGET.match(parts.pop()).groups()
+    content = None
+    while parts and (_BUDGET.match(parts[-1]) or _CONTENT.match(parts[-1])):
+        part = parts.pop()
+        if _CONTENT.match(part):
+            content = _CONTENT.match(part).group(1)
+            continue
+        key, value = _BUDGET.match(part).groups()
         budgets[key] = int(value)
     base = "+".join(parts)
     if base not in VARIANTS:
         raise ValueError(f"variant {name!r}: expected one of {', '.join(VARIANTS)}, "
-                         "optionally followed by +stepsN and/or +cstepsN")
+                         "optionally followed by +stepsN, +cstepsN and/or +content-PRECISION")
     if budgets["steps"] is not None and budgets["steps"] < 1:
         raise ValueError(f"variant {name!r}: steps must be >= 1")
     attention, masked_head, precision, sampler = VARIANTS[base]
     return {"attention": attention, "masked_head": masked_head, "precision": precision,
-            "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"]}
+            "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"],
+            "content_precision": content}
 
 
 def variant_decoding(variant, steps, use_corrector):
@@ -380,6 +392,24 @@ def variant_decoding(variant, steps, use_corrector):
     if corrector and variant["corrector_steps"] is not None:
         opts["corrector_steps"] = variant["corrector_steps"]
     return variant["steps"] or steps, corrector, opts
+
+
+@contextlib.contextmanager
+def content_precision(mage, precision):
+    """Runs the block with the content features' ``precision`` (None: unchanged)."""
+    encoder = mage.content_encoder
+    if precision is None:
+        yield
+        return
+    if encoder is None or not hasattr(encoder, "precision"):
+        raise ValueError(f"content precision {precision!r}: the model has no Whisper "
+                         "content features")
+    before = encoder.precision
+    encoder.precision = precision
+    try:
+        yield
+    finally:
+        encoder.precision = before
 
 
 def set_attention(mage, implementation):
@@ -605,7 +635,8 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
             v = parse_variant(name)
             set_attention(mage, v["attention"])
             n_steps, corrector, opts = variant_decoding(v, steps, use_corrector)
-            return time_stages(mage, wav, n_steps, 1, corrector, seed=run, **opts)
+            with content_precision(mage, v["content_precision"]):
+                return time_stages(mage, wav, n_steps, 1, corrector, seed=run, **opts)
 
         for name in variants:
             timed(name, 0)  # warm-up
@@ -767,6 +798,11 @@ def main(argv=None):
         mage = mage.to(device).eval()
     except Exception as e:  # noqa: BLE001 -- report on one line
         return error(first_line(e))
+    content = getattr(mage, "content_encoder", None)
+    for v in variants:
+        if parse_variant(v)["content_precision"] and not hasattr(content, "precision"):
+            return error(f"--variants: {v!r} sets the content features' precision, but "
+                         f"{name} has no Whisper content features")
     if args.sweep:
         result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
                      args.gemm_size, gemm_runs, precisions=precisions)

@@ -290,6 +290,17 @@ class WhisperFeatures(torch.nn.Module):
         Run Whisper's full 30 s window (see above).
     chunk_seconds : float
         Longer inputs are encoded in windows of this length (at most 30 s).
+    precision : str
+        ``"fp32"`` (default), ``"bf16"`` (the encoder blocks under
+        ``torch.autocast`` in bfloat16; the log-mel and the returned features
+        stay float32) or ``"auto"`` (bf16 where the device computes it
+        natively: a CPU with AVX-512 BF16 / AMX, or a CUDA GPU with bf16;
+        fp32 elsewhere, where emulated bf16 would be slower).
+        On the packaged ``tiny.en``, 10 s of noisy speech, one loaded thread
+        of an AMD EPYC with AVX-512 BF16: 0.10 s in bf16 against 0.22 s in
+        fp32, relative feature error 1.6 % (int8 linear layers: 13 %). The
+        shipped MAGE keeps fp32: with bf16 features its valid OVRL fell by
+        0.05 (README, "Speed"). The resolved value is :attr:`dtype`.
 
     Example
     -------
@@ -300,10 +311,19 @@ class WhisperFeatures(torch.nn.Module):
     >>> feats = WhisperFeatures(root + "/hf", layer=1)
     >>> feats(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape, feats.dim, feats.frame_rate
     (torch.Size([2, 50, 16]), 16, 50.0)
+    >>> WhisperFeatures(root + "/hf", layer=1, precision="bf16")(torch.randn(1, 8000)).dtype
+    torch.float32
     """
 
-    def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0):
+    #: Values of ``precision``.
+    PRECISIONS = ("fp32", "bf16", "auto")
+
+    def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0, precision="fp32"):
         super().__init__()
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
+                             f"got {precision!r}")
+        self.precision = precision
         from ..whisper import whisper_folder
 
         folder = whisper_folder(source)
@@ -326,9 +346,28 @@ class WhisperFeatures(torch.nn.Module):
         self.dim = int(self.lobe.model.config.d_model)
 
     def config(self):
-        """Arguments that rebuild these features (the weights stay in the folder)."""
-        return {"name": "whisper", "source": self.source, "layer": self.layer,
-                "pad": self.pad, "chunk_seconds": self.chunk_seconds}
+        """Arguments that rebuild these features (the weights stay in the folder).
+
+        ``precision`` is listed only when it is not the default ``"fp32"``, so
+        the configs (and fingerprints) saved before the option existed still
+        match.
+        """
+        config = {"name": "whisper", "source": self.source, "layer": self.layer,
+                  "pad": self.pad, "chunk_seconds": self.chunk_seconds}
+        if self.precision != "fp32":
+            config["precision"] = self.precision
+        return config
+
+    @property
+    def dtype(self):
+        """What ``precision`` resolves to on the module's device: ``"fp32"`` or ``"bf16"``.
+
+        Example
+        -------
+        >>> resolve_bf16("fp32", torch.device("cpu")), resolve_bf16("bf16", torch.device("cpu"))
+        ('fp32', 'bf16')
+        """
+        return resolve_bf16(self.precision, self.lobe._mel_filters.device)
 
     def num_frames(self, num_samples):
         """Encoder frames for ``num_samples``: ``ceil((num_samples // 160) / 2)``.
@@ -348,6 +387,10 @@ class WhisperFeatures(torch.nn.Module):
         if self.pad:
             mel = torch.nn.functional.pad(mel, (0, N_FRAMES - frames))
         layer = None if self._final_norm else self.layer
+        if self.dtype == "bf16":
+            with torch.autocast(mel.device.type, dtype=torch.bfloat16):
+                states = encoder_states(encoder, mel, layer)
+            return states.float()[:, : (frames + 1) // 2]
         return encoder_states(encoder, mel, layer)[:, : (frames + 1) // 2]
 
     @torch.no_grad()
@@ -378,6 +421,42 @@ class WhisperFeatures(torch.nn.Module):
                 states = torch.cat(states)[:num_frames]
                 out[i, : states.shape[0]] = states
         return out
+
+
+def native_bf16(device):
+    """Whether ``device`` computes bfloat16 natively (not by emulation).
+
+    CPU: oneDNN's check for AVX-512 BF16 / AMX
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``); CUDA:
+    ``torch.cuda.is_bf16_supported``; anything else: False.
+
+    Example
+    -------
+    >>> isinstance(native_bf16(torch.device("cpu")), bool)
+    True
+    """
+    device = torch.device(device)
+    try:
+        if device.type == "cpu":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+    return False
+
+
+def resolve_bf16(precision, device):
+    """``"fp32"`` / ``"bf16"`` / ``"auto"`` -> ``"fp32"`` or ``"bf16"`` on ``device``.
+
+    Example
+    -------
+    >>> resolve_bf16("auto", torch.device("cpu")) in ("fp32", "bf16")
+    True
+    """
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def _local_whisper_encoder(folder):

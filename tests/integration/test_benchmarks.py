@@ -187,8 +187,10 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
     mage_speed = load_script("mage_speed")
     v = mage_speed.parse_variant("sdpa+masked-head+int8+cdf+steps3+csteps0")
     assert v == {"attention": "sdpa", "masked_head": True, "precision": "int8",
-                 "sampler": "cdf", "steps": 3, "corrector_steps": 0}
+                 "sampler": "cdf", "steps": 3, "corrector_steps": 0,
+                 "content_precision": None}
     assert mage_speed.parse_variant("unoptimised")["corrector_steps"] is None
+    assert mage_speed.parse_variant("sdpa+steps4+content-bf16")["content_precision"] == "bf16"
     for bad in ("int8", "sdpa+steps0", "sdpa+stepsx"):
         with pytest.raises(ValueError):
             mage_speed.parse_variant(bad)
@@ -208,3 +210,10 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
     assert rows["sdpa+masked-head+steps2+csteps0"]["model_calls"] == 2
     # 3 steps, the enhancer pass the corrector scores, 1 re-generation step
     assert rows["sdpa+masked-head+steps3+csteps1"]["model_calls"] == 3 + 1 + 1
+    # the tiny model has no Whisper content features: a one-line error, no run
+    assert mage_speed.main(["--model", str(folder), "--quick", "--thread-counts", "1",
+                            "--out", str(tmp_path / "no.json"),
+                            "--variants", "sdpa+content-bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Whisper content features" in err
+    assert not (tmp_path / "no.json").exists()

@@ -242,6 +242,34 @@ def test_whisper_features_long_input_in_windows(whisper_dir):
     assert out.shape == (1, 125, 16) and torch.all(out.abs().sum(-1) > 0)
 
 
+def test_whisper_features_bf16_close_to_fp32(whisper_dir, monkeypatch):
+    import speechbrain_gense.tokenizers.semantic as semantic
+    from speechbrain_gense.tokenizers.semantic import build_features, resolve_bf16
+
+    wav = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(3))
+    lens = torch.tensor([1.0, 0.5])
+    ref = WhisperFeatures(whisper_dir, layer=2)(wav, lens)
+    feats = WhisperFeatures(whisper_dir, layer=2, precision="bf16")
+    out = feats(wav, lens)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    err = float((out - ref).norm() / ref.norm())
+    assert 0 < err < 0.05  # bf16 rounding: close, not equal
+    assert torch.all(out[1, 38:] == 0)  # padding frames stay zeros
+    # The config names a non-default precision (and rebuilds it); fp32 stays unlisted.
+    assert feats.config()["precision"] == "bf16"
+    assert build_features(feats.config()).precision == "bf16"
+    assert "precision" not in WhisperFeatures(whisper_dir, layer=2).config()
+    # "auto" follows the device's native bf16 support.
+    monkeypatch.setattr(semantic, "native_bf16", lambda device: False)
+    assert resolve_bf16("auto", torch.device("cpu")) == "fp32"
+    auto = WhisperFeatures(whisper_dir, layer=2, precision="auto")
+    assert auto.dtype == "fp32" and torch.allclose(auto(wav, lens), ref, atol=1e-6)
+    monkeypatch.setattr(semantic, "native_bf16", lambda device: True)
+    assert auto.dtype == "bf16" and torch.allclose(auto(wav, lens), out, atol=1e-6)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto"):
+        WhisperFeatures(whisper_dir, layer=2, precision="fp16")
+
+
 def test_whisper_kmeans_tokenizer_save_load(whisper_dir, tmp_path):
     tok = KMeansTokenizer(WhisperFeatures(whisper_dir, layer=2), n_clusters=8, seed=0)
     wavs = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(1))
