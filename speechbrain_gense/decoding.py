@@ -1016,6 +1016,58 @@ class ExactLengthLogitsProcessor(_PositionalLogitsProcessor):
         return torch.where(done, forced.expand_as(scores), scores.masked_fill(is_eos, -math.inf))
 
 
+class ScheduledTokensLogitsProcessor(_PositionalLogitsProcessor):
+    """A per-item schedule of the generated positions: forced tokens or token ranges.
+
+    At generated position ``t`` item ``b`` may only emit ``forced[b, t]``
+    when it is ``>= 0`` (a token that is known rather than predicted, e.g.
+    the noisy input tokens of an interleaved streaming layout, which arrive
+    between the generated ones), else an id of ``[lo[b, t], hi[b, t])``.
+    Positions past the schedule's end are not constrained.
+
+    Arguments
+    ---------
+    forced : torch.LongTensor
+        ``[B, N]`` forced ids, ``-1`` where the model chooses.
+    lo, hi : torch.LongTensor
+        ``[B, N]`` half-open ranges of the chosen positions.
+    start : int, optional
+        Column of ``input_ids`` where generation starts (set by
+        :func:`ar_generate`).
+
+    Example
+    -------
+    >>> proc = ScheduledTokensLogitsProcessor(torch.tensor([[-1, 4]]), torch.tensor([[1, 0]]),
+    ...                                       torch.tensor([[3, 0]]), start=2)
+    >>> proc(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 5)).isfinite().int().tolist()
+    [[0, 1, 1, 0, 0]]
+    >>> proc(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 5)).isfinite().int().tolist()
+    [[0, 0, 0, 0, 1]]
+    """
+
+    def __init__(self, forced, lo, hi, start=None):
+        forced, lo, hi = (torch.as_tensor(x).long() for x in (forced, lo, hi))
+        if forced.dim() != 2 or forced.shape != lo.shape or forced.shape != hi.shape:
+            raise ValueError(f"forced, lo and hi must be [B, N] of one shape, got "
+                             f"{tuple(forced.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
+        free = forced < 0
+        if bool((free & ((lo < 0) | (hi <= lo))).any()):
+            raise ValueError("every chosen position needs a range 0 <= lo < hi")
+        self.forced, self.lo, self.hi = forced, lo, hi
+        self.start = start
+
+    def __call__(self, input_ids, scores):
+        t = self.position(input_ids)
+        if t >= self.forced.shape[1]:
+            return scores
+        device = scores.device
+        forced = self.forced[:, t].to(device)[:, None]
+        lo, hi = self.lo[:, t].to(device)[:, None], self.hi[:, t].to(device)[:, None]
+        ids = torch.arange(scores.shape[-1], device=device)[None, :]
+        allowed = torch.where(forced >= 0, ids == forced, (ids >= lo) & (ids < hi))
+        return scores.masked_fill(~allowed, -math.inf)
+
+
 class _ChosenProbRecorder(LogitsProcessor):
     """Records the probability of each chosen token under the scores it sees.
 

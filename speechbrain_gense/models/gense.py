@@ -335,6 +335,166 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     return out
 
 
+def block_frames(sem_rate, ac_rate, max_frames=64):
+    """Frames per streaming block: the shortest time holding whole frames of both streams.
+
+    ``(n_sem, n_ac)`` with ``n_ac / n_sem = ac_rate / sem_rate`` in lowest
+    terms (50 Hz semantic tokens and SimCodec at 80 Hz: 5 and 8, 100 ms; the
+    RVQ codec at 50 Hz: 1 and 1, 20 ms).
+
+    Example
+    -------
+    >>> block_frames(50.0, 80.0), block_frames(50.0, 50.0), block_frames(50.0, 100.0)
+    ((5, 8), (1, 1), (1, 2))
+    """
+    from fractions import Fraction
+
+    ratio = Fraction(float(ac_rate) / float(sem_rate)).limit_denominator(max_frames)
+    if abs(float(ratio) - float(ac_rate) / float(sem_rate)) > 1e-6:
+        raise ValueError(f"frame rates {sem_rate} and {ac_rate} Hz have no common block of "
+                         f"at most {max_frames} frames")
+    return ratio.denominator, ratio.numerator
+
+
+def _fit_repeat(x, n):
+    """The first ``n`` frames of ``x[T, ...]``, padded by repeating its last frame."""
+    if x.shape[0] >= n:
+        return x[:n]
+    last = x[-1:] if x.shape[0] else torch.zeros((1, *x.shape[1:]), dtype=x.dtype)
+    return torch.cat([x, last.expand(n - x.shape[0], *x.shape[1:])])
+
+
+def interleaved_layout(vocab, noisy_sem, sem_frames, noisy_ac, ac_frames, block, lookahead,
+                       clean_sem=None, clean_ac=None):
+    """The streaming layout GenSE proposes as future work (appendix A.8), with lookahead.
+
+    Time is cut into blocks of ``block = (n_sem, n_ac)`` frames
+    (:func:`block_frames`). Noisy block ``N_j`` is ``n_sem`` noisy semantic
+    tokens then the ``n_ac x K`` noisy acoustic tokens of the same time
+    (frame-major); clean block ``C_t`` is the same for the clean signal. One
+    causal LM reads and writes the sequence
+
+    ``BOS ; N_0 .. N_{L-1} ; N_L ; C_0 ; N_{L+1} ; C_1 ; ... ; C_{T-1}``
+
+    so clean block ``t`` is written once noisy block ``t + L`` has arrived:
+    the output can start after ``L + 1`` blocks of input (the latency of the
+    layout) instead of after the whole utterance. The ``N`` tokens are given
+    (forced at inference); the ``C`` tokens are predicted, each within its
+    range (semantic ids, or its codebook's acoustic ids). Positions are
+    consecutive. ``T = ceil(ac_frames / n_ac)``; the last block is completed
+    by repeating the last frame of each stream.
+
+    Arguments
+    ---------
+    vocab : GenSEVocab
+        The vocabulary.
+    noisy_sem : torch.LongTensor
+        ``[B, T_s]`` semantic tokens of the noisy signal.
+    sem_frames : torch.LongTensor
+        ``[B]`` valid semantic frames.
+    noisy_ac : torch.LongTensor
+        ``[B, T_a, K]`` (or ``[B, T_a]``) acoustic tokens of the noisy signal.
+    ac_frames : torch.LongTensor
+        ``[B]`` valid acoustic frames.
+    block : tuple of int
+        ``(n_sem, n_ac)`` frames per block.
+    lookahead : int
+        ``L >= 0`` noisy blocks read before the clean block of the same time.
+    clean_sem, clean_ac : torch.LongTensor, optional
+        Clean tokens (training targets; same shapes as the noisy ones). Without
+        them the ``C`` positions hold the pad id.
+
+    Returns
+    -------
+    dict
+        ``ids``, ``positions``, ``lens`` (``[B, L]``, ``[B, L]``, ``[B]``),
+        ``prompt_lens`` (index of the first ``C`` token), ``target`` (``[B, L]``,
+        True on ``C`` tokens), ``lo`` / ``hi`` (``[B, L]``: the allowed ids of
+        each ``C`` token), ``blocks`` (``[B]``: ``T``), ``block_size``
+        (tokens per block) and ``block`` (``(n_sem, n_ac)``).
+
+    Example
+    -------
+    >>> v = GenSEVocab(4, 8)
+    >>> lay = interleaved_layout(v, torch.tensor([[0, 1, 2]]), torch.tensor([3]),
+    ...                          torch.tensor([[[0], [1], [2]]]), torch.tensor([3]), (1, 1), 1,
+    ...                          clean_sem=torch.tensor([[3, 3, 3]]),
+    ...                          clean_ac=torch.tensor([[[7], [7], [7]]]))
+    >>> lay["ids"].tolist()  # BOS, N0, N1, C0, N2, C1, C2
+    [[1, 3, 7, 4, 8, 6, 14, 5, 9, 6, 14, 6, 14]]
+    >>> lay["target"].int().tolist(), lay["prompt_lens"].tolist()
+    ([[0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1]], [5])
+    >>> lay["lo"][0, 5:7].tolist(), lay["hi"][0, 5:7].tolist()
+    ([3, 7], [7, 15])
+    """
+    n_sem, n_ac = (int(x) for x in block)
+    lookahead = int(lookahead)
+    if n_sem < 1 or n_ac < 1 or lookahead < 0:
+        raise ValueError(f"need block frames >= 1 and lookahead >= 0, got {block}, {lookahead}")
+    if noisy_ac.dim() == 2:
+        noisy_ac = noisy_ac[..., None]
+    if clean_ac is not None and clean_ac.dim() == 2:
+        clean_ac = clean_ac[..., None]
+    K = vocab.num_codebooks
+    if noisy_ac.shape[-1] != K:
+        raise ValueError(f"acoustic tokens have {noisy_ac.shape[-1]} codebooks, the "
+                         f"vocabulary {K}")
+    sem_lo, sem_hi = vocab.semantic_range
+    ac_lo = torch.tensor([vocab.ac_offset + c * vocab.num_acoustic for c in range(K)])
+    block_size = n_sem + n_ac * K
+    # the ranges of the tokens of one C block
+    c_lo = torch.cat([torch.full((n_sem,), sem_lo), ac_lo.repeat(n_ac)])
+    c_hi = torch.cat([torch.full((n_sem,), sem_hi), ac_lo.repeat(n_ac) + vocab.num_acoustic])
+    B = noisy_sem.shape[0]
+    rows, blocks, prompt_lens = [], [], []
+    for b in range(B):
+        T = max(1, -(-int(ac_frames[b]) // n_ac))
+        s_len, a_len = max(int(sem_frames[b]), 1), max(int(ac_frames[b]), 1)
+
+        def block_ids(sem, ac):
+            sem = _fit_repeat(sem[b, :s_len].long().cpu(), T * n_sem)
+            ac = _fit_repeat(ac[b, :a_len].long().cpu(), T * n_ac)
+            sem_ids = vocab.sem(sem).view(T, n_sem)
+            ac_ids = vocab.ac(ac[None])[0].view(T, n_ac * K)
+            return torch.cat([sem_ids, ac_ids], dim=1)  # [T, block_size]
+
+        noisy = block_ids(noisy_sem, noisy_ac)
+        clean = (block_ids(clean_sem, clean_ac) if clean_sem is not None and clean_ac is not None
+                 else torch.full_like(noisy, vocab.pad))
+        ids, target = [torch.tensor([vocab.bos])], [torch.zeros(1, dtype=torch.bool)]
+        for j in range(min(lookahead, T)):
+            ids.append(noisy[j])
+            target.append(torch.zeros(block_size, dtype=torch.bool))
+        first_c = None
+        for t in range(T):
+            if t + lookahead < T:
+                ids.append(noisy[t + lookahead])
+                target.append(torch.zeros(block_size, dtype=torch.bool))
+            if first_c is None:
+                first_c = sum(x.numel() for x in ids)
+            ids.append(clean[t])
+            target.append(torch.ones(block_size, dtype=torch.bool))
+        rows.append((torch.cat(ids), torch.cat(target), T))
+        blocks.append(T)
+        prompt_lens.append(first_c)
+    lens = torch.tensor([r[0].numel() for r in rows])
+    L = int(lens.max())
+    out_ids = torch.full((B, L), vocab.pad, dtype=torch.long)
+    target = torch.zeros(B, L, dtype=torch.bool)
+    lo = torch.zeros(B, L, dtype=torch.long)
+    hi = torch.zeros(B, L, dtype=torch.long)
+    for b, (ids, tgt, T) in enumerate(rows):
+        out_ids[b, :ids.numel()] = ids
+        target[b, :tgt.numel()] = tgt
+        where = tgt.nonzero()[:, 0]
+        lo[b, where] = c_lo.repeat(T)
+        hi[b, where] = c_hi.repeat(T)
+    positions = torch.arange(L)[None, :].expand(B, L) * (torch.arange(L)[None, :] < lens[:, None])
+    return {"ids": out_ids, "positions": positions.contiguous(), "lens": lens,
+            "prompt_lens": torch.tensor(prompt_lens), "target": target, "lo": lo, "hi": hi,
+            "blocks": torch.tensor(blocks), "block_size": block_size, "block": (n_sem, n_ac)}
+
+
 def teacher_forcing(layout, target_ids, pad=0):
     """Training input ``prompt ; target[:-1]`` with positions and target indices.
 
@@ -531,6 +691,35 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         return {"loss": ce, "acc": acc.detach(), "tokens": int(mask.sum())}
 
 
+    def sequence_loss(self, layout):
+        """Next-token cross-entropy on the ``target`` tokens of a whole sequence.
+
+        For layouts whose predicted tokens are interleaved with given ones
+        (:func:`interleaved_layout`): the hidden state at ``j - 1`` predicts
+        token ``j`` wherever ``target[:, j]``, with the softmax restricted to
+        ``[lo[:, j], hi[:, j])``.
+
+        Returns
+        -------
+        dict
+            ``loss``, ``acc`` and ``tokens``, as :meth:`loss`.
+        """
+        device = self.lm.device
+        ids, lens = layout["ids"].to(device), layout["lens"].to(device)
+        attention = (torch.arange(ids.shape[1], device=device)[None, :] < lens[:, None]).long()
+        h = self.hidden(ids, layout["positions"].to(device), attention)
+        tgt = layout["target"].to(device)[:, 1:]
+        logits = self.lm.get_output_embeddings()(h[:, :-1][tgt])
+        lo, hi = layout["lo"].to(device)[:, 1:][tgt], layout["hi"].to(device)[:, 1:][tgt]
+        vocab = torch.arange(logits.shape[-1], device=device)[None, :]
+        logits = logits.float().masked_fill((vocab < lo[:, None]) | (vocab >= hi[:, None]),
+                                            -math.inf)
+        targets = ids[:, 1:][tgt]
+        ce = F.cross_entropy(logits, targets)
+        acc = (logits.argmax(-1) == targets).float().mean()
+        return {"loss": ce, "acc": acc.detach(), "tokens": int(tgt.sum())}
+
+
 # -- GenSE ----------------------------------------------------------------------
 
 
@@ -564,10 +753,16 @@ class GenSE(GenerativeEnhancer):
         smallest offset that keeps the generated positions apart from the noisy ones.
     decode_opts : dict, optional
         This model's decoding defaults (names of :attr:`decode_defaults`).
+    interleave_lookahead : int, optional
+        The streaming variant (GenSE's appendix A.8): one causal LM (``s2s``;
+        ``n2s`` must be None) over :func:`interleaved_layout`, which writes
+        each clean block (semantic then acoustic tokens of
+        :func:`block_frames`) once the noisy block ``interleave_lookahead``
+        blocks later has been read. None (default): the hierarchical N2S ->
+        S2S model.
     """
 
     method = "gense"
-    supports_prefix = True
     #: ``temperature``/``top_k``/``top_p`` of both stages (GenSE samples from
     #: the full softmax: 1.0, None, None), ``n2s_temperature`` (None: the
     #: same), ``use_cache`` (KV cache; False re-runs the sequence per token),
@@ -577,8 +772,17 @@ class GenSE(GenerativeEnhancer):
                        "n2s_temperature": None, "use_cache": True, "precision": "fp32"}
 
     def __init__(self, semantic_tokenizer, acoustic_tokenizer, n2s, s2s, s2s_parts=S2S_PARTS,
-                 max_seconds=5.0, n2s_target_offset=0, s2s_target_offset=None, decode_opts=None):
+                 max_seconds=5.0, n2s_target_offset=0, s2s_target_offset=None, decode_opts=None,
+                 interleave_lookahead=None):
         super().__init__(decode_opts=decode_opts)
+        self.interleave_lookahead = (None if interleave_lookahead is None
+                                     else int(interleave_lookahead))
+        if self.interleave_lookahead is not None:
+            if self.interleave_lookahead < 0:
+                raise ValueError(f"interleave_lookahead must be >= 0, got {interleave_lookahead}")
+            if n2s is not None:
+                raise ValueError("the interleaved (streaming) GenSE is one LM: give n2s=None")
+            s2s_parts = ("noisy_sem", "noisy_ac")
         if semantic_tokenizer.num_codebooks != 1:
             raise ValueError(f"GenSE needs a single-codebook semantic tokenizer, got "
                              f"{semantic_tokenizer.num_codebooks} codebooks")
@@ -611,13 +815,30 @@ class GenSE(GenerativeEnhancer):
         self.n2s_target_offset = int(n2s_target_offset)
         self.s2s_target_offset = int(ac_tokens if s2s_target_offset is None
                                      else s2s_target_offset)
-        if "noisy_ac" in self.s2s_parts and self.s2s_target_offset < ac_tokens:
+        self.block = None
+        if self.interleave_lookahead is not None:
+            self.block = block_frames(semantic_tokenizer.frame_rate, acoustic_tokenizer.frame_rate)
+        if self.block is None and "noisy_ac" in self.s2s_parts \
+                and self.s2s_target_offset < ac_tokens:
             raise ValueError(f"s2s_target_offset {self.s2s_target_offset} < {ac_tokens} "
                              "acoustic tokens: generated positions would overlap the noisy ones")
         self._check_positions()
 
+    @property
+    def supports_prefix(self):
+        """The hierarchical model continues from a prefix; the interleaved one does not."""
+        return self.interleave_lookahead is None
+
     def _check_positions(self):
         need = {}
+        if self.block is not None:  # BOS + 2 blocks per block of time
+            n_sem, n_ac = self.block
+            blocks = -(-self.max_ac // n_ac)
+            n = 1 + 2 * blocks * (n_sem + n_ac * self.vocab.num_codebooks)
+            if self.s2s.max_positions < n:
+                raise ValueError(f"s2s: max_positions {self.s2s.max_positions} < {n} needed for "
+                                 f"max_seconds={self.max_seconds} (interleaved layout)")
+            return
         if self.n2s is not None:
             need["n2s"] = (self.n2s, max(self.max_sem + 1, self.n2s_target_offset + self.max_sem))
         sem_parts = sum(p in self.s2s_parts for p in ("noisy_sem", "clean_sem"))
@@ -668,6 +889,11 @@ class GenSE(GenerativeEnhancer):
     def n2s_layout(self, noisy):
         return n2s_layout(self.vocab, noisy["sem"], noisy["sem_frames"], self.n2s_target_offset)
 
+    def interleaved_layout(self, noisy, clean_sem=None, clean_ac=None):
+        return interleaved_layout(self.vocab, noisy["sem"], noisy["sem_frames"], noisy["ac"],
+                                  noisy["ac_frames"], self.block, self.interleave_lookahead,
+                                  clean_sem=clean_sem, clean_ac=clean_ac)
+
     def s2s_layout(self, noisy, clean_sem):
         return s2s_layout(self.vocab, noisy["sem"], clean_sem, noisy["sem_frames"],
                           noisy["ac"], noisy["ac_frames"], self.s2s_target_offset,
@@ -706,6 +932,9 @@ class GenSE(GenerativeEnhancer):
         clean_sem = _fit_frames(clean_sem, noisy["sem"].shape[1])
         clean_ac = _fit_frames(clean_ac, noisy["ac"].shape[1])
         out, total = {}, 0.0
+        if self.block is not None:  # interleaved: one LM, one sequence
+            res = self.s2s.sequence_loss(self.interleaved_layout(noisy, clean_sem, clean_ac))
+            return {"loss": res["loss"], "s2s_loss": res["loss"].detach(), "s2s_acc": res["acc"]}
         if self.n2s is not None:
             res = self.n2s.loss(self.n2s_layout(noisy), self.vocab.sem(clean_sem))
             total = total + res["loss"]
@@ -813,6 +1042,8 @@ class GenSE(GenerativeEnhancer):
         if lens is None:
             lens = torch.ones(B, device=wav.device)
         noisy = self.tokens(wav, lens)
+        if self.block is not None:
+            return self._enhance_interleaved(wav, noisy, o, generator)
         nfe, generated, clean_sem, sem_prob = 0, 0, None, None
         if self.n2s is not None:
             t = o["n2s_temperature"] if o["n2s_temperature"] is not None else o["temperature"]
@@ -847,6 +1078,53 @@ class GenSE(GenerativeEnhancer):
         return {"wav": out_wav, "tokens": ac, "confidence": conf.clamp(0, 1),
                 "lens": rel, "nfe": nfe, "semantic": clean_sem, "generated": generated}
 
+    def _enhance_interleaved(self, wav, noisy, o, generator):
+        """:meth:`enhance` of the interleaved model: the noisy blocks are forced tokens."""
+        from ..decoding import ScheduledTokensLogitsProcessor, ar_generate
+
+        device, B = self.device, wav.shape[0]
+        lay = self.interleaved_layout(noisy)
+        P, n = lay["prompt_lens"], lay["lens"] - lay["prompt_lens"]
+        N = int(n.max())
+        # the schedule of the generated part: noisy tokens forced, clean ones in range
+        forced = torch.full((B, N), -1, dtype=torch.long)
+        lo, hi = torch.zeros(B, N, dtype=torch.long), torch.ones(B, N, dtype=torch.long)
+        for b in range(B):
+            p, k = int(P[b]), int(n[b])
+            tgt = lay["target"][b, p:p + k]
+            forced[b, :k] = torch.where(tgt, torch.full_like(tgt, -1, dtype=torch.long),
+                                        lay["ids"][b, p:p + k])
+            lo[b, :k] = torch.where(tgt, lay["lo"][b, p:p + k], 0)
+            hi[b, :k] = torch.where(tgt, lay["hi"][b, p:p + k], 1)
+        schedule = ScheduledTokensLogitsProcessor(forced, lo, hi)
+        out = ar_generate(self.generation_lm("s2s", o["precision"]), lay["ids"].to(device),
+                          P.to(device), n.to(device), temperature=o["temperature"],
+                          top_k=o["top_k"], top_p=o["top_p"], generator=generator,
+                          use_cache=o["use_cache"], extra_processors=[schedule],
+                          pad_token_id=self.vocab.pad)
+        n_sem, n_ac = self.block
+        K, bs = self.vocab.num_codebooks, lay["block_size"]
+        T = noisy["ac"].shape[1]
+        ac = torch.zeros(B, T, K, dtype=torch.long, device=device)
+        conf = torch.ones(B, T, device=device)
+        for b in range(B):
+            k = int(n[b])
+            tgt = (forced[b, :k] < 0).to(device)
+            ids = out["tokens"][b, :k][tgt].view(-1, bs)  # the clean blocks, in time order
+            prob = out["token_prob"][b, :k][tgt].float().view(-1, bs)
+            tokens = self.vocab.ac_tokens(ids[:, n_sem:].reshape(1, -1))[0]  # [blocks*n_ac, K]
+            frames = min(int(noisy["ac_frames"][b]), T)
+            ac[b, :frames] = tokens[:frames]
+            p_ac = prob[:, n_sem:].clamp(min=1e-12).log().view(-1, K).mean(-1).exp()
+            p_sem = prob[:, :n_sem].clamp(min=1e-12).log().mean(-1).exp()  # per block
+            conf[b, :frames] = (p_ac.view(-1, n_ac) * p_sem[:, None]).view(-1)[:frames]
+        frames = noisy["ac_frames"].to(device)
+        rel = frames.float() / max(1, T)
+        out_wav = fit_length_end(self.acoustic_tokenizer.decode(ac, rel), wav.shape[-1])
+        generated = int((forced < 0).sum())
+        return {"wav": out_wav, "tokens": ac, "confidence": conf.clamp(0, 1), "lens": rel,
+                "nfe": int(out["nfe"]), "semantic": None, "generated": generated}
+
     # -- persistence --------------------------------------------------------------
 
     def save_parts(self, folder, dtype=None, semantic_spec=None, acoustic_spec=None):
@@ -871,7 +1149,8 @@ class GenSE(GenerativeEnhancer):
         return {"semantic_tokenizer": specs["semantic"], "acoustic_tokenizer": specs["acoustic"],
                 "n2s": self.n2s is not None, "s2s_parts": list(self.s2s_parts),
                 "max_seconds": self.max_seconds, "n2s_target_offset": self.n2s_target_offset,
-                "s2s_target_offset": self.s2s_target_offset, "decode_opts": dict(self.decode_opts)}
+                "s2s_target_offset": self.s2s_target_offset, "decode_opts": dict(self.decode_opts),
+                "interleave_lookahead": self.interleave_lookahead}
 
     @classmethod
     def load_parts(cls, folder, info, device="cpu"):
@@ -886,7 +1165,8 @@ class GenSE(GenerativeEnhancer):
                    max_seconds=info["max_seconds"],
                    n2s_target_offset=info.get("n2s_target_offset", 0),
                    s2s_target_offset=info.get("s2s_target_offset"),
-                   decode_opts=info.get("decode_opts"))
+                   decode_opts=info.get("decode_opts"),
+                   interleave_lookahead=info.get("interleave_lookahead"))
 
     def num_parameters(self):
         """Trainable parameters of the LMs (tokenizers excluded)."""
@@ -940,5 +1220,5 @@ def _fit_frames(tokens, T):
 
 
 __all__ = ["S2S_PARTS", "TINY_LM", "GenSE", "GenSEVocab", "TokenLM",
-           "assemble", "crop", "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing",
+           "assemble", "block_frames", "crop", "interleaved_layout", "n2s_layout", "s2s_layout", "target_positions", "teacher_forcing",
            "vocab_size"]

@@ -160,6 +160,33 @@ def test_gense_speed_tiny(tmp_path, capsys):
         assert row["generated_tokens"] > 0 and finite(row["generated_tok_s"])
 
 
+def test_gense_streaming_latency_tiny(tmp_path, capsys):
+    """The streaming table on the tiny GenSE: the latency arithmetic and one row per lookahead."""
+    streaming = load_script("gense_streaming")
+    common = sys.modules["common"]
+    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"))
+    stem = tmp_path / "out" / "streaming"
+    code = streaming.main(["--gense", gense, "--lookahead", "0,2", "--seconds", "0.5",
+                           "--runs", "1", "--out", str(stem)])
+    assert code == 0, capsys.readouterr().err
+    result, markdown = read_outputs(stem)
+    chunked, *rows = result["rows"]
+    # the tiny model's inference.yaml: 0.5 s chunks with 0.1 s of context
+    assert chunked["waits_ms"] == pytest.approx(600.0) and chunked["lookahead"] is None
+    assert [r["lookahead"] for r in rows] == [0, 2]
+    for r in rows:  # 50 Hz semantic and 80 Hz acoustic debug tokens: blocks of 100 ms
+        assert r["block_ms"] == pytest.approx(100.0)
+        assert r["waits_ms"] == pytest.approx(100.0 * (r["lookahead"] + 1))
+        assert r["first_output_ms"] == pytest.approx(r["waits_ms"] + r["first_block_ms"])
+        assert r["first_block_ms"] > 0 and r["per_block_ms"] > 0
+        assert r["rtf"] == pytest.approx(r["per_block_ms"] * 5 / 500.0)  # 5 blocks in 0.5 s
+    assert "| gense, interleaved, lookahead 2 |" in markdown
+    mage = common.build_tiny_model_folder(str(tmp_path / "mage"))
+    assert streaming.main(["--gense", mage, "--out", str(tmp_path / "no")]) == 2
+    assert "is not a GenSE model" in capsys.readouterr().err
+    assert streaming.main(["--lookahead", "-1"]) == 2
+
+
 def test_long_audio_runs_a_gense_folder(tmp_path, capsys):
     """long_audio.py takes any method folder, with inference.yaml overrides, decoding
     options and batched chunks."""

@@ -501,3 +501,133 @@ def test_prefix_continues_greedy_generation_exactly(use_cache):
     # given tokens count as certain for S2S: their frames keep only N2S's probability
     assert (out["confidence"][:, :6] >= ref["confidence"][:, :6] - 1e-6).all()
     assert torch.allclose(out["confidence"][:, 6:], ref["confidence"][:, 6:], atol=1e-5)
+
+
+# -- the interleaved (streaming) variant ------------------------------------------
+
+
+def tiny_streaming_gense(seed=0, lookahead=1, num_codebooks=1, **kwargs):
+    torch.manual_seed(seed)
+    sem, ac = _tokenizers(num_codebooks)
+    v = GenSEVocab(sem.vocab_size, ac.vocab_size, ac.num_codebooks)
+    lm = TokenLM(v.size, **{**TINY_LM, "max_positions": 160})
+    return GenSE(sem, ac, None, lm, max_seconds=0.5, interleave_lookahead=lookahead,
+                 **kwargs).eval()
+
+
+@pytest.mark.parametrize("block,lookahead,K", [((1, 1), 0, 1), ((1, 1), 2, 2), ((5, 8), 1, 1)])
+def test_interleaved_layout_writes_each_block_after_its_lookahead(block, lookahead, K):
+    from speechbrain_gense.models.gense import interleaved_layout
+
+    v = GenSEVocab(16, 32, num_codebooks=K)
+    n_sem, n_ac = block
+    T_a = torch.tensor([4 * n_ac, 2 * n_ac + 1])  # 4 blocks; 3 (the last one completed)
+    T_s = (T_a * n_sem + n_ac - 1) // n_ac
+    g = torch.Generator().manual_seed(0)
+    noisy_sem = torch.randint(0, 16, (2, int(T_s.max())), generator=g)
+    noisy_ac = torch.randint(0, 32, (2, int(T_a.max()), K), generator=g)
+    clean_sem, clean_ac = (noisy_sem + 1) % 16, (noisy_ac + 1) % 32
+    lay = interleaved_layout(v, noisy_sem, T_s, noisy_ac, T_a, block, lookahead,
+                             clean_sem=clean_sem, clean_ac=clean_ac)
+    bs = n_sem + n_ac * K
+    assert lay["block_size"] == bs and lay["blocks"].tolist() == [4, 3]
+    assert lay["lens"].tolist() == [1 + 2 * 4 * bs, 1 + 2 * 3 * bs]
+    for b, T in enumerate((4, 3)):
+        ids, tgt = lay["ids"][b], lay["target"][b]
+        assert ids[0] == v.bos and int(tgt.sum()) == T * bs
+        c_starts = tgt.nonzero()[::bs, 0].tolist()
+        assert lay["prompt_lens"][b] == c_starts[0]
+        for t, start in enumerate(c_starts):
+            # before clean block t: BOS and the noisy blocks 0 .. t + L (all of them near the end)
+            assert start == 1 + min(t + lookahead + 1, T) * bs + t * bs
+            blk = ids[start:start + bs]
+            frames = slice(t * n_sem, (t + 1) * n_sem)
+            want_sem = clean_sem[b, :int(T_s[b])]
+            want_sem = torch.cat([want_sem, want_sem[-1:].expand(T * n_sem, )])[frames]
+            assert blk[:n_sem].tolist() == v.sem(want_sem).tolist()
+            assert bool(((blk >= lay["lo"][b, start:start + bs])
+                         & (blk < lay["hi"][b, start:start + bs])).all())
+        # the ranges: semantic ids, then each codebook's own ids
+        lo = lay["lo"][b, c_starts[0]:c_starts[0] + bs].tolist()
+        assert lo == [v.sem_offset] * n_sem + [v.ac_offset + c * 32 for c in range(K)] * n_ac
+
+
+def test_interleaved_loss_is_on_the_clean_blocks_only():
+    model = tiny_streaming_gense(seed=2)
+    assert model.block == (5, 8) and not model.supports_prefix
+    noisy, clean = _audio(5)
+    out = model.compute_objectives(_batch(noisy, clean, torch.tensor([1.0, 0.6])))
+    assert set(out) == {"loss", "s2s_loss", "s2s_acc"} and torch.isfinite(out["loss"])
+    # an untrained LM: about the mean log range size over the targets (5 x 16 and 8 x 32 ids)
+    expected = (5 * torch.log(torch.tensor(16.0)) + 8 * torch.log(torch.tensor(32.0))) / 13
+    assert abs(float(out["loss"].detach()) - float(expected)) < 0.5
+    with pytest.raises(ValueError, match="one LM"):
+        sem, ac = _tokenizers()
+        v = GenSEVocab(16, 32)
+        GenSE(sem, ac, TokenLM(v.size, **TINY_LM), TokenLM(v.size, **TINY_LM),
+              interleave_lookahead=1, max_seconds=0.5)
+    with pytest.raises(ValueError, match="max_positions"):
+        GenSE(sem, ac, None, TokenLM(v.size, **TINY_LM), interleave_lookahead=1,
+              max_seconds=0.5)
+
+
+@pytest.mark.parametrize("num_codebooks", [1, 2])
+def test_interleaved_teacher_lm_reproduces_the_targets(num_codebooks):
+    model = tiny_streaming_gense(seed=3, num_codebooks=num_codebooks)
+    model.train()
+    noisy, clean = _audio(6)
+    lens = torch.tensor([1.0, 0.7])
+    batch = _batch(noisy, clean, lens)
+    opt = torch.optim.Adam(model.s2s.parameters(), lr=3e-3)
+    for _ in range(400):
+        out = model.compute_objectives(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        if out["s2s_acc"] == 1.0 and out["loss"] < 0.05:
+            break
+    assert out["s2s_acc"] == 1.0
+    model.eval()
+    enhanced = model.enhance(noisy, lens, top_k=1)
+    target = model.tokens(clean, lens)
+    assert enhanced["tokens"].shape == target["ac"].shape
+    for b in range(2):
+        n = int(target["ac_frames"][b])
+        assert torch.equal(enhanced["tokens"][b, :n], target["ac"][b, :n])
+        assert bool((enhanced["tokens"][b, n:] == 0).all())
+    assert enhanced["confidence"].shape == target["ac"].shape[:2]
+    assert enhanced["generated"] == int(model.interleaved_layout(model.tokens(noisy, lens))
+                                        ["target"].sum())
+
+
+def test_interleaved_output_does_not_wait_for_later_input():
+    """Clean block t depends on the noisy blocks up to t + lookahead only (greedy): changing
+    the noisy tokens from block m on leaves blocks 0 .. m - lookahead - 1 unchanged."""
+    lookahead = 1
+    model = tiny_streaming_gense(seed=4, lookahead=lookahead)
+    noisy, _ = _audio(7, B=1, S=8000)  # 0.5 s: 5 blocks of 100 ms
+    tok = model.tokens(noisy)
+    n_sem, n_ac = model.block
+    m = 3
+    changed = {**tok, "sem": tok["sem"].clone(), "ac": tok["ac"].clone()}
+    changed["sem"][:, m * n_sem:] = (changed["sem"][:, m * n_sem:] + 7) % 16
+    changed["ac"][:, m * n_ac:] = (changed["ac"][:, m * n_ac:] + 11) % 32
+    opts = model.decode_options(top_k=1)
+    a = model._enhance_interleaved(noisy, tok, opts, None)["tokens"]
+    b = model._enhance_interleaved(noisy, changed, opts, None)["tokens"]
+    keep = (m - lookahead) * n_ac
+    assert torch.equal(a[:, :keep], b[:, :keep])
+    assert not torch.equal(a[:, keep:], b[:, keep:])
+
+
+def test_interleaved_save_load_round_trip(tmp_path):
+    model = tiny_streaming_gense(seed=5, lookahead=2)
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?hop=200,vocab_size=32"
+    folder = model.save(str(tmp_path / "stream"))
+    assert sorted(os.listdir(folder)) == ["gense.json", "s2s.ckpt"]
+    loaded = GenSE.load(folder)
+    assert loaded.interleave_lookahead == 2 and loaded.block == (5, 8)
+    noisy, _ = _audio(8)
+    assert torch.equal(model.enhance(noisy, top_k=1)["tokens"],
+                       loaded.enhance(noisy, top_k=1)["tokens"])
