@@ -329,7 +329,7 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head+int8",
                     "sdpa+masked-head+cdf", "sdpa+masked-head+int8+cdf")
 _BUDGET = re.compile(r"^(steps|csteps)(\d+)$")
-_CONTENT = re.compile(r"^content-(fp32|bf16|auto)$")
+_ENCODER = re.compile(r"^(content|speaker)-(fp32|bf16|auto)$")
 
 
 def parse_variant(name):
@@ -337,18 +337,20 @@ def parse_variant(name):
 
     ``+stepsN`` sets the decoding steps (default: the run's ``--steps``),
     ``+cstepsN`` the corrector's re-generation steps (``csteps0``: no
-    corrector; default: the model's ``corrector_steps``), ``+content-fp32``,
-    ``+content-bf16`` or ``+content-auto`` the precision of the Whisper
-    content features (default: the model's own, ``mage.json``).
+    corrector; default: the model's ``corrector_steps``), ``+content-PREC``
+    and ``+speaker-PREC`` (``fp32``, ``bf16``, ``auto``) the precision of the
+    Whisper content features and of the speaker encoder (default: the
+    model's own, ``mage.json``).
 
     Example
     -------
     >>> parse_variant("sdpa+masked-head+int8+cdf+steps5+csteps1")
-    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1, 'content_precision': None}
+    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1, 'content_precision': None, 'speaker_precision': None}
     >>> parse_variant("sdpa")["steps"] is None
     True
-    >>> parse_variant("sdpa+masked-head+int8+steps4+content-bf16")["content_precision"]
-    'bf16'
+    >>> v = parse_variant("sdpa+masked-head+int8+steps4+content-bf16+speaker-bf16")
+    >>> v["content_precision"], v["speaker_precision"]
+    ('bf16', 'bf16')
     >>> parse_variant("sdpa+steps0")
     Traceback (most recent call last):
     ...
@@ -356,24 +358,27 @@ def parse_variant(name):
     """
     parts = name.split("+")
     budgets = {"steps": None, "csteps": None}
-    content = None
-    while parts and (_BUDGET.match(parts[-1]) or _CONTENT.match(parts[-1])):
+    encoders = {"content": None, "speaker": None}
+    while parts and (_BUDGET.match(parts[-1]) or _ENCODER.match(parts[-1])):
         part = parts.pop()
-        if _CONTENT.match(part):
-            content = _CONTENT.match(part).group(1)
+        if _ENCODER.match(part):
+            which, precision = _ENCODER.match(part).groups()
+            encoders[which] = precision
             continue
         key, value = _BUDGET.match(part).groups()
         budgets[key] = int(value)
     base = "+".join(parts)
     if base not in VARIANTS:
         raise ValueError(f"variant {name!r}: expected one of {', '.join(VARIANTS)}, "
-                         "optionally followed by +stepsN, +cstepsN and/or +content-PRECISION")
+                         "optionally followed by +stepsN, +cstepsN, +content-PREC and/or "
+                         "+speaker-PREC")
     if budgets["steps"] is not None and budgets["steps"] < 1:
         raise ValueError(f"variant {name!r}: steps must be >= 1")
     attention, masked_head, precision, sampler = VARIANTS[base]
     return {"attention": attention, "masked_head": masked_head, "precision": precision,
             "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"],
-            "content_precision": content}
+            "content_precision": encoders["content"],
+            "speaker_precision": encoders["speaker"]}
 
 
 def variant_decoding(variant, steps, use_corrector):
@@ -395,15 +400,15 @@ def variant_decoding(variant, steps, use_corrector):
 
 
 @contextlib.contextmanager
-def content_precision(mage, precision):
-    """Runs the block with the content features' ``precision`` (None: unchanged)."""
-    encoder = mage.content_encoder
+def encoder_precision(mage, name, precision):
+    """Runs the block with ``mage.<name>``'s ``precision`` (None: unchanged)."""
+    encoder = getattr(mage, name, None)
     if precision is None:
         yield
         return
     if encoder is None or not hasattr(encoder, "precision"):
-        raise ValueError(f"content precision {precision!r}: the model has no Whisper "
-                         "content features")
+        raise ValueError(f"{name} precision {precision!r}: the model has no such encoder "
+                         "with a precision")
     before = encoder.precision
     encoder.precision = precision
     try:
@@ -635,7 +640,8 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
             v = parse_variant(name)
             set_attention(mage, v["attention"])
             n_steps, corrector, opts = variant_decoding(v, steps, use_corrector)
-            with content_precision(mage, v["content_precision"]):
+            with encoder_precision(mage, "content_encoder", v["content_precision"]), \
+                    encoder_precision(mage, "speaker_encoder", v["speaker_precision"]):
                 return time_stages(mage, wav, n_steps, 1, corrector, seed=run, **opts)
 
         for name in variants:
@@ -798,11 +804,14 @@ def main(argv=None):
         mage = mage.to(device).eval()
     except Exception as e:  # noqa: BLE001 -- report on one line
         return error(first_line(e))
-    content = getattr(mage, "content_encoder", None)
     for v in variants:
-        if parse_variant(v)["content_precision"] and not hasattr(content, "precision"):
-            return error(f"--variants: {v!r} sets the content features' precision, but "
-                         f"{name} has no Whisper content features")
+        parsed = parse_variant(v)
+        for key, attr, what in (
+                ("content_precision", "content_encoder", "Whisper content features"),
+                ("speaker_precision", "speaker_encoder", "Resemblyzer speaker encoder")):
+            if parsed[key] and not hasattr(getattr(mage, attr, None), "precision"):
+                return error(f"--variants: {v!r} sets the precision of the {what}, but "
+                             f"{name} has no {what}")
     if args.sweep:
         result = run(mage, name, steps, args.seconds, runs, not args.no_corrector,
                      args.gemm_size, gemm_runs, precisions=precisions)

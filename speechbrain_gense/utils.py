@@ -58,4 +58,51 @@ def torch_threads(count):
         torch.set_num_threads(threads)
 
 
-__all__ = ["first_line", "torch_threads"]
+__all__ = ["BF16_PRECISIONS", "first_line", "native_bf16", "resolve_bf16", "torch_threads"]
+
+
+#: Precisions of the frozen feature encoders that may run in bfloat16.
+BF16_PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device):
+    """Whether ``device`` computes bfloat16 natively (not by emulation).
+
+    CPU: oneDNN's check for AVX-512 BF16 / AMX
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``); CUDA:
+    ``torch.cuda.is_bf16_supported``; anything else: False.
+
+    Example
+    -------
+    >>> import torch
+    >>> isinstance(native_bf16(torch.device("cpu")), bool)
+    True
+    """
+    import torch
+
+    device = torch.device(device)
+    try:
+        if device.type == "cpu":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+    return False
+
+
+def resolve_bf16(precision, device):
+    """``"fp32"`` / ``"bf16"`` / ``"auto"`` -> ``"fp32"`` or ``"bf16"`` on ``device``.
+
+    Example
+    -------
+    >>> import torch
+    >>> resolve_bf16("auto", torch.device("cpu")) in ("fp32", "bf16")
+    True
+    """
+    if precision not in BF16_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(BF16_PRECISIONS)}, "
+                         f"got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision

@@ -41,7 +41,7 @@ from torch import nn
 
 from speechbrain_gense.metrics.common import SILENCE_PEAK
 from speechbrain_gense.metrics.speaker import voice_encoder
-from speechbrain_gense.utils import torch_threads
+from speechbrain_gense.utils import resolve_bf16, torch_threads
 
 SAMPLE_RATE = 16000
 
@@ -127,6 +127,14 @@ class ResemblyzerSpeakerEncoder(_Frozen):
         only) or ``"full"`` (``preprocess_wav``: volume and removal of long
         silences by VAD, as the SECS metric does; an item with no speech left
         gets a zero embedding and a warning).
+    precision : str
+        ``"fp32"`` (default), ``"bf16"`` (the LSTM and its projection under
+        ``torch.autocast`` in bfloat16) or ``"auto"`` (bf16 where the device
+        computes it natively, :func:`~speechbrain_gense.utils.resolve_bf16`).
+        On 10 s of noisy speech, one loaded thread of an AMD EPYC with
+        AVX-512 BF16: 0.051 s in bf16 against 0.085 s in fp32, cosine
+        0.99996 between the two embeddings (0.998 for a 1 s utterance, one
+        partial).
 
     Example
     -------
@@ -140,11 +148,16 @@ class ResemblyzerSpeakerEncoder(_Frozen):
     embedding_dim = 256
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, rate=1.3, min_coverage=0.75, preprocess="none"):
+    #: Defaults of the options :attr:`spec` lists when they differ.
+    DEFAULTS = {"rate": 1.3, "min_coverage": 0.75, "preprocess": "none", "precision": "fp32"}
+
+    def __init__(self, rate=1.3, min_coverage=0.75, preprocess="none", precision="fp32"):
         super().__init__()
         if preprocess not in ("none", "volume", "full"):
             raise ValueError(f"preprocess must be 'none', 'volume' or 'full', got {preprocess!r}")
+        resolve_bf16(precision, "cpu")  # checks the name
         self.rate, self.min_coverage, self.preprocess = rate, min_coverage, preprocess
+        self.precision = precision
         encoder = copy.deepcopy(voice_encoder())
         self.lstm, self.linear = encoder.lstm, encoder.linear
         self.freeze()
@@ -152,6 +165,21 @@ class ResemblyzerSpeakerEncoder(_Frozen):
     @property
     def device(self):
         return self.linear.weight.device
+
+    @property
+    def spec(self):
+        """``build_speaker_encoder`` arguments that rebuild this encoder (``mage.json``).
+
+        Example
+        -------
+        >>> ResemblyzerSpeakerEncoder(precision="bf16").spec
+        {'kind': 'resemblyzer', 'precision': 'bf16'}
+        """
+        out = {"kind": "resemblyzer"}
+        for key, default in self.DEFAULTS.items():
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        return out
 
     def _partials(self, wav):
         """``wav`` (numpy float32, 16 kHz) -> ``[P, 160, 40]`` mel partials, or None."""
@@ -173,6 +201,11 @@ class ResemblyzerSpeakerEncoder(_Frozen):
 
     def embed_partials(self, mels):
         """GE2E embeddings of mel partials ``[P, 160, 40] -> [P, 256]`` (unit norm, or 0)."""
+        if resolve_bf16(self.precision, self.device) == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                _, (hidden, _) = self.lstm(mels)
+                embeds = F.relu(self.linear(hidden[-1]))
+            return F.normalize(embeds.float(), dim=1)
         _, (hidden, _) = self.lstm(mels)
         embeds = F.relu(self.linear(hidden[-1]))
         return F.normalize(embeds, dim=1)

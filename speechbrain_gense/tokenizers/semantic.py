@@ -43,6 +43,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..utils import BF16_PRECISIONS, resolve_bf16
 from .base import AudioTokenizer
 
 logger = logging.getLogger(__name__)
@@ -316,13 +317,11 @@ class WhisperFeatures(torch.nn.Module):
     """
 
     #: Values of ``precision``.
-    PRECISIONS = ("fp32", "bf16", "auto")
+    PRECISIONS = BF16_PRECISIONS
 
     def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0, precision="fp32"):
         super().__init__()
-        if precision not in self.PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(self.PRECISIONS)}, "
-                             f"got {precision!r}")
+        resolve_bf16(precision, "cpu")  # checks the name
         self.precision = precision
         from ..whisper import whisper_folder
 
@@ -421,42 +420,6 @@ class WhisperFeatures(torch.nn.Module):
                 states = torch.cat(states)[:num_frames]
                 out[i, : states.shape[0]] = states
         return out
-
-
-def native_bf16(device):
-    """Whether ``device`` computes bfloat16 natively (not by emulation).
-
-    CPU: oneDNN's check for AVX-512 BF16 / AMX
-    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``); CUDA:
-    ``torch.cuda.is_bf16_supported``; anything else: False.
-
-    Example
-    -------
-    >>> isinstance(native_bf16(torch.device("cpu")), bool)
-    True
-    """
-    device = torch.device(device)
-    try:
-        if device.type == "cpu":
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        if device.type == "cuda":
-            return bool(torch.cuda.is_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-    return False
-
-
-def resolve_bf16(precision, device):
-    """``"fp32"`` / ``"bf16"`` / ``"auto"`` -> ``"fp32"`` or ``"bf16"`` on ``device``.
-
-    Example
-    -------
-    >>> resolve_bf16("auto", torch.device("cpu")) in ("fp32", "bf16")
-    True
-    """
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
 
 
 def _local_whisper_encoder(folder):

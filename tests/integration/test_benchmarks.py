@@ -215,7 +215,7 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
     v = mage_speed.parse_variant("sdpa+masked-head+int8+cdf+steps3+csteps0")
     assert v == {"attention": "sdpa", "masked_head": True, "precision": "int8",
                  "sampler": "cdf", "steps": 3, "corrector_steps": 0,
-                 "content_precision": None}
+                 "content_precision": None, "speaker_precision": None}
     assert mage_speed.parse_variant("unoptimised")["corrector_steps"] is None
     assert mage_speed.parse_variant("sdpa+steps4+content-bf16")["content_precision"] == "bf16"
     for bad in ("int8", "sdpa+steps0", "sdpa+stepsx"):
@@ -242,5 +242,5 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
                             "--out", str(tmp_path / "no.json"),
                             "--variants", "sdpa+content-bf16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no Whisper content features" in err
+    assert len(err.splitlines()) == 1 and "has no Whisper content features" in err
     assert not (tmp_path / "no.json").exists()

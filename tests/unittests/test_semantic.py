@@ -243,8 +243,9 @@ def test_whisper_features_long_input_in_windows(whisper_dir):
 
 
 def test_whisper_features_bf16_close_to_fp32(whisper_dir, monkeypatch):
-    import speechbrain_gense.tokenizers.semantic as semantic
-    from speechbrain_gense.tokenizers.semantic import build_features, resolve_bf16
+    import speechbrain_gense.utils as utils
+    from speechbrain_gense.tokenizers.semantic import build_features
+    from speechbrain_gense.utils import resolve_bf16
 
     wav = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(3))
     lens = torch.tensor([1.0, 0.5])
@@ -260,11 +261,11 @@ def test_whisper_features_bf16_close_to_fp32(whisper_dir, monkeypatch):
     assert build_features(feats.config()).precision == "bf16"
     assert "precision" not in WhisperFeatures(whisper_dir, layer=2).config()
     # "auto" follows the device's native bf16 support.
-    monkeypatch.setattr(semantic, "native_bf16", lambda device: False)
+    monkeypatch.setattr(utils, "native_bf16", lambda device: False)
     assert resolve_bf16("auto", torch.device("cpu")) == "fp32"
     auto = WhisperFeatures(whisper_dir, layer=2, precision="auto")
     assert auto.dtype == "fp32" and torch.allclose(auto(wav, lens), ref, atol=1e-6)
-    monkeypatch.setattr(semantic, "native_bf16", lambda device: True)
+    monkeypatch.setattr(utils, "native_bf16", lambda device: True)
     assert auto.dtype == "bf16" and torch.allclose(auto(wav, lens), out, atol=1e-6)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto"):
         WhisperFeatures(whisper_dir, layer=2, precision="fp16")

@@ -86,6 +86,25 @@ def test_batch_matches_embed_utterance(encoder, utterances):
     assert torch.allclose(alone[0], emb[1], atol=1e-5)
 
 
+def test_bf16_embedding_close_to_fp32(encoder, utterances, monkeypatch):
+    import speechbrain_gense.utils as utils
+
+    wav, lens = pad(*utterances)
+    ref = encoder(wav, lens)
+    half = ResemblyzerSpeakerEncoder(precision="bf16")
+    emb = half(wav, lens)
+    assert emb.dtype == torch.float32 and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    cos = (emb * ref).sum(1)
+    assert bool((cos > 0.995).all()) and not torch.equal(emb, ref)  # bf16 rounding, same voice
+    assert half.spec == {"kind": "resemblyzer", "precision": "bf16"}
+    assert build_speaker_encoder(**half.spec).precision == "bf16"
+    assert encoder.spec == {"kind": "resemblyzer"}  # defaults stay unlisted (saved mage.json)
+    monkeypatch.setattr(utils, "native_bf16", lambda device: False)
+    assert torch.equal(ResemblyzerSpeakerEncoder(precision="auto")(wav, lens), ref)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ResemblyzerSpeakerEncoder(precision="int8")
+
+
 def test_same_input_same_embedding(encoder, utterances):
     x = utterances[1]
     emb = encoder(torch.stack([x, x]))
