@@ -460,6 +460,19 @@ def write_results(out, markdown, result):
     return md_path, json_path
 
 
+def command_line(script, argv):
+    """The command a run was started with, for its table (``python benchmarks/SCRIPT ...``).
+
+    Example
+    -------
+    >>> command_line("gense_speed.py", ["--out", "a b"])
+    "python benchmarks/gense_speed.py --out 'a b'"
+    """
+    import shlex
+
+    return " ".join([f"python benchmarks/{script}"] + [shlex.quote(a) for a in argv])
+
+
 def finite(x):
     """``float(x)``, with NaN for None (JSON-friendly)."""
     return math.nan if x is None else float(x)

@@ -39,7 +39,6 @@ Writes ``OUT.md`` (the table) and ``OUT.json``.
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -205,7 +204,7 @@ def main(argv=None):
     info = common.machine_info(args.threads)
     rows = run(systems, args.seconds, args.runs, args.no_cache_runs)
     info["load_average_end"] = common.machine_info(args.threads)["load_average"]
-    command = " ".join(["python benchmarks/gense_speed.py"] + [shlex.quote(a) for a in argv])
+    command = common.command_line("gense_speed.py", argv)
     md = table(rows, args.seconds, info, command)
     print(md)
     common.write_results(args.out, md, {"machine": info, "seconds": args.seconds,

@@ -39,7 +39,6 @@ Writes ``OUT.md`` (the table) and ``OUT.json``.
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -187,11 +186,12 @@ def main(argv=None):
     with torch.no_grad():
         rows = measure(gense, inference, wav, lookaheads, args.seconds, args.runs)
     info["load_average_end"] = common.machine_info(args.threads)["load_average"]
-    command = " ".join(["python benchmarks/gense_streaming.py"] + [shlex.quote(a) for a in argv])
-    md = table(rows, info, command)
-    print(md)
-    common.write_results(args.out, md, {"machine": info, "seconds": args.seconds,
-                                        "command": command, "rows": rows})
+    command = common.command_line("gense_streaming.py", argv)
+    result = {"machine": info, "seconds": args.seconds, "lookaheads": lookaheads,
+              "command": command, "rows": rows}
+    markdown = table(rows, info, command)
+    common.write_results(args.out, markdown, result)
+    print(markdown)
     return 0
 
 
