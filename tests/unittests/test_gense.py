@@ -631,3 +631,12 @@ def test_interleaved_save_load_round_trip(tmp_path):
     noisy, _ = _audio(8)
     assert torch.equal(model.enhance(noisy, top_k=1)["tokens"],
                        loaded.enhance(noisy, top_k=1)["tokens"])
+    with pytest.raises(ValueError, match="cannot continue from a prefix"):
+        loaded.enhance(noisy, prefix=torch.zeros(2, 3, 1, dtype=torch.long))
+    # through the interface: chunked, no carried prefix (the model does not take one)
+    from speechbrain_gense.inference import EnhanceGenerative, write_inference_yaml
+
+    write_inference_yaml(folder, chunk_seconds=0.3, overlap_seconds=0.05)
+    enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
+    wav = enhancer.enhance_batch(torch.randn(2, 16000) * 0.1, seed=0)  # 1 s: 4 chunks
+    assert wav.shape == (2, 16000) and torch.isfinite(wav).all()
