@@ -23,8 +23,10 @@ depend on the weights) and measures, on ``--seconds`` of noisy speech:
   causal, so streaming audio out of it would need an overlap scheme that
   is not built);
 - ``per block (ms)`` and ``streaming RTF``: the whole utterance's
-  generation (every noisy token fed, every clean one sampled, KV cache) per
-  block and per second of audio. Below 1 the model keeps up with the input.
+  generation (:func:`speechbrain_gense.decoding.forced_span_generate`: each
+  noisy block fed in one forward pass, each clean token sampled, KV cache)
+  per block and per second of audio. Below 1 the model keeps up with the
+  input.
 
 The chunked row times one ``GenSE.enhance`` of one chunk with its context
 (the shipped decoding) and adds the chunk and right context it waits for.
@@ -67,17 +69,15 @@ def streaming_model(gense, lookahead, seconds, seed=0):
 
 def first_block_seconds(model, noisy, opts):
     """Compute from noisy block ``L`` in to clean block 0 out (one item)."""
-    from speechbrain_gense.decoding import ScheduledTokensLogitsProcessor, ar_generate
+    from speechbrain_gense.decoding import forced_span_generate
 
     lay = model.interleaved_layout(noisy)
-    P, bs = int(lay["prompt_lens"][0]), lay["block_size"]
-    schedule = ScheduledTokensLogitsProcessor(torch.full((1, bs), -1), lay["lo"][:, P:P + bs],
-                                              lay["hi"][:, P:P + bs])
+    prompt, forced, lo, hi = model.interleaved_schedule(lay, 0)
+    bs = lay["block_size"]  # clean block 0 follows the prompt
     lm = model.generation_lm("s2s", opts["precision"])
     t0 = time.perf_counter()
-    ar_generate(lm, lay["ids"][:, :P], torch.tensor([P]), bs, temperature=opts["temperature"],
-                extra_processors=[schedule], generator=torch.Generator().manual_seed(0),
-                pad_token_id=model.vocab.pad)
+    forced_span_generate(lm, prompt, forced[:bs], lo[:bs], hi[:bs],
+                         temperature=opts["temperature"], seed=0)
     return time.perf_counter() - t0
 
 

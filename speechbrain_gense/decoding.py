@@ -1187,6 +1187,123 @@ def _left_pad(x, lens, width, value):
 
 
 @torch.no_grad()
+def sampling_processors(temperature=1.0, top_k=None, top_p=None, generator=None, seed=None):
+    """The sampling stage of the AR path: temperature, top-k, top-p, Gumbel noise.
+
+    ``transformers``' warpers then :class:`GumbelNoiseLogitsProcessor` (drawn
+    with ``generator``, or a new one seeded with ``seed``), so that an argmax
+    over the result is a sample; empty (greedy) for ``temperature = 0`` or
+    ``top_k = 1``.
+
+    Example
+    -------
+    >>> [type(p).__name__ for p in sampling_processors(0.8, top_k=5, seed=0)]
+    ['TemperatureLogitsWarper', 'TopKLogitsWarper', 'GumbelNoiseLogitsProcessor']
+    >>> sampling_processors(0.0)
+    []
+    """
+    if temperature <= 0 or top_k == 1:
+        return []
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    out = []
+    if temperature != 1.0:
+        out.append(TemperatureLogitsWarper(float(temperature)))
+    if top_k is not None:
+        out.append(TopKLogitsWarper(int(top_k)))
+    if top_p is not None and top_p < 1.0:
+        out.append(TopPLogitsWarper(float(top_p)))
+    out.append(GumbelNoiseLogitsProcessor(generator))
+    return out
+
+
+@torch.no_grad()
+def forced_span_generate(model, prompt, forced, lo, hi, *, temperature=1.0, top_k=None,
+                         top_p=None, generator=None, seed=None):
+    """AR generation of one sequence whose known tokens come in spans between predicted ones.
+
+    Position ``i`` of the continuation is ``forced[i]`` when it is ``>= 0``
+    (e.g. the noisy input blocks of
+    :func:`~speechbrain_gense.models.gense.interleaved_layout`), else a token
+    of ``[lo[i], hi[i])`` sampled as :func:`ar_generate` samples
+    (:func:`sampling_processors`). With the KV cache (``transformers``'
+    ``DynamicCache``) a run of forced tokens goes through the model in one
+    forward pass together with the token chosen before it, so a continuation
+    costs one pass per predicted token (``generate`` feeds forced tokens one
+    at a time: as many passes as tokens). Under greedy decoding the tokens
+    equal those of :func:`ar_generate` with a
+    :class:`ScheduledTokensLogitsProcessor` (unit test).
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        A causal LM.
+    prompt : torch.LongTensor
+        ``[P]`` (``P >= 1``).
+    forced, lo, hi : torch.LongTensor
+        ``[N]``: the continuation's forced ids (``-1``: predicted) and the
+        ranges of the predicted ones.
+    temperature, top_k, top_p, generator, seed
+        As :func:`ar_generate`.
+
+    Returns
+    -------
+    dict
+        ``tokens`` ``[N]``, ``token_prob`` ``[N]`` (probability of each
+        predicted token under the range-restricted, untempered softmax; 1 for
+        forced ones) and ``nfe`` (forward passes).
+
+    Example
+    -------
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> _ = torch.manual_seed(0)
+    >>> model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=32, n_embd=16,
+    ...                                    n_layer=1, n_head=2)).eval()
+    >>> out = forced_span_generate(model, torch.tensor([1]), torch.tensor([5, 6, -1, 7, 8, -1]),
+    ...                            torch.tensor([0, 0, 10, 0, 0, 10]),
+    ...                            torch.tensor([0, 0, 16, 0, 0, 16]), temperature=0)
+    >>> out["tokens"][[0, 1, 3, 4]].tolist(), bool((out["tokens"][[2, 5]] >= 10).all()), out["nfe"]
+    ([5, 6, 7, 8], True, 2)
+    """
+    from transformers import DynamicCache
+
+    prompt, forced = torch.as_tensor(prompt).long(), torch.as_tensor(forced).long()
+    lo, hi = torch.as_tensor(lo).long(), torch.as_tensor(hi).long()
+    if prompt.dim() != 1 or prompt.numel() < 1:
+        raise ValueError(f"expected a prompt [P] with P >= 1, got {tuple(prompt.shape)}")
+    if forced.dim() != 1 or forced.shape != lo.shape or forced.shape != hi.shape:
+        raise ValueError(f"forced, lo and hi must be [N] of one shape, got "
+                         f"{tuple(forced.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
+    free = forced < 0
+    if bool((free & ((lo < 0) | (hi <= lo))).any()):
+        raise ValueError("every predicted position needs a range 0 <= lo < hi")
+    device = next(model.parameters()).device
+    samplers = sampling_processors(temperature, top_k, top_p, generator, seed)
+    N = forced.numel()
+    tokens, probs = forced.clone(), torch.ones(N)
+    cache, pending, i, nfe = DynamicCache(), prompt, 0, 0
+    while i < N:
+        j = i
+        while j < N and forced[j] >= 0:
+            j += 1
+        feed = torch.cat([pending, forced[i:j]]).to(device)
+        logits = model(input_ids=feed[None], past_key_values=cache, use_cache=True).logits
+        nfe += 1
+        i = j
+        if i >= N:
+            break
+        scores = logits[:, -1].float()
+        ids = torch.arange(scores.shape[-1], device=device)
+        scores = scores.masked_fill((ids < int(lo[i])) | (ids >= int(hi[i])), -math.inf)
+        log_probs = torch.log_softmax(scores, dim=-1)
+        for proc in samplers:
+            scores = proc(feed[None], scores)
+        choice = int(scores.argmax(-1))
+        tokens[i], probs[i] = choice, float(log_probs[0, choice].exp())
+        pending, i = torch.tensor([choice]), i + 1
+    return {"tokens": tokens, "token_prob": probs, "nfe": nfe}
+
+
 def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
                 temperature=1.0, top_k=None, top_p=None, generator=None, seed=None,
                 use_cache=True, extra_processors=(), position_ids=None, eos_token_id=None,
@@ -1351,16 +1468,7 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
         processors.append(ExactLengthLogitsProcessor(num_tokens, eos_token_id, start=width))
     recorder = _ChosenProbRecorder()
     processors.append(recorder)
-    if temperature > 0 and top_k != 1:
-        if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
-        if temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(float(temperature)))
-        if top_k is not None:
-            processors.append(TopKLogitsWarper(int(top_k)))
-        if top_p is not None and top_p < 1.0:
-            processors.append(TopPLogitsWarper(float(top_p)))
-        processors.append(GumbelNoiseLogitsProcessor(generator))
+    processors += sampling_processors(temperature, top_k, top_p, generator, seed)
 
     config = GenerationConfig(
         do_sample=False, num_beams=1, max_new_tokens=n_max + (eos_token_id is not None),

@@ -1078,52 +1078,51 @@ class GenSE(GenerativeEnhancer):
         return {"wav": out_wav, "tokens": ac, "confidence": conf.clamp(0, 1),
                 "lens": rel, "nfe": nfe, "semantic": clean_sem, "generated": generated}
 
+    def interleaved_schedule(self, layout, b):
+        """``(prompt, forced, lo, hi)`` of item ``b`` of an :func:`interleaved_layout`:
+        the noisy tokens are forced, the clean ones predicted within their ranges."""
+        p, n = int(layout["prompt_lens"][b]), int(layout["lens"][b])
+        tgt = layout["target"][b, p:n]
+        ids = layout["ids"][b, p:n]
+        forced = torch.where(tgt, torch.full_like(ids, -1), ids)
+        lo = torch.where(tgt, layout["lo"][b, p:n], 0)
+        hi = torch.where(tgt, layout["hi"][b, p:n], 1)
+        return layout["ids"][b, :p], forced, lo, hi
+
     def _enhance_interleaved(self, wav, noisy, o, generator):
-        """:meth:`enhance` of the interleaved model: the noisy blocks are forced tokens."""
-        from ..decoding import ScheduledTokensLogitsProcessor, ar_generate
+        """:meth:`enhance` of the interleaved model, one item at a time (a stream each):
+        :func:`~speechbrain_gense.decoding.forced_span_generate` feeds each noisy
+        block in one forward pass and samples the clean tokens between them."""
+        from ..decoding import forced_span_generate
 
         device, B = self.device, wav.shape[0]
         lay = self.interleaved_layout(noisy)
-        P, n = lay["prompt_lens"], lay["lens"] - lay["prompt_lens"]
-        N = int(n.max())
-        # the schedule of the generated part: noisy tokens forced, clean ones in range
-        forced = torch.full((B, N), -1, dtype=torch.long)
-        lo, hi = torch.zeros(B, N, dtype=torch.long), torch.ones(B, N, dtype=torch.long)
-        for b in range(B):
-            p, k = int(P[b]), int(n[b])
-            tgt = lay["target"][b, p:p + k]
-            forced[b, :k] = torch.where(tgt, torch.full_like(tgt, -1, dtype=torch.long),
-                                        lay["ids"][b, p:p + k])
-            lo[b, :k] = torch.where(tgt, lay["lo"][b, p:p + k], 0)
-            hi[b, :k] = torch.where(tgt, lay["hi"][b, p:p + k], 1)
-        schedule = ScheduledTokensLogitsProcessor(forced, lo, hi)
-        out = ar_generate(self.generation_lm("s2s", o["precision"]), lay["ids"].to(device),
-                          P.to(device), n.to(device), temperature=o["temperature"],
-                          top_k=o["top_k"], top_p=o["top_p"], generator=generator,
-                          use_cache=o["use_cache"], extra_processors=[schedule],
-                          pad_token_id=self.vocab.pad)
+        lm = self.generation_lm("s2s", o["precision"])
         n_sem, n_ac = self.block
         K, bs = self.vocab.num_codebooks, lay["block_size"]
         T = noisy["ac"].shape[1]
         ac = torch.zeros(B, T, K, dtype=torch.long, device=device)
         conf = torch.ones(B, T, device=device)
+        nfe = generated = 0
         for b in range(B):
-            k = int(n[b])
-            tgt = (forced[b, :k] < 0).to(device)
-            ids = out["tokens"][b, :k][tgt].view(-1, bs)  # the clean blocks, in time order
-            prob = out["token_prob"][b, :k][tgt].float().view(-1, bs)
+            prompt, forced, lo, hi = self.interleaved_schedule(lay, b)
+            out = forced_span_generate(lm, prompt, forced, lo, hi, temperature=o["temperature"],
+                                       top_k=o["top_k"], top_p=o["top_p"], generator=generator)
+            nfe, tgt = nfe + out["nfe"], forced < 0
+            generated += int(tgt.sum())
+            ids = out["tokens"][tgt].view(-1, bs)  # the clean blocks, in time order
+            prob = out["token_prob"][tgt].float().view(-1, bs)
             tokens = self.vocab.ac_tokens(ids[:, n_sem:].reshape(1, -1))[0]  # [blocks*n_ac, K]
             frames = min(int(noisy["ac_frames"][b]), T)
-            ac[b, :frames] = tokens[:frames]
+            ac[b, :frames] = tokens[:frames].to(device)
             p_ac = prob[:, n_sem:].clamp(min=1e-12).log().view(-1, K).mean(-1).exp()
             p_sem = prob[:, :n_sem].clamp(min=1e-12).log().mean(-1).exp()  # per block
-            conf[b, :frames] = (p_ac.view(-1, n_ac) * p_sem[:, None]).view(-1)[:frames]
+            conf[b, :frames] = (p_ac.view(-1, n_ac) * p_sem[:, None]).reshape(-1)[:frames]
         frames = noisy["ac_frames"].to(device)
         rel = frames.float() / max(1, T)
         out_wav = fit_length_end(self.acoustic_tokenizer.decode(ac, rel), wav.shape[-1])
-        generated = int((forced < 0).sum())
         return {"wav": out_wav, "tokens": ac, "confidence": conf.clamp(0, 1), "lens": rel,
-                "nfe": int(out["nfe"]), "semantic": None, "generated": generated}
+                "nfe": nfe, "semantic": None, "generated": generated}
 
     # -- persistence --------------------------------------------------------------
 

@@ -640,3 +640,33 @@ def test_interleaved_save_load_round_trip(tmp_path):
     enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
     wav = enhancer.enhance_batch(torch.randn(2, 16000) * 0.1, seed=0)  # 1 s: 4 chunks
     assert wav.shape == (2, 16000) and torch.isfinite(wav).all()
+
+
+def test_forced_spans_in_one_pass_equal_generate_token_by_token():
+    """forced_span_generate (a forward pass per predicted token, each noisy block fed at once)
+    gives the tokens of transformers' generate with the schedule processor (a pass per
+    token), under greedy decoding."""
+    from speechbrain_gense.decoding import (ScheduledTokensLogitsProcessor, ar_generate,
+                                            forced_span_generate)
+
+    model = tiny_streaming_gense(seed=9, lookahead=1)
+    noisy, _ = _audio(10, B=1, S=8000)
+    lay = model.interleaved_layout(model.tokens(noisy))
+    prompt, forced, lo, hi = model.interleaved_schedule(lay, 0)
+    lm = model.s2s.lm
+    fast = forced_span_generate(lm, prompt, forced, lo, hi, temperature=0)
+    ref = ar_generate(lm, prompt[None], torch.tensor([prompt.numel()]), forced.numel(),
+                      extra_processors=[ScheduledTokensLogitsProcessor(forced[None], lo[None],
+                                                                       hi[None])],
+                      temperature=0)
+    assert torch.equal(fast["tokens"], ref["tokens"][0])
+    assert torch.allclose(fast["token_prob"], ref["token_prob"][0], atol=1e-5)
+    predicted = int((forced < 0).sum())
+    assert fast["nfe"] == predicted == 5 * 13 and ref["nfe"] == forced.numel()
+    # sampling: the tokens stay in range, and a seed repeats them
+    a = forced_span_generate(lm, prompt, forced, lo, hi, seed=3)
+    b = forced_span_generate(lm, prompt, forced, lo, hi, seed=3)
+    assert torch.equal(a["tokens"], b["tokens"])
+    free = forced < 0
+    assert bool(((a["tokens"][free] >= lo[free]) & (a["tokens"][free] < hi[free])).all())
+    assert torch.equal(a["tokens"][~free], forced[~free])
