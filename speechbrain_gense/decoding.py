@@ -1016,6 +1016,28 @@ class ExactLengthLogitsProcessor(_PositionalLogitsProcessor):
         return torch.where(done, forced.expand_as(scores), scores.masked_fill(is_eos, -math.inf))
 
 
+def check_schedule(forced, lo, hi, dims):
+    """A schedule of forced ids (``-1``: predicted) and ranges as LongTensors of one shape.
+
+    Example
+    -------
+    >>> check_schedule([-1, 4], [1, 0], [3, 0], dims=1)[0].tolist()
+    [-1, 4]
+    >>> check_schedule([-1], [2], [2], dims=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: every predicted position needs a range 0 <= lo < hi
+    """
+    forced, lo, hi = (torch.as_tensor(x).long() for x in (forced, lo, hi))
+    if forced.dim() != dims or forced.shape != lo.shape or forced.shape != hi.shape:
+        shape = "[B, N]" if dims == 2 else "[N]"
+        raise ValueError(f"forced, lo and hi must be {shape} of one shape, got "
+                         f"{tuple(forced.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
+    if bool(((forced < 0) & ((lo < 0) | (hi <= lo))).any()):
+        raise ValueError("every predicted position needs a range 0 <= lo < hi")
+    return forced, lo, hi
+
+
 class ScheduledTokensLogitsProcessor(_PositionalLogitsProcessor):
     """A per-item schedule of the generated positions: forced tokens or token ranges.
 
@@ -1046,14 +1068,7 @@ class ScheduledTokensLogitsProcessor(_PositionalLogitsProcessor):
     """
 
     def __init__(self, forced, lo, hi, start=None):
-        forced, lo, hi = (torch.as_tensor(x).long() for x in (forced, lo, hi))
-        if forced.dim() != 2 or forced.shape != lo.shape or forced.shape != hi.shape:
-            raise ValueError(f"forced, lo and hi must be [B, N] of one shape, got "
-                             f"{tuple(forced.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
-        free = forced < 0
-        if bool((free & ((lo < 0) | (hi <= lo))).any()):
-            raise ValueError("every chosen position needs a range 0 <= lo < hi")
-        self.forced, self.lo, self.hi = forced, lo, hi
+        self.forced, self.lo, self.hi = check_schedule(forced, lo, hi, dims=2)
         self.start = start
 
     def __call__(self, input_ids, scores):
@@ -1267,16 +1282,10 @@ def forced_span_generate(model, prompt, forced, lo, hi, *, temperature=1.0, top_
     """
     from transformers import DynamicCache
 
-    prompt, forced = torch.as_tensor(prompt).long(), torch.as_tensor(forced).long()
-    lo, hi = torch.as_tensor(lo).long(), torch.as_tensor(hi).long()
+    prompt = torch.as_tensor(prompt).long()
     if prompt.dim() != 1 or prompt.numel() < 1:
         raise ValueError(f"expected a prompt [P] with P >= 1, got {tuple(prompt.shape)}")
-    if forced.dim() != 1 or forced.shape != lo.shape or forced.shape != hi.shape:
-        raise ValueError(f"forced, lo and hi must be [N] of one shape, got "
-                         f"{tuple(forced.shape)}, {tuple(lo.shape)}, {tuple(hi.shape)}")
-    free = forced < 0
-    if bool((free & ((lo < 0) | (hi <= lo))).any()):
-        raise ValueError("every predicted position needs a range 0 <= lo < hi")
+    forced, lo, hi = check_schedule(forced, lo, hi, dims=1)
     device = next(model.parameters()).device
     samplers = sampling_processors(temperature, top_k, top_p, generator, seed)
     N = forced.numel()
