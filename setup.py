@@ -64,6 +64,8 @@ setup(
         "speechmos>=0.0.1",
         "librosa",
         "onnxruntime",
+        # exports the Whisper content encoder to ONNX once (WhisperFeatures backend "onnx")
+        "onnx>=1.16",
         "pesq>=0.0.4",
         "pystoi>=0.4",
         "jiwer>=3.0",

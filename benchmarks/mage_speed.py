@@ -330,6 +330,7 @@ DEFAULT_VARIANTS = ("unoptimised", "sdpa", "sdpa+masked-head", "sdpa+masked-head
                     "sdpa+masked-head+cdf", "sdpa+masked-head+int8+cdf")
 _BUDGET = re.compile(r"^(steps|csteps)(\d+)$")
 _ENCODER = re.compile(r"^(content|speaker)-(fp32|bf16|auto)$")
+_BACKEND = re.compile(r"^content-(torch|onnx)$")
 
 
 def parse_variant(name):
@@ -339,13 +340,14 @@ def parse_variant(name):
     ``+cstepsN`` the corrector's re-generation steps (``csteps0``: no
     corrector; default: the model's ``corrector_steps``), ``+content-PREC``
     and ``+speaker-PREC`` (``fp32``, ``bf16``, ``auto``) the precision of the
-    Whisper content features and of the speaker encoder (default: the
+    Whisper content features and of the speaker encoder, ``+content-onnx`` /
+    ``+content-torch`` the backend of the content features (default: the
     model's own, ``mage.json``).
 
     Example
     -------
     >>> parse_variant("sdpa+masked-head+int8+cdf+steps5+csteps1")
-    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1, 'content_precision': None, 'speaker_precision': None}
+    {'attention': 'sdpa', 'masked_head': True, 'precision': 'int8', 'sampler': 'cdf', 'steps': 5, 'corrector_steps': 1, 'content_precision': None, 'speaker_precision': None, 'content_backend': None}
     >>> parse_variant("sdpa")["steps"] is None
     True
     >>> v = parse_variant("sdpa+masked-head+int8+steps4+content-bf16+speaker-bf16")
@@ -359,8 +361,13 @@ def parse_variant(name):
     parts = name.split("+")
     budgets = {"steps": None, "csteps": None}
     encoders = {"content": None, "speaker": None}
-    while parts and (_BUDGET.match(parts[-1]) or _ENCODER.match(parts[-1])):
+    backend = None
+    while parts and (_BUDGET.match(parts[-1]) or _ENCODER.match(parts[-1])
+                     or _BACKEND.match(parts[-1])):
         part = parts.pop()
+        if _BACKEND.match(part):
+            backend = _BACKEND.match(part).group(1)
+            continue
         if _ENCODER.match(part):
             which, precision = _ENCODER.match(part).groups()
             encoders[which] = precision
@@ -378,7 +385,7 @@ def parse_variant(name):
     return {"attention": attention, "masked_head": masked_head, "precision": precision,
             "sampler": sampler, "steps": budgets["steps"], "corrector_steps": budgets["csteps"],
             "content_precision": encoders["content"],
-            "speaker_precision": encoders["speaker"]}
+            "speaker_precision": encoders["speaker"], "content_backend": backend}
 
 
 def variant_decoding(variant, steps, use_corrector):
@@ -400,21 +407,21 @@ def variant_decoding(variant, steps, use_corrector):
 
 
 @contextlib.contextmanager
-def encoder_precision(mage, name, precision):
-    """Runs the block with ``mage.<name>``'s ``precision`` (None: unchanged)."""
+def encoder_setting(mage, name, attribute, value):
+    """Runs the block with ``mage.<name>.<attribute> = value`` (None: unchanged)."""
     encoder = getattr(mage, name, None)
-    if precision is None:
+    if value is None:
         yield
         return
-    if encoder is None or not hasattr(encoder, "precision"):
-        raise ValueError(f"{name} precision {precision!r}: the model has no such encoder "
-                         "with a precision")
-    before = encoder.precision
-    encoder.precision = precision
+    if encoder is None or not hasattr(encoder, attribute):
+        raise ValueError(f"{name} {attribute} {value!r}: the model has no such encoder "
+                         f"with a {attribute}")
+    before = getattr(encoder, attribute)
+    setattr(encoder, attribute, value)
     try:
         yield
     finally:
-        encoder.precision = before
+        setattr(encoder, attribute, before)
 
 
 def set_attention(mage, implementation):
@@ -640,8 +647,10 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
             v = parse_variant(name)
             set_attention(mage, v["attention"])
             n_steps, corrector, opts = variant_decoding(v, steps, use_corrector)
-            with encoder_precision(mage, "content_encoder", v["content_precision"]), \
-                    encoder_precision(mage, "speaker_encoder", v["speaker_precision"]):
+            with encoder_setting(mage, "content_encoder", "precision", v["content_precision"]), \
+                    encoder_setting(mage, "speaker_encoder", "precision",
+                                    v["speaker_precision"]), \
+                    encoder_setting(mage, "content_encoder", "backend", v["content_backend"]):
                 return time_stages(mage, wav, n_steps, 1, corrector, seed=run, **opts)
 
         for name in variants:
@@ -808,6 +817,7 @@ def main(argv=None):
         parsed = parse_variant(v)
         for key, attr, what in (
                 ("content_precision", "content_encoder", "Whisper content features"),
+                ("content_backend", "content_encoder", "Whisper content features"),
                 ("speaker_precision", "speaker_encoder", "Resemblyzer speaker encoder")):
             if parsed[key] and not hasattr(getattr(mage, attr, None), "precision"):
                 return error(f"--variants: {v!r} sets the precision of the {what}, but "

@@ -302,6 +302,13 @@ class WhisperFeatures(torch.nn.Module):
         fp32, relative feature error 1.6 % (int8 linear layers: 13 %). The
         shipped MAGE keeps fp32: with bf16 features its valid OVRL fell by
         0.05 (README, "Speed"). The resolved value is :attr:`dtype`.
+    backend : str
+        ``"torch"`` (default) or ``"onnx"``: the same encoder blocks exported
+        once to ONNX (``torch.onnx``, dynamic length; cached as
+        ``encoder_layer<L>.onnx`` in the converted Whisper folder) and run by
+        ONNX Runtime on CPU, in float32 (features within 1e-5 of torch's;
+        needs the ``onnx`` package to export). On 10 s, one loaded thread:
+        0.157 s against 0.230 s. Not combined with ``precision="bf16"``.
 
     Example
     -------
@@ -319,10 +326,19 @@ class WhisperFeatures(torch.nn.Module):
     #: Values of ``precision``.
     PRECISIONS = BF16_PRECISIONS
 
-    def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0, precision="fp32"):
+    #: Values of ``backend``.
+    BACKENDS = ("torch", "onnx")
+
+    def __init__(self, source=None, layer=4, pad=False, chunk_seconds=30.0, precision="fp32",
+                 backend="torch"):
         super().__init__()
         resolve_bf16(precision, "cpu")  # checks the name
-        self.precision = precision
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(self.BACKENDS)}, got {backend!r}")
+        if backend == "onnx" and precision != "fp32":
+            raise ValueError(f"backend 'onnx' runs float32 only, got precision {precision!r}")
+        self.precision, self.backend = precision, backend
+        self._sessions = {}
         from ..whisper import whisper_folder
 
         folder = whisper_folder(source)
@@ -347,14 +363,16 @@ class WhisperFeatures(torch.nn.Module):
     def config(self):
         """Arguments that rebuild these features (the weights stay in the folder).
 
-        ``precision`` is listed only when it is not the default ``"fp32"``, so
-        the configs (and fingerprints) saved before the option existed still
-        match.
+        ``precision`` and ``backend`` are listed only when they are not the
+        defaults (``"fp32"``, ``"torch"``), so the configs (and fingerprints)
+        saved before the options existed still match.
         """
         config = {"name": "whisper", "source": self.source, "layer": self.layer,
                   "pad": self.pad, "chunk_seconds": self.chunk_seconds}
         if self.precision != "fp32":
             config["precision"] = self.precision
+        if self.backend != "torch":
+            config["backend"] = self.backend
         return config
 
     @property
@@ -378,6 +396,55 @@ class WhisperFeatures(torch.nn.Module):
         """
         return (num_samples // 160 + 1) // 2
 
+    def onnx_path(self):
+        """The cached ONNX graph of the encoder blocks (in the converted Whisper folder)."""
+        return os.path.join(self.folder, f"encoder_layer{self.layer}.onnx")
+
+    def onnx_session(self):
+        """ONNX Runtime session of the encoder blocks, with torch's thread count.
+
+        The graph is exported on first use (``torch.onnx.export``, a dynamic
+        number of mel frames; written atomically) and kept in
+        :meth:`onnx_path`; one session per thread count.
+        """
+        threads = torch.get_num_threads()
+        if threads in self._sessions:
+            return self._sessions[threads]
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RuntimeError("backend 'onnx' needs onnxruntime (pip install onnxruntime)") from e
+        path = self.onnx_path()
+        if not os.path.isfile(path):
+            self._export_onnx(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._sessions[threads] = session
+        return session
+
+    def _export_onnx(self, path):
+        from ..models.io import atomic_output
+        from ..whisper import encoder_states
+
+        try:
+            import onnx  # noqa: F401 -- torch.onnx.export needs it
+        except ImportError as e:
+            raise RuntimeError("exporting the Whisper encoder to ONNX needs the onnx package "
+                               "(pip install onnx)") from e
+        encoder, layer = self.lobe.model.encoder, None if self._final_norm else self.layer
+
+        class Blocks(torch.nn.Module):
+            def forward(self, mel):
+                return encoder_states(encoder, mel, layer)
+
+        mel = torch.zeros(1, encoder.config.num_mel_bins, 200)
+        with atomic_output(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
+            torch.onnx.export(Blocks().eval(), (mel,), tmp, input_names=["mel"],
+                              output_names=["states"], opset_version=17, dynamo=False,
+                              dynamic_axes={"mel": {2: "frames"}, "states": {1: "steps"}})
+
     def _states(self, mel):
         from ..whisper import N_FRAMES, encoder_states
 
@@ -386,6 +453,9 @@ class WhisperFeatures(torch.nn.Module):
         if self.pad:
             mel = torch.nn.functional.pad(mel, (0, N_FRAMES - frames))
         layer = None if self._final_norm else self.layer
+        if self.backend == "onnx":
+            states = self.onnx_session().run(None, {"mel": mel.detach().cpu().float().numpy()})
+            return torch.from_numpy(states[0]).to(mel.device)[:, : (frames + 1) // 2]
         if self.dtype == "bf16":
             with torch.autocast(mel.device.type, dtype=torch.bfloat16):
                 states = encoder_states(encoder, mel, layer)

@@ -215,9 +215,11 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
     v = mage_speed.parse_variant("sdpa+masked-head+int8+cdf+steps3+csteps0")
     assert v == {"attention": "sdpa", "masked_head": True, "precision": "int8",
                  "sampler": "cdf", "steps": 3, "corrector_steps": 0,
-                 "content_precision": None, "speaker_precision": None}
+                 "content_precision": None, "speaker_precision": None,
+                 "content_backend": None}
     assert mage_speed.parse_variant("unoptimised")["corrector_steps"] is None
     assert mage_speed.parse_variant("sdpa+steps4+content-bf16")["content_precision"] == "bf16"
+    assert mage_speed.parse_variant("sdpa+content-onnx+steps4")["content_backend"] == "onnx"
     for bad in ("int8", "sdpa+steps0", "sdpa+stepsx"):
         with pytest.raises(ValueError):
             mage_speed.parse_variant(bad)

@@ -271,6 +271,32 @@ def test_whisper_features_bf16_close_to_fp32(whisper_dir, monkeypatch):
         WhisperFeatures(whisper_dir, layer=2, precision="fp16")
 
 
+def test_whisper_features_onnx_backend_equals_torch(whisper_dir):
+    import os
+
+    wav = 0.1 * torch.randn(2, 24000, generator=torch.Generator().manual_seed(4))
+    lens = torch.tensor([1.0, 0.5])
+    ref = WhisperFeatures(whisper_dir, layer=2)(wav, lens)
+    feats = WhisperFeatures(whisper_dir, layer=2, backend="onnx")
+    if os.path.exists(feats.onnx_path()):
+        os.remove(feats.onnx_path())
+    out = feats(wav, lens)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=1e-4) and torch.all(out[1, 38:] == 0)
+    # the graph is exported once, then reused (a dynamic number of frames)
+    stamp = os.path.getmtime(feats.onnx_path())
+    again = WhisperFeatures(whisper_dir, layer=2, backend="onnx")
+    short = WhisperFeatures(whisper_dir, layer=2)(wav[:1, :9000])  # another length
+    assert torch.allclose(again(wav[:1, :9000]), short, atol=1e-4)
+    assert os.path.getmtime(again.onnx_path()) == stamp
+    assert feats.config()["backend"] == "onnx" and "backend" not in \
+        WhisperFeatures(whisper_dir, layer=2).config()
+    with pytest.raises(ValueError, match="float32 only"):
+        WhisperFeatures(whisper_dir, layer=2, backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="backend must be one of torch, onnx"):
+        WhisperFeatures(whisper_dir, layer=2, backend="tensorrt")
+
+
 def test_whisper_kmeans_tokenizer_save_load(whisper_dir, tmp_path):
     tok = KMeansTokenizer(WhisperFeatures(whisper_dir, layer=2), n_clusters=8, seed=0)
     wavs = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(1))
