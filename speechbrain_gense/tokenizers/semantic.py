@@ -419,6 +419,8 @@ class WhisperFeatures(torch.nn.Module):
             self._export_onnx(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # no busy-waiting between runs: torch's threads use the same cores right after
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._sessions[threads] = session
         return session
