@@ -95,12 +95,12 @@ def build_recipe_mage(hparams=RECIPE_HPARAMS):
     return mage.eval()
 
 
-def test_signal(seconds, sample_rate, seed=0):
+def speech_signal(seconds, sample_rate, seed=0):
     """A speech-like test signal: harmonics with a syllabic envelope, in noise.
 
     Example
     -------
-    >>> test_signal(0.5, 16000).shape
+    >>> speech_signal(0.5, 16000).shape
     torch.Size([1, 8000])
     """
     gen = torch.Generator().manual_seed(seed)
@@ -269,7 +269,7 @@ def run(mage, model_name, steps=(1, 4, 8, 16), seconds=10.0, runs=5, use_correct
 
     machine = machine_info()
     device = mage.device
-    wav = test_signal(seconds, mage.tokenizer.sample_rate).to(device)
+    wav = speech_signal(seconds, mage.tokenizer.sample_rate).to(device)
     use_corrector = use_corrector and mage.corrector is not None
     # Warm-up of the whole chain (allocator, kernels, lazily built state).
     time_chain(mage, wav, steps[0], 1, use_corrector)
@@ -556,7 +556,7 @@ def profile_decoding(mage, variant, steps=8, seconds=10.0, use_corrector=True, r
     set_attention(mage, v["attention"])
     steps, corrector, opts = variant_decoding(v, steps, use_corrector and mage.corrector is not None)
     opts.update(corrector=corrector, steps=steps)
-    wav = test_signal(seconds, mage.tokenizer.sample_rate).to(mage.device)
+    wav = speech_signal(seconds, mage.tokenizer.sample_rate).to(mage.device)
     tokens, tok_lens = mage.tokenize(wav)
     cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
     mage.generate(cond, generator=torch.Generator().manual_seed(0), **opts)  # warm-up
@@ -633,7 +633,7 @@ def run_variants(mage, model_name, variants=DEFAULT_VARIANTS, steps=8, seconds=1
 
     start_uptime, machine = uptime(), machine_info()
     sr = mage.tokenizer.sample_rate
-    wav = test_signal(seconds, sr).to(mage.device)
+    wav = speech_signal(seconds, sr).to(mage.device)
     use_corrector = use_corrector and mage.corrector is not None
     tokens, tok_lens = mage.tokenize(wav)
     cond = mage.condition(wav, tok_lens, noisy_tokens=tokens)
