@@ -41,7 +41,7 @@ from torch import nn
 
 from speechbrain_gense.metrics.common import SILENCE_PEAK
 from speechbrain_gense.metrics.speaker import voice_encoder
-from speechbrain_gense.utils import resolve_bf16, torch_threads
+from speechbrain_gense.utils import native_bf16, resolve_bf16, torch_threads
 
 SAMPLE_RATE = 16000
 
@@ -129,7 +129,9 @@ class ResemblyzerSpeakerEncoder(_Frozen):
         gets a zero embedding and a warning).
     precision : str
         ``"fp32"`` (default), ``"bf16"`` (the LSTM and its projection under
-        ``torch.autocast`` in bfloat16) or ``"auto"`` (bf16 where the device
+        ``torch.autocast`` in bfloat16; on a CPU without AVX-512 BF16 / AMX,
+        where oneDNN has no such LSTM, a bfloat16 copy of them, emulated and
+        slower than fp32) or ``"auto"`` (bf16 where the device
         computes it natively, :func:`~speechbrain_gense.utils.resolve_bf16`).
         On 10 s of noisy speech, one loaded thread of an AMD EPYC with
         AVX-512 BF16: 0.051 s in bf16 against 0.085 s in fp32, cosine
@@ -165,6 +167,16 @@ class ResemblyzerSpeakerEncoder(_Frozen):
     @property
     def device(self):
         return self.linear.weight.device
+
+    def _bf16_copy(self):
+        """A bfloat16 copy of the LSTM and projection (made once per device; not
+        registered as submodules, so the state dict stays the float32 one)."""
+        cached = self.__dict__.get("_bf16_parts")
+        if cached is None or cached[1].weight.device != self.device:
+            cached = (copy.deepcopy(self.lstm).to(torch.bfloat16),
+                      copy.deepcopy(self.linear).to(torch.bfloat16))
+            self.__dict__["_bf16_parts"] = cached
+        return cached
 
     @property
     def spec(self):
@@ -202,9 +214,16 @@ class ResemblyzerSpeakerEncoder(_Frozen):
     def embed_partials(self, mels):
         """GE2E embeddings of mel partials ``[P, 160, 40] -> [P, 256]`` (unit norm, or 0)."""
         if resolve_bf16(self.precision, self.device) == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                _, (hidden, _) = self.lstm(mels)
-                embeds = F.relu(self.linear(hidden[-1]))
+            if native_bf16(self.device):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    _, (hidden, _) = self.lstm(mels)
+                    embeds = F.relu(self.linear(hidden[-1]))
+            else:
+                # oneDNN has no autocast bf16 LSTM without AVX-512 BF16 / AMX ("could
+                # not create a primitive descriptor"): a bfloat16 copy runs (emulated)
+                lstm, linear = self._bf16_copy()
+                _, (hidden, _) = lstm(mels.to(torch.bfloat16))
+                embeds = F.relu(linear(hidden[-1]))
             return F.normalize(embeds.float(), dim=1)
         _, (hidden, _) = self.lstm(mels)
         embeds = F.relu(self.linear(hidden[-1]))

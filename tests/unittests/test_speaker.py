@@ -105,6 +105,23 @@ def test_bf16_embedding_close_to_fp32(encoder, utterances, monkeypatch):
         ResemblyzerSpeakerEncoder(precision="int8")
 
 
+def test_bf16_without_native_support(encoder, utterances, monkeypatch):
+    """On a CPU without AVX-512 BF16 / AMX oneDNN has no autocast bf16 LSTM: the
+    encoder runs a bfloat16 copy instead, and its state dict stays float32."""
+    import speechbrain_gense.models.speaker as speaker
+
+    monkeypatch.setattr(speaker, "native_bf16", lambda device: False)
+    wav, lens = pad(*utterances)
+    ref = encoder(wav, lens)
+    half = ResemblyzerSpeakerEncoder(precision="bf16")
+    emb = half(wav, lens)
+    assert emb.dtype == torch.float32 and bool(((emb * ref).sum(1) > 0.995).all())
+    assert not torch.equal(emb, ref)
+    state = half.state_dict()
+    assert state.keys() == encoder.state_dict().keys()
+    assert all(v.dtype == torch.float32 for v in state.values())
+
+
 def test_same_input_same_embedding(encoder, utterances):
     x = utterances[1]
     emb = encoder(torch.stack([x, x]))
