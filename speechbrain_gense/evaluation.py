@@ -87,6 +87,7 @@ from .commands import (
 )
 from .data.corpus import stable_seed
 from .guard import GUARD_OPTIONS, make_guard
+from .selection import SELECTION_OPTIONS, make_selector
 from .data.manifest import subset_manifest, write_manifest  # noqa: F401 (doctests)
 from .utils import first_line
 
@@ -229,6 +230,16 @@ class InterfaceMethod:
                 self.guard._asr = WhisperTranscriber(model=guard_asr.model,
                                                      batch_size=guard_asr.batch_size)
         self.guard_chunks = self.guard_flagged = 0
+        #: Best of N (``--grid candidates=1,4``), or None; with the metric's Whisper
+        #: model (its own cache) unless ``candidate_asr`` names another recogniser.
+        selector_asr = guard_opts.get("candidate_asr")
+        if selector_asr is None and guard_asr is not None:
+            from .metrics.wer import WhisperTranscriber
+
+            if isinstance(guard_asr, WhisperTranscriber):
+                selector_asr = WhisperTranscriber(model=guard_asr.model,
+                                                  batch_size=guard_asr.batch_size)
+        self.selector = make_selector(guard_opts.get("candidates"), selector_asr)
 
     def generator(self, index):
         """The generator of utterance ``index`` (CPU: the same draws on any device)."""
@@ -238,7 +249,7 @@ class InterfaceMethod:
         """Enhances one ``[S]`` signal; returns ``(wav[S], confidence[T])``."""
         y, confidence = self.enhancer.enhance_batch(
             wav.detach().reshape(1, -1).float(), sample_rate=sample_rate, generator=generator,
-            return_confidence=True, guard=self.guard, **self.opts)
+            return_confidence=True, guard=self.guard, candidates=self.selector, **self.opts)
         return y[0].to(wav.dtype), confidence[0]
 
     def warm_up(self, wav, sample_rate):
@@ -352,16 +363,18 @@ def check_model_names(names, reserved=(*BASELINE_ROWS, CODEC_ROW)):
 
 
 def split_guard_options(opts):
-    """``(decoding options, guard options)``: the guard's keys (:data:`~speechbrain_gense.guard.GUARD_OPTIONS`)
-    are options of the interface, not of the model.
+    """``(decoding options, interface options)``: the guard's keys
+    (:data:`~speechbrain_gense.guard.GUARD_OPTIONS`) and best of N's
+    (:data:`~speechbrain_gense.selection.SELECTION_OPTIONS`) are options of the
+    interface, not of the model.
 
     Example
     -------
-    >>> split_guard_options({"steps": 4, "guard": "fallback"})
-    ({'steps': 4}, {'guard': 'fallback'})
+    >>> split_guard_options({"steps": 4, "guard": "fallback", "candidates": 4})
+    ({'steps': 4}, {'guard': 'fallback', 'candidates': 4})
     """
     opts = dict(opts)
-    return opts, {k: opts.pop(k) for k in GUARD_OPTIONS if k in opts}
+    return opts, {k: opts.pop(k) for k in GUARD_OPTIONS + SELECTION_OPTIONS if k in opts}
 
 
 def _probe(enhancer, opts):
@@ -372,6 +385,7 @@ def _probe(enhancer, opts):
     opts, guard_opts = split_guard_options(opts)
     try:
         make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"))
+        make_selector(guard_opts.get("candidates"), guard_opts.get("candidate_asr"))
         enhancer.model.decode_options(**{**enhancer.decode_opts, **opts})
         probe = 0.01 * torch.randn(1, enhancer.sample_rate // 4,
                                    generator=torch.Generator().manual_seed(0))

@@ -82,6 +82,7 @@ from tqdm import tqdm
 from speechbrain_gense.audio import AudioError, check_readable
 from speechbrain_gense.data.degrade import fit_length_end
 from speechbrain_gense.guard import check_thresholds, make_guard
+from speechbrain_gense.selection import make_selector
 from speechbrain_gense.models.base import (
     GenerativeEnhancer,
     available_methods,
@@ -676,14 +677,16 @@ class EnhanceGenerative(Pretrained):
             return wav
         return torchaudio.functional.resample(wav, self.sample_rate, sample_rate)
 
-    def _run_model(self, jobs, generator, decode_opts, batch_size):
+    def _run_model(self, jobs, generator, decode_opts, batch_size, selector=None):
         """Enhances ``jobs`` (dicts with ``wav`` [L], ``init``), ``batch_size`` at a time.
 
         Jobs with an ``init`` (the carried tokens ``[P, K]``) are run with it
         as ``prefix``; jobs are grouped by prefix length, since a call takes
         one ``[B, P, K]`` prefix. Sets ``out`` [L], ``tokens`` [T, K] and
         ``confidence`` [T] on each job, and adds the calls' ``nfe`` to
-        :attr:`nfe`.
+        :attr:`nfe`. With a ``selector`` (:mod:`speechbrain_gense.selection`)
+        each job is decoded ``selector.candidates`` times in the same call and
+        the chosen candidate is kept (``batch_size`` counts jobs, not candidates).
         """
         by_prefix = {}
         for job in jobs:
@@ -692,20 +695,29 @@ class EnhanceGenerative(Pretrained):
         for jobs_p in by_prefix.values():
             step = batch_size or len(jobs_p)
             for first in range(0, len(jobs_p), step):
-                self._run_group(jobs_p[first:first + step], generator, decode_opts)
+                self._run_group(jobs_p[first:first + step], generator, decode_opts, selector)
 
-    def _run_group(self, group, generator, decode_opts):
+    def _run_group(self, group, generator, decode_opts, selector=None):
+        n = selector.candidates if selector is not None else 1
+        rows = [job for job in group for _ in range(n)]  # each job's candidates side by side
         longest = max(job["wav"].shape[0] for job in group)
         wav = torch.stack([torch.nn.functional.pad(job["wav"], (0, longest - job["wav"].shape[0]))
-                           for job in group]).to(self.device)
-        lens = torch.tensor([job["valid"] / longest for job in group], device=self.device)
+                           for job in rows]).to(self.device)
+        lens = torch.tensor([job["valid"] / longest for job in rows], device=self.device)
         prefix = None
         if group[0].get("init") is not None:
-            prefix = torch.stack([job["init"] for job in group]).long().to(self.device)
+            prefix = torch.stack([job["init"] for job in rows]).long().to(self.device)
         with self.inference_ctx:
             out = self.model.enhance(wav, lens, generator=generator, prefix=prefix, **decode_opts)
         self.nfe += int(out.get("nfe", 0))
-        for i, job in enumerate(group):
+        for j, job in enumerate(group):
+            i = j * n
+            if selector is not None:
+                valid = int(job["valid"])
+                chosen, scores = selector.select(out["wav"][i:i + n, :valid].float().cpu(),
+                                                 job["wav"][:valid], self.sample_rate)
+                i += chosen
+                job["candidate"], job["candidate_scores"] = chosen, scores
             length = job["wav"].shape[0]
             frames = self.model.num_frames(length)
             job["out"] = out["wav"][i, :length].float().cpu()
@@ -716,7 +728,7 @@ class EnhanceGenerative(Pretrained):
     @torch.no_grad()
     def _enhance_stream(self, read, num_samples, sample_rate, num_rows, write, lengths=None,
                         generator=None, batch_size=None, with_confidence=False, progress=False,
-                        desc=None, decode_opts=None, guard=None, name=None):
+                        desc=None, decode_opts=None, guard=None, name=None, selector=None):
         """Enhances a signal read by blocks, writing the output by blocks.
 
         Arguments
@@ -742,6 +754,8 @@ class EnhanceGenerative(Pretrained):
             ones) before it is written; rows go to :attr:`guard_report`.
         name : str, optional
             The ``file`` column of the guard's rows.
+        selector : speechbrain_gense.selection.ConsensusSelector, optional
+            Decodes several candidates per chunk and keeps one (best of N).
 
         Returns
         -------
@@ -821,7 +835,7 @@ class EnhanceGenerative(Pretrained):
                 group.append((k, x_in, valid, jobs))
             jobs = [job for *_, chunk_jobs in group for job in chunk_jobs]
             if jobs:
-                self._run_model(jobs, generator, opts, batch_size)
+                self._run_model(jobs, generator, opts, batch_size, selector)
             for k, x_in, valid, chunk_jobs in group:
                 start, stop, ws, we = chunks[k]
                 y = x_in.clone()  # silent rows pass through
@@ -889,11 +903,18 @@ class EnhanceGenerative(Pretrained):
                 y[row, :n] = guard.conservative(x_in[row, :n], sample_rate)
                 y[row, n:] = 0.0
 
+    def candidate_selector(self, candidates=None):
+        """The best-of-N selector of a call (:func:`~speechbrain_gense.selection.make_selector`)
+        for ``candidates``, or for the folder's ``candidates`` when None; None for 1."""
+        if candidates is None:
+            candidates = getattr(self.hparams, "candidates", None)
+        return make_selector(candidates)
+
     # -- public API ----------------------------------------------------------
 
     def enhance_batch(self, noisy, lengths=None, sample_rate=None, seed=None, generator=None,
                       batch_size=None, return_confidence=False, guard=None, guard_fallback=None,
-                      **decode_opts):
+                      candidates=None, **decode_opts):
         """Enhances a batch of noisy waveforms.
 
         Arguments
@@ -923,6 +944,11 @@ class EnhanceGenerative(Pretrained):
         guard_fallback : str, optional
             ``"input"`` (default) or ``"dfn3"``: the replacement of a flagged
             chunk.
+        candidates : int or speechbrain_gense.selection.ConsensusSelector, optional
+            Best of N (default: the folder's ``candidates``, 1): decode this
+            many outputs of every chunk and keep the one whose transcript
+            (Whisper tiny.en) the others and the input agree with most
+            (:mod:`speechbrain_gense.selection`); N times the decoding cost.
         **decode_opts
             Decoding options of the model (e.g. ``steps``).
 
@@ -949,6 +975,7 @@ class EnhanceGenerative(Pretrained):
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
         guard = make_guard(guard, guard_fallback, self.guard_thresholds)
+        selector = self.candidate_selector(candidates)
         source = noisy.detach().float().cpu()
         blocks = []
         confidence = None
@@ -956,7 +983,7 @@ class EnhanceGenerative(Pretrained):
             confidence = self._enhance_stream(
                 lambda a, b: source[:, a:b], S, sample_rate, B, blocks.append, lengths=valid,
                 generator=generator, batch_size=batch_size, with_confidence=return_confidence,
-                decode_opts=decode_opts, guard=guard)
+                decode_opts=decode_opts, guard=guard, selector=selector)
         wav = torch.cat(blocks, dim=1) if blocks else source.clone()
         wav = wav.to(device=noisy.device)
         if squeeze:
@@ -974,7 +1001,8 @@ class EnhanceGenerative(Pretrained):
 
     def enhance_file(self, path, output_filename=None, seed=None, overwrite=False,
                      return_confidence=False, return_audio=True, batch_size=None,
-                     progress=False, guard=None, guard_fallback=None, **decode_opts):
+                     progress=False, guard=None, guard_fallback=None, candidates=None,
+                     **decode_opts):
         """Enhances an audio file (any rate, any number of channels, any length).
 
         The file is read and, with ``output_filename``, written one chunk at a
@@ -1012,6 +1040,8 @@ class EnhanceGenerative(Pretrained):
             :func:`speechbrain_gense.guard.write_report_csv`.
         guard_fallback : str, optional
             ``"input"`` (default) or ``"dfn3"``.
+        candidates : int, optional
+            Best of N per chunk (see :meth:`enhance_batch`).
         **decode_opts
             Decoding options of the model (e.g. ``steps``).
 
@@ -1028,6 +1058,7 @@ class EnhanceGenerative(Pretrained):
         """
         path = os.fspath(path)
         guard = make_guard(guard, guard_fallback, self.guard_thresholds)
+        selector = self.candidate_selector(candidates)
         with AudioFileReader(path) as reader:
             writer = None
             if output_filename is not None:
@@ -1051,7 +1082,7 @@ class EnhanceGenerative(Pretrained):
                     generator=generator, batch_size=batch_size,
                     with_confidence=return_confidence, progress=progress,
                     desc=os.path.basename(path), decode_opts=decode_opts, guard=guard,
-                    name=path)
+                    name=path, selector=selector)
             except BaseException:
                 if writer is not None:
                     writer.abort()
