@@ -181,6 +181,15 @@ def grid_variants(axes=()):
 # ---------------------------------------------------------------------------
 
 
+def _own_cache(asr):
+    """The metric's Whisper model with its own transcript cache (None for another ASR)."""
+    from .metrics.wer import WhisperTranscriber
+
+    if isinstance(asr, WhisperTranscriber):
+        return WhisperTranscriber(model=asr.model, batch_size=asr.batch_size)
+    return None
+
+
 class InterfaceMethod:
     """A model behind :class:`~speechbrain_gense.inference.EnhanceGenerative` as a
     ``method(wav[S], sample_rate) -> wav[S]`` of
@@ -223,23 +232,13 @@ class InterfaceMethod:
         #: The content and voice guard of the calls (``--grid guard=off,fallback``), or None.
         self.guard = make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"),
                                 getattr(enhancer, "guard_thresholds", None))
-        if self.guard is not None and guard_asr is not None:
-            from .metrics.wer import WhisperTranscriber
-
-            if isinstance(guard_asr, WhisperTranscriber):  # the metric's model, its own cache
-                self.guard._asr = WhisperTranscriber(model=guard_asr.model,
-                                                     batch_size=guard_asr.batch_size)
+        if self.guard is not None and _own_cache(guard_asr) is not None:
+            self.guard._asr = _own_cache(guard_asr)
         self.guard_chunks = self.guard_flagged = 0
         #: Best of N (``--grid candidates=1,4``), or None; with the metric's Whisper
-        #: model (its own cache) unless ``candidate_asr`` names another recogniser.
-        selector_asr = guard_opts.get("candidate_asr")
-        if selector_asr is None and guard_asr is not None:
-            from .metrics.wer import WhisperTranscriber
-
-            if isinstance(guard_asr, WhisperTranscriber):
-                selector_asr = WhisperTranscriber(model=guard_asr.model,
-                                                  batch_size=guard_asr.batch_size)
-        self.selector = make_selector(guard_opts.get("candidates"), selector_asr)
+        #: model unless ``candidate_asr`` names another recogniser.
+        self.selector = make_selector(guard_opts.get("candidates"),
+                                      guard_opts.get("candidate_asr") or _own_cache(guard_asr))
 
     def generator(self, index):
         """The generator of utterance ``index`` (CPU: the same draws on any device)."""

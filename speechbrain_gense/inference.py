@@ -714,10 +714,8 @@ class EnhanceGenerative(Pretrained):
             i = j * n
             if selector is not None:
                 valid = int(job["valid"])
-                chosen, scores = selector.select(out["wav"][i:i + n, :valid].float().cpu(),
-                                                 job["wav"][:valid], self.sample_rate)
-                i += chosen
-                job["candidate"], job["candidate_scores"] = chosen, scores
+                i += selector.select(out["wav"][i:i + n, :valid].float().cpu(),
+                                     job["wav"][:valid], self.sample_rate)[0]
             length = job["wav"].shape[0]
             frames = self.model.num_frames(length)
             job["out"] = out["wav"][i, :length].float().cpu()

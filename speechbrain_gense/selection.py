@@ -2,8 +2,9 @@
 
 A sampling decoder gives a different output for every seed, and for the
 shipped MAGE the words change from one draw to the next far more than the
-sound does (per-file dWER moves by 36 points between two draws on the
-223-utterance validation split, OVRL by 0.01 on average). :class:`ConsensusSelector`
+sound does (on a 223-utterance validation split the per-file dWER of two
+draws differs with a standard deviation of 36 points, while their mean OVRL
+is the same to 0.01). :class:`ConsensusSelector`
 decodes ``N`` candidates of a chunk (one batched model call), transcribes
 them and the noisy input with an ASR, and keeps the candidate whose
 transcript is nearest the others' (minimum Bayes risk under word edit
@@ -159,12 +160,10 @@ def make_selector(candidates=None, asr=None):
         return candidates
     if candidates is None:
         return None
-    try:
-        n = int(candidates)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or str(candidates).strip() not in (str(n), f"{n}.0"):
+    text = str(candidates).strip()
+    if isinstance(candidates, bool) or not text.isdigit() or int(text) < 1:
         raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
+    n = int(text)
     return ConsensusSelector(n, asr=asr) if n > 1 else None
 
 
