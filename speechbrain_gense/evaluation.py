@@ -232,13 +232,17 @@ class InterfaceMethod:
         #: The content and voice guard of the calls (``--grid guard=off,fallback``), or None.
         self.guard = make_guard(guard_opts.get("guard"), guard_opts.get("guard_fallback"),
                                 getattr(enhancer, "guard_thresholds", None))
-        if self.guard is not None and _own_cache(guard_asr) is not None:
-            self.guard._asr = _own_cache(guard_asr)
+        # The metric's Whisper model, with one transcript cache of its own for the
+        # guard and the selector.
+        own = _own_cache(guard_asr)
+        if self.guard is not None and own is not None:
+            self.guard._asr = own
         self.guard_chunks = self.guard_flagged = 0
         #: Best of N (``--grid candidates=1,4``), or None; with the metric's Whisper
         #: model unless ``candidate_asr`` names another recogniser.
-        self.selector = make_selector(guard_opts.get("candidates"),
-                                      guard_opts.get("candidate_asr") or _own_cache(guard_asr))
+        self.selector = make_selector(guard_opts.get("candidates",
+                                                     getattr(enhancer, "candidates", None)),
+                                      guard_opts.get("candidate_asr") or own)
 
     def generator(self, index):
         """The generator of utterance ``index`` (CPU: the same draws on any device)."""

@@ -159,10 +159,15 @@ def _to_16k(wav, sample_rate):
 
 
 def default_asr():
-    """The guard's default ASR: the metric Whisper tiny.en (loaded on first use)."""
-    from .metrics.wer import WhisperTranscriber
+    """The guard's default ASR: the shared metric Whisper tiny.en (loaded on first use).
 
-    return WhisperTranscriber()
+    The same instance as best of N's selector and the metrics
+    (:func:`~speechbrain_gense.metrics.wer.whisper_asr`), so the model loads
+    once per process.
+    """
+    from .metrics.wer import whisper_asr
+
+    return whisper_asr()
 
 
 def default_speaker_scorer(estimate, reference):

@@ -104,6 +104,7 @@ DEFAULT_OPTIONS = {
     "crossfade_seconds": 0.05,
     "carry_context": True,
     "silence_threshold": 1e-4,
+    "candidates": 1,
 }
 
 # Extra input read around a chunk so that resampling has real signal at the
@@ -142,6 +143,10 @@ crossfade_seconds: {crossfade_seconds}
 carry_context: {carry_context}
 # Chunks whose peak is at most this level are passed through unchanged.
 silence_threshold: {silence_threshold}
+# Best of N (speechbrain_gense.selection): decode this many outputs per chunk and
+# keep the one whose transcript the others and the input agree with most
+# (N times the decoding plus N + 1 transcriptions); 1: off.
+candidates: {candidates}
 # Decoding options overriding the model's own (e.g. steps: 8); empty: the model's.
 decode_opts: {decode_opts}
 # Content and voice guard thresholds for this model (speechbrain_gense.guard.Guard
@@ -511,6 +516,10 @@ class EnhanceGenerative(Pretrained):
         self.guard_thresholds = check_thresholds(getattr(self.hparams, "guard_thresholds",
                                                                None))
         self.model.decode_options(**self.decode_opts)  # unknown names: ValueError now
+        try:
+            make_selector(self.candidates)  # a bad candidates value: ValueError now
+        except ValueError as err:
+            raise ValueError(f"inference.yaml: {err}") from None
         if self.chunk_seconds <= 0 or self.overlap_seconds < 0 or self.crossfade_seconds < 0:
             raise ValueError("chunk_seconds must be > 0, overlap_seconds and "
                              "crossfade_seconds >= 0")
@@ -904,9 +913,7 @@ class EnhanceGenerative(Pretrained):
     def candidate_selector(self, candidates=None):
         """The best-of-N selector of a call (:func:`~speechbrain_gense.selection.make_selector`)
         for ``candidates``, or for the folder's ``candidates`` when None; None for 1."""
-        if candidates is None:
-            candidates = getattr(self.hparams, "candidates", None)
-        return make_selector(candidates)
+        return make_selector(self.candidates if candidates is None else candidates)
 
     # -- public API ----------------------------------------------------------
 

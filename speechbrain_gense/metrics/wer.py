@@ -281,15 +281,29 @@ DEFAULT_ASR = "whisper"
 ASR_KINDS = ("whisper", "pocketsphinx")
 
 
-@cache
 def pocketsphinx_asr(lm=None):
     """A shared :class:`PocketsphinxASR` per language model (created once)."""
+    return _pocketsphinx_asr(lm or None)
+
+
+def whisper_asr(source=None):
+    """A shared :class:`WhisperTranscriber` per model folder (loaded on first use).
+
+    Example
+    -------
+    >>> whisper_asr() is whisper_asr(None) is make_asr("whisper")
+    True
+    """
+    return _whisper_asr(source or None)
+
+
+@cache  # keyed on the normalised argument: f() and f(None) are one entry
+def _pocketsphinx_asr(lm):
     return PocketsphinxASR(lm=lm) if lm else PocketsphinxASR()
 
 
 @cache
-def whisper_asr(source=None):
-    """A shared :class:`WhisperTranscriber` per model folder (loaded on first use)."""
+def _whisper_asr(source):
     return WhisperTranscriber(source)
 
 

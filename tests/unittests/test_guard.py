@@ -424,3 +424,12 @@ def test_calibrate_command_and_model_thresholds(tmp_path, capsys, monkeypatch):
     assert named.max_wer(row["snr_db"]) != pytest.approx(Guard(asr=object()).max_wer(row["snr_db"]))
     with pytest.raises(ValueError, match="guard_thresholds: unknown key"):
         write_inference_yaml(folder, overwrite=True, guard_thresholds={"max": 1})
+
+
+def test_default_asr_is_the_shared_metric_whisper():
+    """The guard's Whisper is the one of the metrics and best of N (loaded once)."""
+    from speechbrain_gense.metrics.wer import WhisperTranscriber, make_asr
+
+    asr = guard_module.default_asr()
+    assert isinstance(asr, WhisperTranscriber)
+    assert asr is guard_module.default_asr() is make_asr("whisper")

@@ -115,3 +115,19 @@ def test_cli_rejects_zero_candidates(capsys):
 
     assert main(["x.wav", "-o", "out", "--candidates", "0"]) == 2
     assert "--candidates must be >= 1" in capsys.readouterr().err
+
+
+def test_folder_candidates(tmp_path):
+    """``candidates`` of inference.yaml is the default of every call; a bad one fails at load."""
+    from speechbrain_gense.inference import write_inference_yaml
+
+    folder = write_tiny_mage(str(tmp_path / "m"))
+    assert "candidates: 1\n" in open(f"{folder}/inference.yaml").read()
+    assert EnhanceGenerative.from_hparams(source=folder).candidate_selector() is None
+    write_inference_yaml(folder, overwrite=True, candidates=3)
+    loaded = EnhanceGenerative.from_hparams(source=folder)
+    assert loaded.candidate_selector().candidates == 3
+    assert loaded.candidate_selector(1) is None  # a call's own value wins
+    write_inference_yaml(folder, overwrite=True, candidates=0)
+    with pytest.raises(ValueError, match="inference.yaml: candidates must be a whole number"):
+        EnhanceGenerative.from_hparams(source=folder)
