@@ -458,6 +458,31 @@ def format_markdown(results_by_system, breakdown=("ovrl", "pesq")):
     return "\n".join(lines)
 
 
+def system_names(folders):
+    """Row names of enhanced folders: the shortest path tails that tell them apart.
+
+    Example
+    -------
+    >>> system_names(["out/noisy", "out/mage/draw=1", "out/gense/draw=1"])
+    ['noisy', 'mage/draw=1', 'gense/draw=1']
+    >>> system_names(["a/x", "a/x/"])
+    Traceback (most recent call last):
+    ...
+    ValueError: a/x: the same folder as another one given
+    """
+    parts = [os.path.normpath(os.path.abspath(f)).split(os.sep) for f in folders]
+    names = []
+    for i, p in enumerate(parts):
+        for depth in range(1, len(p) + 1):
+            tail = p[-depth:]
+            if all(q[-depth:] != tail for j, q in enumerate(parts) if j != i):
+                names.append("/".join(tail))
+                break
+        else:
+            raise ValueError(f"{folders[i]}: the same folder as another one given")
+    return names
+
+
 def main(argv=None):
     """``gense-eval ENHANCED_DIR... (--manifest M | --clean-dir C) [options]``."""
     parser = argparse.ArgumentParser(
@@ -494,10 +519,16 @@ def main(argv=None):
         return 2
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    names = ([n.strip() for n in args.name.split(",")] if args.name else
-             [os.path.basename(os.path.normpath(d)) for d in args.enhanced_dirs])
+    try:
+        names = ([n.strip() for n in args.name.split(",")] if args.name else
+                 system_names(args.enhanced_dirs))
+    except ValueError as e:
+        return usage_error(e)
     if len(names) != len(args.enhanced_dirs):
         return usage_error(f"{len(names)} names for {len(args.enhanced_dirs)} folders")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        return usage_error(f"--name {twice!r} is given twice (each folder needs its own)")
     if args.noisy_dir and not args.clean_dir:
         return usage_error("--noisy-dir goes with --clean-dir")
     unknown = [m for m in metrics if m not in METRICS]

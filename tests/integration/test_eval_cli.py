@@ -191,6 +191,24 @@ def test_cli_usage_errors(corpus, capsys):
         assert err.startswith("gense-eval: error: ") and message in err and "\n" not in err
 
 
+def test_cli_folders_with_the_same_name(corpus, tmp_path, capsys):
+    """Two folders named alike are two rows (named by their path tails), never one."""
+    import shutil
+
+    for run in ("a", "b"):
+        shutil.copytree(corpus / "clean", tmp_path / run / "draw=1")
+    out = tmp_path / "r.json"
+    assert main([str(tmp_path / "a" / "draw=1"), str(tmp_path / "b" / "draw=1"), "--manifest",
+                 str(corpus / "test.json"), "--metrics", "sisdr", "--out", str(out),
+                 "--quiet"]) == 0
+    assert sorted(json.loads(out.read_text())) == ["a/draw=1", "b/draw=1"]
+    capsys.readouterr()
+    assert main([str(tmp_path / "a" / "draw=1"), str(tmp_path / "b" / "draw=1"), "--manifest",
+                 str(corpus / "test.json"), "--metrics", "sisdr", "--name", "x,x",
+                 "--quiet"]) == 2
+    assert "--name 'x' is given twice" in capsys.readouterr().err
+
+
 def test_cli_subprocess(corpus):
     """The command, as a user runs it: one line per bad file, no traceback."""
     proc = subprocess.run(
