@@ -103,7 +103,12 @@ def parse_spec(spec):
     for item in filter(None, (o.strip() for o in opts.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise SpecError(f"bad option {item!r} in {spec!r} (expected KEY=VALUE)")
+            hint = ""
+            if " " in item.strip():  # what SpeechBrain's command line makes of KEY=VALUE
+                hint = ("; a recipe's command line drops '=' inside values, so give the "
+                        "options as the recipe's options key, e.g. --tokenizer_options (MAGE) or "
+                        "--acoustic_options (GenSE) \"{num_codebooks: 2}\"")
+            raise SpecError(f"bad option {item!r} in {spec!r} (expected KEY=VALUE){hint}")
         options[key.strip()] = _value(value.strip())
     kind, colon, path = body.partition(":")
     if not colon:

@@ -262,3 +262,13 @@ def test_encode_checks_subclass_output():
         Bad().encode(torch.zeros(1, 30))
     with pytest.raises(NotImplementedError):
         Bad().decode(torch.zeros(1, 3, 2, dtype=torch.long))
+
+
+def test_spec_option_without_equals_names_the_command_line_fix():
+    """SpeechBrain's command line turns ``KEY=VALUE`` inside a value into ``KEY VALUE``."""
+    from speechbrain_gense.tokenizers.registry import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match="--tokenizer_options .MAGE. or --acoustic_options"):
+        parse_spec("rvq:pretrained/rvqcodec?num_codebooks 2")
+    with pytest.raises(SpecError, match=r"expected KEY=VALUE\)$"):
+        parse_spec("rvq:pretrained/rvqcodec?num_codebooks")
