@@ -756,7 +756,13 @@ class GenSE(GenerativeEnhancer):
     s2s_target_offset : int, optional
         Position of the first generated acoustic token (GenSE: 1000);
         default: the acoustic tokens of ``max_seconds`` (frames x ``K``), the
-        smallest offset that keeps the generated positions apart from the noisy ones.
+        smallest offset that keeps the generated positions apart from the noisy
+        ones. ``1``: *aligned*: generated token ``i`` is read at position
+        ``i + 1``, so the hidden state that predicts token ``i + 1`` has the
+        position id of noisy acoustic token ``i + 1``, the one it most often
+        copies; a GPT-2's learned position table then matches them from the
+        start, where with an offset it must learn which position maps to
+        which (any offset >= 0 is allowed).
     decode_opts : dict, optional
         This model's decoding defaults (names of :attr:`decode_defaults`).
     interleave_lookahead : int, optional
@@ -824,10 +830,9 @@ class GenSE(GenerativeEnhancer):
         self.block = None
         if self.interleave_lookahead is not None:
             self.block = block_frames(semantic_tokenizer.frame_rate, acoustic_tokenizer.frame_rate)
-        if self.block is None and "noisy_ac" in self.s2s_parts \
-                and self.s2s_target_offset < ac_tokens:
-            raise ValueError(f"s2s_target_offset {self.s2s_target_offset} < {ac_tokens} "
-                             "acoustic tokens: generated positions would overlap the noisy ones")
+        if self.s2s_target_offset < 0 or self.n2s_target_offset < 0:
+            raise ValueError(f"target offsets must be >= 0, got n2s {self.n2s_target_offset}, "
+                             f"s2s {self.s2s_target_offset}")
         self._check_positions()
 
     @property

@@ -327,6 +327,23 @@ def test_generated_tokens_get_the_planned_positions():
     assert s2s == [40 + i for i in range(15)]
 
 
+def test_aligned_s2s_positions_share_the_noisy_acoustic_ones():
+    """s2s_target_offset=1: the state predicting acoustic token i + 1 sits at noisy acoustic
+    token i + 1's position; a negative offset is refused."""
+    model = tiny_gense(seed=7, s2s_target_offset=1)
+    seen = []
+    hook = model.s2s.lm.base_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["position_ids"].clone()), with_kwargs=True)
+    noisy, _ = _audio(5, B=1)
+    out = model.enhance(noisy, top_k=1)
+    hook.remove()
+    assert seen[0][0].tolist() == list(range(21)) + list(range(16))  # the prompt is unchanged
+    assert [p[0, -1].item() for p in seen[1:]] == list(range(1, 16))  # clean_i read at i + 1
+    assert out["tokens"].shape[1] == 16
+    with pytest.raises(ValueError, match="must be >= 0"):
+        tiny_gense(n2s_target_offset=-1)
+
+
 def test_llama_lms_generate_what_the_training_forward_predicts():
     """RoPE LMs (arch llama): KV-cache generation = greedy decoding by full forwards
     with the planned positions (the training path)."""
