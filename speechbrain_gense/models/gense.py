@@ -669,7 +669,9 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         -------
         dict
             ``loss`` (mean over valid target tokens), ``acc`` (argmax accuracy),
-            ``tokens`` (number of target tokens).
+            ``tokens`` (number of target tokens); single-codebook targets also
+            ``logits`` ``[B, T, hi - lo]`` (detached, over the target range)
+            and ``lo`` (the vocabulary id of logit 0).
         """
         device = self.lm.device
         tf = teacher_forcing(layout, target_ids.cpu())
@@ -694,7 +696,10 @@ class TokenLM(ConfigCheckpoint, nn.Module):
             targets = (tf["targets"].to(device) - lo - book[:, :, 0, 0] * V).clamp(min=0)
         ce = F.cross_entropy(logits[mask].float(), targets[mask])
         acc = (logits.argmax(-1)[mask] == targets[mask]).float().mean()
-        return {"loss": ce, "acc": acc.detach(), "tokens": int(mask.sum())}
+        out = {"loss": ce, "acc": acc.detach(), "tokens": int(mask.sum())}
+        if K == 1:  # one-step predictions (vocabulary ids), for S2S training on N2S outputs
+            out["logits"], out["lo"] = logits.detach(), lo
+        return out
 
 
     def sequence_loss(self, layout):
@@ -772,6 +777,15 @@ class GenSE(GenerativeEnhancer):
         :func:`block_frames`) once the noisy block ``interleave_lookahead``
         blocks later has been read. None (default): the hierarchical N2S ->
         S2S model.
+    s2s_on_n2s : float
+        Training only (not saved): the probability, per training utterance,
+        that S2S's ``clean_sem`` prompt is N2S's own output instead of the
+        clean tokens: tokens sampled (temperature 1, as at inference) from
+        N2S's teacher-forced softmax of the same batch, detached. It shows
+        S2S the semantic errors it meets at inference (one-step errors, not
+        those of a free-running N2S). 0 (default): GenSE's teacher forcing
+        on the clean tokens. In eval mode (validation, test) S2S reads the clean
+        tokens whatever the value.
     """
 
     method = "gense"
@@ -785,8 +799,11 @@ class GenSE(GenerativeEnhancer):
 
     def __init__(self, semantic_tokenizer, acoustic_tokenizer, n2s, s2s, s2s_parts=S2S_PARTS,
                  max_seconds=5.0, n2s_target_offset=0, s2s_target_offset=None, decode_opts=None,
-                 interleave_lookahead=None):
+                 interleave_lookahead=None, s2s_on_n2s=0.0):
         super().__init__(decode_opts=decode_opts)
+        self.s2s_on_n2s = float(s2s_on_n2s)
+        if not 0.0 <= self.s2s_on_n2s <= 1.0:
+            raise ValueError(f"s2s_on_n2s is a probability in [0, 1], got {s2s_on_n2s}")
         self.interleave_lookahead = (None if interleave_lookahead is None
                                      else int(interleave_lookahead))
         if self.interleave_lookahead is not None:
@@ -923,7 +940,9 @@ class GenSE(GenerativeEnhancer):
         -------
         dict
             ``loss`` (sum of the stages' losses), ``n2s_loss``, ``n2s_acc``,
-            ``s2s_loss``, ``s2s_acc``.
+            ``s2s_loss``, ``s2s_acc``; in eval mode, for the token chain, also
+            ``s2s_loss_on_n2s`` and ``s2s_acc_on_n2s``: S2S with N2S's sampled
+            outputs in its prompt instead of the clean semantic tokens.
         """
         noisy_wav, lens = batch.noisy_sig
         clean_wav, clean_lens = batch.clean_sig
@@ -950,11 +969,33 @@ class GenSE(GenerativeEnhancer):
             res = self.n2s.loss(self.n2s_layout(noisy), self.vocab.sem(clean_sem))
             total = total + res["loss"]
             out.update(n2s_loss=res["loss"].detach(), n2s_acc=res["acc"])
+            n2s_res = res
+            if self.s2s_on_n2s > 0 and self.training:  # not in validation / test (eval mode)
+                clean_sem = self._n2s_outputs(res, clean_sem)
         res = self.s2s.loss(self.s2s_layout(noisy, clean_sem), self.vocab.ac(clean_ac))
         total = total + res["loss"]
         out.update(s2s_loss=res["loss"].detach(), s2s_acc=res["acc"])
+        if not self.training and self.n2s is not None and "clean_sem" in self.s2s_parts:
+            # what S2S meets at inference: its prompt with N2S's outputs (all utterances)
+            with torch.no_grad():
+                on_n2s = self._n2s_outputs(n2s_res, clean_sem, probability=1.0)
+                res = self.s2s.loss(self.s2s_layout(noisy, on_n2s), self.vocab.ac(clean_ac))
+            out.update(s2s_loss_on_n2s=res["loss"].detach(), s2s_acc_on_n2s=res["acc"])
         out["loss"] = total
         return out
+
+    def _n2s_outputs(self, res, clean_sem, probability=None):
+        """``clean_sem`` with each utterance replaced, with ``probability``
+        (default :attr:`s2s_on_n2s`), by tokens sampled from N2S's
+        teacher-forced softmax (``res`` of :meth:`TokenLM.loss`), in tokenizer ids."""
+        probability = self.s2s_on_n2s if probability is None else probability
+        logits = res["logits"]
+        B, T = logits.shape[:2]
+        sampled = torch.multinomial(logits.float().softmax(-1).reshape(B * T, -1), 1)
+        sampled = sampled.view(B, T) + res["lo"] - self.vocab.semantic_range[0]
+        sampled = _fit_frames(sampled.to(clean_sem.device), clean_sem.shape[1])
+        swap = torch.rand(B, device=clean_sem.device) < probability
+        return torch.where(swap[:, None], sampled, clean_sem)
 
     # -- inference ---------------------------------------------------------------
 

@@ -305,6 +305,43 @@ def test_token_model_brain_trains_gense():
     assert abs(brain.last_stats["n2s_loss"] - torch.log(torch.tensor(16.0))) < 1.0
 
 
+def test_s2s_trains_on_n2s_outputs_when_asked():
+    """s2s_on_n2s=1: in training, S2S's clean_sem prompt holds tokens sampled from N2S's
+    teacher-forced softmax (here peaked on clean + 1); in eval mode, the clean tokens."""
+    model = tiny_gense(seed=8, s2s_on_n2s=1.0)
+    noisy, clean = _audio(6)
+    lens = torch.ones(2)
+    clean_sem = model.semantic_tokenizer.encode(clean, lens)[0][..., 0]
+    shifted = (clean_sem + 1) % 16
+    true_loss = model.n2s.loss
+
+    def peaked_loss(layout, target_ids):  # an N2S whose prediction is always clean + 1
+        res = true_loss(layout, target_ids)
+        res["logits"] = F.one_hot(shifted, 16).float() * 50.0
+        return res
+
+    model.n2s.loss = peaked_loss
+    seen = []
+    true_layout = model.s2s_layout
+    model.s2s_layout = lambda noisy_tokens, sem: seen.append(sem.clone()) or true_layout(
+        noisy_tokens, sem)
+    model.train()
+    out = model.compute_objectives(_batch(noisy, clean, lens))
+    assert torch.isfinite(out["loss"])
+    assert torch.equal(seen[-1], shifted)
+    model.eval()
+    out = model.compute_objectives(_batch(noisy, clean, lens))
+    assert torch.equal(seen[-2], clean_sem)  # the validation loss: clean tokens
+    assert torch.equal(seen[-1], shifted)  # and the diagnostic on N2S's outputs
+    assert {"s2s_acc_on_n2s", "s2s_loss_on_n2s"} <= set(out)
+    model.s2s_on_n2s = 0.0
+    model.train()
+    model.compute_objectives(_batch(noisy, clean, lens))
+    assert torch.equal(seen[-1], clean_sem)
+    with pytest.raises(ValueError, match="probability"):
+        tiny_gense(s2s_on_n2s=1.5)
+
+
 def test_generated_tokens_get_the_planned_positions():
     """N2S: clean token i at position i; S2S: acoustic token i at s2s_target_offset + i."""
     model = tiny_gense(seed=7)
