@@ -784,8 +784,8 @@ class GenSE(GenerativeEnhancer):
         N2S's teacher-forced softmax of the same batch, detached. It shows
         S2S the semantic errors it meets at inference (one-step errors, not
         those of a free-running N2S). 0 (default): GenSE's teacher forcing
-        on the clean tokens. In eval mode (validation, test) S2S reads the clean
-        tokens whatever the value.
+        on the clean tokens. With the S2S LM in eval mode (validation, test) S2S
+        reads the clean tokens whatever the value.
     """
 
     method = "gense"
@@ -970,12 +970,12 @@ class GenSE(GenerativeEnhancer):
             total = total + res["loss"]
             out.update(n2s_loss=res["loss"].detach(), n2s_acc=res["acc"])
             n2s_res = res
-            if self.s2s_on_n2s > 0 and self.training:  # not in validation / test (eval mode)
+            if self.s2s_on_n2s > 0 and self.s2s.training:  # not in validation (the Brain sets eval)
                 clean_sem = self._n2s_outputs(res, clean_sem)
         res = self.s2s.loss(self.s2s_layout(noisy, clean_sem), self.vocab.ac(clean_ac))
         total = total + res["loss"]
         out.update(s2s_loss=res["loss"].detach(), s2s_acc=res["acc"])
-        if not self.training and self.n2s is not None and "clean_sem" in self.s2s_parts:
+        if not self.s2s.training and self.n2s is not None and "clean_sem" in self.s2s_parts:
             # what S2S meets at inference: its prompt with N2S's outputs (all utterances)
             with torch.no_grad():
                 on_n2s = self._n2s_outputs(n2s_res, clean_sem, probability=1.0)

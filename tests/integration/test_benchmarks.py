@@ -246,3 +246,31 @@ def test_mage_speed_budget_variants(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no Whisper content features" in err
     assert not (tmp_path / "no.json").exists()
+
+
+def test_gense_copy_probe_tiny(tmp_path, capsys):
+    """The copy task's targets are the noisy tokens but for the flipped fraction; a tiny
+    run writes one held-out accuracy curve per configuration."""
+    import torch
+
+    probe = load_script("gense_copy_probe")
+    from speechbrain_gense.models.gense import GenSEVocab
+
+    vocab = GenSEVocab(8, 1000, 2)
+    gen = torch.Generator().manual_seed(0)
+    _, _, noisy, target = probe.make_batch(vocab, 4, 3, 50, 0.0, gen)
+    assert noisy.shape == (4, 50, 2) and torch.equal(noisy, target)
+    _, _, noisy, target = probe.make_batch(vocab, 4, 3, 50, 1.0, gen)
+    assert (noisy == target).float().mean() < 0.01  # all redrawn: agreement by chance only
+    out = str(tmp_path / "probe.json")
+    results = probe.main(["--steps", "2", "--every", "1", "--sem-frames", "3", "--ac-frames",
+                          "4", "--vocab", "16", "--hidden-size", "32", "--num-layers", "1",
+                          "--num-heads", "2", "--configs", "gpt2:default", "llama:1",
+                          "--out", out])
+    with open(out, encoding="utf-8") as f:
+        saved = json.load(f)
+    assert set(saved["curves"]) == {"gpt2:default", "llama:1"} == set(results)
+    for curve in saved["curves"].values():
+        assert [c["step"] for c in curve] == [1, 2]
+        assert all(0.0 <= c["valid_acc"] <= 1.0 and finite(c["train_loss"]) for c in curve)
+    assert "| llama:1 |" in capsys.readouterr().out

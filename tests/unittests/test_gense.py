@@ -329,7 +329,8 @@ def test_s2s_trains_on_n2s_outputs_when_asked():
     out = model.compute_objectives(_batch(noisy, clean, lens))
     assert torch.isfinite(out["loss"])
     assert torch.equal(seen[-1], shifted)
-    model.eval()
+    model.n2s.eval()  # what the Brain does in validation: its modules are the LMs
+    model.s2s.eval()
     out = model.compute_objectives(_batch(noisy, clean, lens))
     assert torch.equal(seen[-2], clean_sem)  # the validation loss: clean tokens
     assert torch.equal(seen[-1], shifted)  # and the diagnostic on N2S's outputs
