@@ -670,8 +670,8 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         dict
             ``loss`` (mean over valid target tokens), ``acc`` (argmax accuracy),
             ``tokens`` (number of target tokens); single-codebook targets also
-            ``logits`` ``[B, T, hi - lo]`` (detached, over the target range)
-            and ``lo`` (the vocabulary id of logit 0).
+            ``logits`` ``[B, T, hi - lo]`` (detached, over the target range:
+            logit ``j`` is the range's token ``j``).
         """
         device = self.lm.device
         tf = teacher_forcing(layout, target_ids.cpu())
@@ -698,7 +698,7 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         acc = (logits.argmax(-1)[mask] == targets[mask]).float().mean()
         out = {"loss": ce, "acc": acc.detach(), "tokens": int(mask.sum())}
         if K == 1:  # one-step predictions (vocabulary ids), for S2S training on N2S outputs
-            out["logits"], out["lo"] = logits.detach(), lo
+            out["logits"] = logits.detach()
         return out
 
 
@@ -765,9 +765,9 @@ class GenSE(GenerativeEnhancer):
         ones. ``1``: *aligned*: generated token ``i`` is read at position
         ``i + 1``, so the hidden state that predicts token ``i + 1`` has the
         position id of noisy acoustic token ``i + 1``, the one it most often
-        copies; a GPT-2's learned position table then matches them from the
-        start, where with an offset it must learn which position maps to
-        which (any offset >= 0 is allowed).
+        copies (any offset >= 0 is allowed). In this project's CPU runs and
+        copy probe the aligned ids did not help
+        (``recipes/LibriSpeech-noisy/gense/RESULTS.md``).
     decode_opts : dict, optional
         This model's decoding defaults (names of :attr:`decode_defaults`).
     interleave_lookahead : int, optional
@@ -976,25 +976,30 @@ class GenSE(GenerativeEnhancer):
         total = total + res["loss"]
         out.update(s2s_loss=res["loss"].detach(), s2s_acc=res["acc"])
         if not self.s2s.training and self.n2s is not None and "clean_sem" in self.s2s_parts:
-            # what S2S meets at inference: its prompt with N2S's outputs (all utterances)
+            # what S2S meets at inference: its prompt with N2S's outputs (all utterances),
+            # drawn by a generator of its own: the same draw every epoch, the global RNG
+            # (training's) untouched
             with torch.no_grad():
-                on_n2s = self._n2s_outputs(n2s_res, clean_sem, probability=1.0)
+                gen = torch.Generator(device=clean_sem.device).manual_seed(0)
+                on_n2s = self._n2s_outputs(n2s_res, clean_sem, probability=1.0,
+                                           generator=gen)
                 res = self.s2s.loss(self.s2s_layout(noisy, on_n2s), self.vocab.ac(clean_ac))
             out.update(s2s_loss_on_n2s=res["loss"].detach(), s2s_acc_on_n2s=res["acc"])
         out["loss"] = total
         return out
 
-    def _n2s_outputs(self, res, clean_sem, probability=None):
+    def _n2s_outputs(self, res, clean_sem, probability=None, generator=None):
         """``clean_sem`` with each utterance replaced, with ``probability``
         (default :attr:`s2s_on_n2s`), by tokens sampled from N2S's
-        teacher-forced softmax (``res`` of :meth:`TokenLM.loss`), in tokenizer ids."""
+        teacher-forced softmax (``res`` of :meth:`TokenLM.loss`; its logits
+        cover the semantic range, so a logit's index is the tokenizer id)."""
         probability = self.s2s_on_n2s if probability is None else probability
-        logits = res["logits"]
+        logits = res["logits"].to(clean_sem.device)
         B, T = logits.shape[:2]
-        sampled = torch.multinomial(logits.float().softmax(-1).reshape(B * T, -1), 1)
-        sampled = sampled.view(B, T) + res["lo"] - self.vocab.semantic_range[0]
-        sampled = _fit_frames(sampled.to(clean_sem.device), clean_sem.shape[1])
-        swap = torch.rand(B, device=clean_sem.device) < probability
+        sampled = torch.multinomial(logits.float().softmax(-1).reshape(B * T, -1), 1,
+                                    generator=generator).view(B, T)
+        sampled = _fit_frames(sampled, clean_sem.shape[1])
+        swap = torch.rand(B, device=clean_sem.device, generator=generator) < probability
         return torch.where(swap[:, None], sampled, clean_sem)
 
     # -- inference ---------------------------------------------------------------
