@@ -14,7 +14,9 @@ reports held-out teacher-forced accuracy (the best possible is about
 
 - ``gpt2`` / ``llama``: learned absolute position table / RoPE;
 - ``offset``: the first generated token's position id (default: after the noisy
-  tokens, GenSE's layout; ``1``: aligned with the noisy token of the frame).
+  tokens, GenSE's layout; ``1``: aligned with the noisy token of the frame);
+- a third field ``hint`` (``gpt2:default:hint``): the LM built with ``hint=True``
+  (each target's input also holds the noisy token of its frame, not in GenSE).
 
 Example (one CPU thread; the table in ``recipes/LibriSpeech-noisy/gense/RESULTS.md``)::
 
@@ -43,7 +45,7 @@ def make_batch(vocab, batch, sem_frames, ac_frames, flip, generator):
     return noisy_sem, clean_sem, noisy_ac, torch.where(keep, noisy_ac, random_ac)
 
 
-def run(arch, offset, args):
+def run(arch, offset, args, hint=False):
     """Trains one S2S on the copy task; returns its accuracy curve."""
     torch.manual_seed(args.seed)
     vocab = GenSEVocab(args.vocab, args.vocab, args.codebooks)
@@ -51,7 +53,7 @@ def run(arch, offset, args):
     target_offset = ac_tokens if offset == "default" else int(offset)
     lm = TokenLM(vocab.size, hidden_size=args.hidden_size, num_layers=args.num_layers,
                  num_heads=args.num_heads, max_positions=target_offset + ac_tokens + 1,
-                 arch=arch)
+                 arch=arch, hint=hint)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.lr)
     frames = torch.full((args.batch_size,), args.sem_frames)
     ac_frames = torch.full((args.batch_size,), args.ac_frames)
@@ -80,14 +82,14 @@ def run(arch, offset, args):
                 acc = sum(float(loss_of(b)["acc"]) for b in valid) / len(valid)
             curve.append({"step": step, "valid_acc": acc, "train_loss": float(res["loss"].detach()),
                           "seconds": time.time() - start})
-            print(f"{arch}:{offset} step {step}: held-out acc {100 * acc:.1f} %", flush=True)
+            print(f"{arch}:{offset}{':hint' if hint else ''} step {step}: held-out acc {100 * acc:.1f} %", flush=True)
     return curve
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=["gpt2:default", "gpt2:1"],
-                   help="ARCH:OFFSET pairs (ARCH gpt2 or llama; OFFSET 'default' or an int)")
+                   help="ARCH:OFFSET[:hint] (ARCH gpt2 or llama; OFFSET 'default' or an int)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8)
@@ -106,8 +108,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     results = {}
     for cfg in args.configs:
-        arch, _, offset = cfg.partition(":")
-        results[cfg] = run(arch, offset or "default", args)
+        arch, _, rest = cfg.partition(":")
+        offset, _, extra = rest.partition(":")
+        if extra not in ("", "hint"):
+            p.error(f"config {cfg!r}: the third field can only be 'hint'")
+        results[cfg] = run(arch, offset or "default", args, hint=extra == "hint")
     print("\n| config | " + " | ".join(f"step {c['step']}" for c in next(iter(results.values())))
           + " |")
     print("|---|" + "---:|" * len(next(iter(results.values()))))

@@ -1175,7 +1175,10 @@ class _PlannedPositions:
         self.plan = plan
         self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, module, args, kwargs):
+    what = "positions"
+
+    def _planned(self, kwargs):
+        """``(input_ids, plan columns of those inputs)``, or None without ``input_ids``."""
         ids = kwargs.get("input_ids")
         if ids is None:
             return None
@@ -1183,13 +1186,38 @@ class _PlannedPositions:
         past = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
         n = ids.shape[1]
         if past + n > self.plan.shape[1]:
-            raise RuntimeError(f"planned positions cover {self.plan.shape[1]} tokens, "
+            raise RuntimeError(f"planned {self.what} cover {self.plan.shape[1]} tokens, "
                                f"the model got {past + n}")
-        kwargs["position_ids"] = self.plan[:, past:past + n].to(ids.device)
+        return ids, self.plan[:, past:past + n].to(ids.device)
+
+    def _hook(self, module, args, kwargs):
+        planned = self._planned(kwargs)
+        if planned is None:
+            return None
+        kwargs["position_ids"] = planned[1]
         return args, kwargs
 
     def remove(self):
         self._handle.remove()
+
+
+class _PlannedHints(_PlannedPositions):
+    """Turns each forward pass's ``input_ids`` into ``inputs_embeds = embed(model, ids,
+    plan[:, past:past + n])``: the planned hint ids of its inputs (see ``ar_generate``)."""
+
+    def __init__(self, model, plan, embed):
+        self.embed, self.model = embed, model
+        super().__init__(model, plan)
+
+    what = "hints"
+
+    def _hook(self, module, args, kwargs):
+        planned = self._planned(kwargs)
+        if planned is None:
+            return None
+        kwargs["inputs_embeds"] = self.embed(self.model, *planned)
+        kwargs["input_ids"] = None
+        return args, kwargs
 
 
 def _left_pad(x, lens, width, value):
@@ -1316,7 +1344,7 @@ def forced_span_generate(model, prompt, forced, lo, hi, *, temperature=1.0, top_
 def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
                 temperature=1.0, top_k=None, top_p=None, generator=None, seed=None,
                 use_cache=True, extra_processors=(), position_ids=None, eos_token_id=None,
-                pad_token_id=0, cache_implementation="static"):
+                pad_token_id=0, cache_implementation="static", hint_ids=None, hint_embed=None):
     """Autoregressive generation of exactly ``num_tokens`` tokens per item.
 
     A thin layer over ``transformers``' ``model.generate`` (its KV cache,
@@ -1389,6 +1417,16 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
         End token: forbidden before, forced at ``num_tokens`` (stops early).
     pad_token_id : int
         Pad id of the prompts and of the returned tokens.
+    hint_ids : torch.LongTensor, optional
+        ``[B, P + max(num_tokens)]``, planned like ``position_ids``: an extra
+        id for each input token (the prompt's, right-padded; then column ``P
+        + i`` for generated token ``i`` fed back), ``pad_token_id`` for none.
+        Each forward pass then gets ``inputs_embeds = hint_embed(model,
+        input_ids, hints)`` instead of ``input_ids`` (GenSE's ``hint``
+        option: :func:`~speechbrain_gense.models.gense.hint_embeddings`).
+    hint_embed : callable, optional
+        ``(model, ids[B, n], hints[B, n]) -> FloatTensor[B, n, D]``; needed
+        with ``hint_ids``.
 
     Returns
     -------
@@ -1463,6 +1501,17 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
             raise ValueError(f"planned position ids reach {int(plan.max())}, the model has "
                              f"{int(table)} positions")
 
+    hint_plan = None
+    if hint_ids is not None:
+        hint_ids = torch.as_tensor(hint_ids, device=device).long()
+        if hint_ids.shape != (B, P + n_max):
+            raise ValueError(f"expected hint_ids of shape [{B}, {P + n_max}] (prompt + planned), "
+                             f"got {tuple(hint_ids.shape)}")
+        if hint_embed is None:
+            raise ValueError("hint_ids need hint_embed (model, ids, hints) -> input embeddings")
+        hint_plan = torch.cat([_left_pad(hint_ids[:, :P], prompt_lens, width, pad_token_id)[0],
+                               hint_ids[:, P:]], dim=1)
+
     processors = []
     if token_range is not None:
         if not isinstance(token_range, TokenRangeLogitsProcessor):
@@ -1487,6 +1536,7 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
     model.generation_config = GenerationConfig()
     counter = _ForwardCounter(model)
     planner = _PlannedPositions(model, plan) if plan is not None else None
+    hinter = _PlannedHints(model, hint_plan, hint_embed) if hint_plan is not None else None
     # planned positions stay inside the position table (checked above) although the
     # sequence is longer than it: transformers' length reminder does not apply
     quiet = _DropLengthReminder() if plan is not None else None
@@ -1498,6 +1548,8 @@ def ar_generate(model, prompt, prompt_lens, num_tokens, token_range=None, *,
                              logits_processor=LogitsProcessorList(processors), **kwargs)
     finally:
         counter.remove()
+        if hinter is not None:
+            hinter.remove()
         if planner is not None:
             planner.remove()
             _STOPPING_LOGGER.removeFilter(quiet)

@@ -252,7 +252,10 @@ def n2s_layout(vocab, noisy_sem, sem_frames, target_offset=0):
     dict
         ``ids``, ``positions``, ``lens`` (the prompt, right-padded),
         ``num_tokens`` (``T_s``: tokens to generate), ``target_start``
-        (position id of target token 0) and ``token_range`` (the semantic ids).
+        (position id of target token 0), ``token_range`` (the semantic ids)
+        and ``hints`` ``[B, T_s]`` (the noisy token of each target's frame, as
+        vocabulary ids: what an LM built with ``hint=True`` reads beside the
+        state that predicts it, :class:`TokenLM`).
 
     Example
     -------
@@ -265,7 +268,7 @@ def n2s_layout(vocab, noisy_sem, sem_frames, target_offset=0):
     out = assemble([(vocab.sem(noisy_sem), frames, 0), (vocab.bos, None, frames)],
                    noisy_sem.shape[0])
     out.update(num_tokens=frames, target_start=torch.full_like(frames, int(target_offset)),
-               token_range=vocab.semantic_range)
+               token_range=vocab.semantic_range, hints=vocab.sem(noisy_sem).long().cpu())
     return out
 
 
@@ -303,7 +306,8 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     dict
         As :func:`n2s_layout` (``token_range``: the acoustic ids, or a
         :class:`~speechbrain_gense.decoding.CodebookOrderLogitsProcessor` for ``K > 1``;
-        ``num_codebooks``: ``K``).
+        ``num_codebooks``: ``K``; with ``noisy_ac`` in ``parts``, ``hints``
+        ``[B, T_a K]``: the noisy acoustic ids, target-aligned).
 
     Example
     -------
@@ -338,6 +342,8 @@ def s2s_layout(vocab, noisy_sem, clean_sem, sem_frames, noisy_ac, ac_frames, tar
     out = assemble(segments, batch)
     out.update(num_tokens=ac_tokens, target_start=torch.full_like(ac_tokens, int(target_offset)),
                token_range=vocab.acoustic_order(), num_codebooks=vocab.num_codebooks)
+    if "noisy_ac" in parts:  # target i's noisy counterpart: same frame, same codebook
+        out["hints"] = vocab.ac(noisy_ac).long().cpu()
     return out
 
 
@@ -533,6 +539,8 @@ def teacher_forcing(layout, target_ids, pad=0):
     [[7, 8, 9, 1, 4, 5], [7, 8, 1, 10, 0, 0]]
     >>> tf["positions"].tolist(), tf["query"].tolist()
     ([[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]], [[3, 4, 5], [2, 3, 0]])
+    >>> tf["hints"].tolist()  # the noisy token of each target, where it is predicted
+    [[0, 0, 0, 7, 8, 9], [0, 0, 7, 8, 0, 0]]
     """
     B = target_ids.shape[0]
     n = layout["num_tokens"]
@@ -553,8 +561,15 @@ def teacher_forcing(layout, target_ids, pad=0):
     target_mask = torch.arange(T)[None, :] < n[:, None]
     cut = target_ids[:, :T].cpu()
     targets = torch.where(target_mask, cut, torch.full_like(cut, pad))
-    return {"ids": seq["ids"], "positions": positions, "attention_mask": attention,
-            "query": query, "targets": targets, "target_mask": target_mask}
+    out = {"ids": seq["ids"], "positions": positions, "attention_mask": attention,
+           "query": query, "targets": targets, "target_mask": target_mask}
+    if layout.get("hints") is not None:  # the hint of target i sits where i is predicted
+        hints = torch.full_like(seq["ids"], pad)
+        for b in range(B):
+            k = int(n[b])
+            hints[b, query[b, :k]] = layout["hints"][b, :k].long().cpu()
+        out["hints"] = hints
+    return out
 
 
 def target_positions(layout, num_tokens=None):
@@ -564,6 +579,27 @@ def target_positions(layout, num_tokens=None):
 
 
 # -- the two language models ----------------------------------------------------
+
+
+def hint_embeddings(lm, ids, hints, pad=GenSEVocab.pad):
+    """Input embeddings ``[B, L, D]`` of ``ids`` plus, where ``hints`` ``[B, L]`` is not
+    ``pad``, ``lm.hint_proj`` of the hint tokens' embeddings (:class:`TokenLM`'s ``hint``).
+
+    Example
+    -------
+    >>> lm = TokenLM(51, hint=True, **TINY_LM).lm
+    >>> ids, none = torch.tensor([[3, 4]]), torch.zeros(1, 2, dtype=torch.long)
+    >>> bool(torch.equal(hint_embeddings(lm, ids, none), lm.get_input_embeddings()(ids)))
+    True
+    >>> e = hint_embeddings(lm, ids, torch.tensor([[0, 20]])) - lm.get_input_embeddings()(ids)
+    >>> bool(e[0, 0].abs().max() == 0), bool(torch.allclose(e[0, 1], lm.get_input_embeddings()(
+    ...     torch.tensor(20))))  # hint_proj starts as the identity
+    (True, True)
+    """
+    embed = lm.get_input_embeddings()
+    x = embed(ids)
+    given = (hints != pad)[..., None].to(x.dtype)
+    return x + lm.hint_proj(embed(hints)).to(x.dtype) * given
 
 
 _HEAD, _EMBED = "lm.lm_head.weight", ("lm.transformer.wte.weight", "lm.model.embed_tokens.weight")
@@ -602,6 +638,17 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         (``LlamaForCausalLM``: RoPE over the same position ids).
     intermediate_size : int, optional
         MLP width (default: 4 x hidden).
+    hint : bool
+        Not in GenSE (this project's option): the input of the state that
+        predicts target token ``i`` also holds the embedding of its *hint*,
+        the noisy token of the same frame (and codebook), through a learned
+        linear map initialised to the identity (``lm.hint_proj``;
+        :func:`hint_embeddings`). With the LM head tied to the embedding, the
+        untrained LM already leans towards copying the noisy token, which
+        the plain layout must find by attention: a probe
+        (``benchmarks/gense_copy_probe.py``) saw that take more than 2400
+        steps at 1024 codes. Layouts give the hints (``hints``); generation
+        feeds them through :func:`~speechbrain_gense.decoding.ar_generate`.
 
     Example
     -------
@@ -609,19 +656,23 @@ class TokenLM(ConfigCheckpoint, nn.Module):
     >>> h = lm.hidden(torch.tensor([[3, 4, 1]]), torch.tensor([[0, 1, 2]]))
     >>> h.shape, lm.range_logits(h, (3, 19)).shape
     (torch.Size([1, 3, 32]), torch.Size([1, 3, 16]))
+    >>> hinted = TokenLM(51, hint=True, **TINY_LM)
+    >>> hinted.hidden(torch.tensor([[3, 4, 1]]), torch.tensor([[0, 1, 2]]),
+    ...               hints=torch.tensor([[0, 0, 20]])).shape
+    torch.Size([1, 3, 32])
     """
 
     ARCHS = ("gpt2", "llama")
 
     def __init__(self, vocab_size, hidden_size=256, num_layers=4, num_heads=4, max_positions=1024,
-                 dropout=0.1, arch="gpt2", intermediate_size=None):
+                 dropout=0.1, arch="gpt2", intermediate_size=None, hint=False):
         super().__init__()
         if arch not in self.ARCHS:
             raise ValueError(f"arch must be one of {', '.join(self.ARCHS)}, got {arch!r}")
         self.config = dict(vocab_size=int(vocab_size), hidden_size=int(hidden_size),
                            num_layers=int(num_layers), num_heads=int(num_heads),
                            max_positions=int(max_positions), dropout=float(dropout), arch=arch,
-                           intermediate_size=intermediate_size)
+                           intermediate_size=intermediate_size, hint=bool(hint))
         inter = int(intermediate_size or 4 * hidden_size)
         specials = dict(bos_token_id=GenSEVocab.bos, eos_token_id=GenSEVocab.eos,
                         pad_token_id=GenSEVocab.pad)
@@ -642,6 +693,10 @@ class TokenLM(ConfigCheckpoint, nn.Module):
                               max_position_embeddings=max_positions, attention_dropout=dropout,
                               **specials)
             self.lm = LlamaForCausalLM(cfg)
+        if hint:  # inside the transformers model, so that generation copies it along
+            self.lm.hint_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+            with torch.no_grad():
+                self.lm.hint_proj.weight.copy_(torch.eye(hidden_size))
         # The LM head is tied to the token embedding: store the table once.
         self.register_state_dict_post_hook(_drop_tied_head)
         self.register_load_state_dict_pre_hook(_fill_tied_head)
@@ -650,10 +705,18 @@ class TokenLM(ConfigCheckpoint, nn.Module):
     def max_positions(self):
         return self.config["max_positions"]
 
-    def hidden(self, ids, positions, attention_mask=None):
-        """Last hidden states ``[B, L, D]`` of the LM's body."""
-        out = self.lm.base_model(input_ids=ids, position_ids=positions,
-                                 attention_mask=attention_mask)
+    def hidden(self, ids, positions, attention_mask=None, hints=None):
+        """Last hidden states ``[B, L, D]`` of the LM's body (``hints`` ``[B, L]``:
+        see ``hint``; needed, and only accepted, when the LM was built with it)."""
+        if (hints is not None) != self.config["hint"]:
+            raise ValueError("this LM reads hints: give the layout's hints" if self.config["hint"]
+                             else "this LM was built without hint=True: it takes no hints")
+        if hints is None:
+            out = self.lm.base_model(input_ids=ids, position_ids=positions,
+                                     attention_mask=attention_mask)
+        else:
+            out = self.lm.base_model(inputs_embeds=hint_embeddings(self.lm, ids, hints),
+                                     position_ids=positions, attention_mask=attention_mask)
         return out.last_hidden_state
 
     def range_logits(self, hidden, token_range):
@@ -675,8 +738,14 @@ class TokenLM(ConfigCheckpoint, nn.Module):
         """
         device = self.lm.device
         tf = teacher_forcing(layout, target_ids.cpu())
+        hints = None
+        if self.config["hint"]:
+            if "hints" not in tf:
+                raise ValueError("this LM reads hints, the layout has none (an S2S prompt "
+                                 "without noisy_ac)")
+            hints = tf["hints"].to(device)
         h = self.hidden(tf["ids"].to(device), tf["positions"].to(device),
-                        tf["attention_mask"].to(device))
+                        tf["attention_mask"].to(device), hints=hints)
         query = tf["query"].to(device)
         h = h.gather(1, query[..., None].expand(-1, -1, h.shape[-1]))
         mask = tf["target_mask"].to(device)
@@ -835,6 +904,12 @@ class GenSE(GenerativeEnhancer):
                                  f"{self.vocab.size} (3 specials + {self.vocab.num_semantic} "
                                  f"semantic + {self.vocab.num_codebooks} x "
                                  f"{self.vocab.num_acoustic} acoustic)")
+        for name, lm in (("n2s", n2s), ("s2s", s2s)):
+            if lm is not None and lm.config["hint"] and (
+                    self.interleave_lookahead is not None
+                    or (name == "s2s" and "noisy_ac" not in self.s2s_parts)):
+                raise ValueError(f"{name} reads hints (the noisy token of each target's frame): "
+                                 f"it needs {'the hierarchical model' if self.interleave_lookahead is not None else 'noisy_ac in s2s_parts'}")
         self.n2s, self.s2s = n2s, s2s
         self.max_seconds = float(max_seconds)
         sr = acoustic_tokenizer.sample_rate
@@ -1052,6 +1127,10 @@ class GenSE(GenerativeEnhancer):
             prompt, prompt_lens, positions = lay["ids"], lay["lens"], pos
         remaining = n - num_prefix
         planned = torch.cat([positions, target_positions(layout)[:, num_prefix:]], dim=1)
+        hints = None
+        if getattr(self, name).config["hint"]:
+            hints = _hint_plan(layout["hints"], prompt_lens, prompt.shape[1], num_prefix,
+                               remaining, self.vocab.pad)
         token_range = layout["token_range"]
         if layout.get("num_codebooks", 1) > 1:  # the codebook of the first generated token
             token_range = self.vocab.acoustic_order(first=num_prefix)
@@ -1060,7 +1139,8 @@ class GenSE(GenerativeEnhancer):
             prompt_lens.to(device), remaining.to(device), token_range=token_range,
             temperature=temperature, top_k=opts["top_k"], top_p=opts["top_p"],
             generator=generator, use_cache=opts["use_cache"], position_ids=planned.to(device),
-            pad_token_id=self.vocab.pad)
+            pad_token_id=self.vocab.pad, hint_ids=None if hints is None else hints.to(device),
+            hint_embed=hint_embeddings)
         tokens, probs = out["tokens"], out["token_prob"]
         if num_prefix:
             pre = prefix[:, :num_prefix].to(device)
@@ -1243,6 +1323,30 @@ def vocab_size(semantic_tokenizer, acoustic_tokenizer):
     """
     return GenSEVocab(semantic_tokenizer.vocab_size, acoustic_tokenizer.vocab_size,
                       acoustic_tokenizer.num_codebooks).size
+
+
+def _hint_plan(hints, prompt_lens, width, num_prefix, remaining, pad=0):
+    """Planned hint ids ``[B, width + max(remaining)]`` of a generation (``ar_generate``'s
+    ``hint_ids``): target ``num_prefix + j``'s hint on the input that predicts it, i.e. the
+    prompt's last token for ``j = 0`` and generated token ``j - 1`` (column ``width + j - 1``).
+
+    Example
+    -------
+    >>> _hint_plan(torch.tensor([[7, 8, 9], [5, 6, 0]]), torch.tensor([2, 3]), 3, 0,
+    ...            torch.tensor([3, 2])).tolist()
+    [[0, 7, 0, 8, 9, 0], [0, 0, 5, 6, 0, 0]]
+    """
+    B = hints.shape[0]
+    N = int(remaining.max()) if B else 0
+    plan = torch.full((B, width + N), pad, dtype=torch.long)
+    for b in range(B):
+        k = int(remaining[b])
+        if k <= 0:
+            continue
+        seq = hints[b, num_prefix:num_prefix + k].long().cpu()
+        plan[b, int(prompt_lens[b]) - 1] = seq[0]
+        plan[b, width:width + k - 1] = seq[1:]
+    return plan
 
 
 def crop(wav, lens, max_samples):

@@ -266,10 +266,12 @@ def test_gense_copy_probe_tiny(tmp_path, capsys):
     results = probe.main(["--steps", "2", "--every", "1", "--sem-frames", "3", "--ac-frames",
                           "4", "--vocab", "16", "--hidden-size", "32", "--num-layers", "1",
                           "--num-heads", "2", "--configs", "gpt2:default", "llama:1",
-                          "--out", out])
+                          "gpt2:1:hint", "--out", out])
     with open(out, encoding="utf-8") as f:
         saved = json.load(f)
-    assert set(saved["curves"]) == {"gpt2:default", "llama:1"} == set(results)
+    assert set(saved["curves"]) == {"gpt2:default", "llama:1", "gpt2:1:hint"} == set(results)
+    with pytest.raises(SystemExit):
+        probe.main(["--steps", "1", "--configs", "gpt2:1:copy"])
     for curve in saved["curves"].values():
         assert [c["step"] for c in curve] == [1, 2]
         assert all(0.0 <= c["valid_acc"] <= 1.0 and finite(c["train_loss"]) for c in curve)

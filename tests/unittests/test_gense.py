@@ -30,13 +30,13 @@ def _tokenizers(num_codebooks=1):
             DebugTokenizer(hop=400, vocab_size=32, num_codebooks=num_codebooks))
 
 
-def tiny_gense(seed=0, max_seconds=0.5, num_codebooks=1, **kwargs):
+def tiny_gense(seed=0, max_seconds=0.5, num_codebooks=1, s2s_hint=False, **kwargs):
     torch.manual_seed(seed)
     sem, ac = _tokenizers(num_codebooks)
     v = GenSEVocab(sem.vocab_size, ac.vocab_size, ac.num_codebooks)
     n2s = kwargs.pop("n2s", TokenLM(v.size, **TINY_LM))
-    return GenSE(sem, ac, n2s, TokenLM(v.size, **TINY_LM), max_seconds=max_seconds,
-                 **kwargs).eval()
+    return GenSE(sem, ac, n2s, TokenLM(v.size, hint=s2s_hint, **TINY_LM),
+                 max_seconds=max_seconds, **kwargs).eval()
 
 
 class _Batch(dict):
@@ -214,12 +214,18 @@ def test_kv_cache_generation_equals_no_cache():
     assert torch.equal(s1["tokens"], s2["tokens"])
 
 
-@pytest.mark.parametrize("num_codebooks", [1, 2])
-def test_teacher_lm_reproduces_the_targets(num_codebooks):
+@pytest.mark.parametrize("num_codebooks,hint", [(1, False), (2, False), (2, True)])
+def test_teacher_lm_reproduces_the_targets(num_codebooks, hint):
     """LMs fitted to one batch by the training loss regenerate its clean tokens exactly
     (training and generation agree on prompts, positions and target ranges; with 2
-    codebooks, on the frame-major flattening and the codebook order, prefix included)."""
-    model = tiny_gense(seed=1, num_codebooks=num_codebooks)
+    codebooks, on the frame-major flattening and the codebook order, prefix included;
+    with hints, on where each target's hint is read)."""
+    kwargs = {}
+    if hint:
+        v = GenSEVocab(16, 32, num_codebooks)
+        torch.manual_seed(1)
+        kwargs = {"n2s": TokenLM(v.size, hint=True, **TINY_LM)}
+    model = tiny_gense(seed=1, num_codebooks=num_codebooks, s2s_hint=hint, **kwargs)
     model.train()
     noisy, clean = _audio(2)
     lens = torch.tensor([1.0, 0.75])
@@ -556,6 +562,68 @@ def test_prefix_continues_greedy_generation_exactly(use_cache):
     # given tokens count as certain for S2S: their frames keep only N2S's probability
     assert (out["confidence"][:, :6] >= ref["confidence"][:, :6] - 1e-6).all()
     assert torch.allclose(out["confidence"][:, 6:], ref["confidence"][:, 6:], atol=1e-5)
+
+
+# -- hints: each target also reads the noisy token of its frame ---------------------
+
+
+@pytest.mark.parametrize("num_codebooks,use_cache", [(1, True), (2, True), (2, False)])
+def test_hinted_generation_is_what_the_training_forward_predicts(num_codebooks, use_cache):
+    """With ``hint=True`` LMs, greedy generation (batched, padded, KV cache or not) gives
+    the argmax of the teacher-forced forward on its own outputs at every target: the
+    hints reach the same inputs in training and in generation."""
+    v = GenSEVocab(16, 32, num_codebooks)
+    torch.manual_seed(21)
+    n2s = TokenLM(v.size, hint=True, **TINY_LM)
+    model = tiny_gense(seed=21, num_codebooks=num_codebooks, s2s_hint=True, n2s=n2s)
+    with torch.no_grad():  # a hint map far from the identity, so that the hints matter
+        for lm in (model.n2s, model.s2s):
+            lm.lm.hint_proj.weight.mul_(4.0)
+    noisy, _ = _audio(11)
+    lens = torch.tensor([1.0, 0.6])
+    out = model.enhance(noisy, lens, temperature=0.0, use_cache=use_cache)
+    tok = model.tokens(noisy, lens)
+    sem = out["semantic"][:, :tok["sem"].shape[1]]
+    with torch.no_grad():
+        n2s_res = model.n2s.loss(model.n2s_layout(tok), v.sem(sem))
+        s2s_lay = model.s2s_layout(tok, sem)
+        s2s_res = model.s2s.loss(s2s_lay, v.ac(out["tokens"][:, :tok["ac"].shape[1]]))
+        assert float(n2s_res["acc"]) == 1.0 and float(s2s_res["acc"]) == 1.0
+        # the same forward without the hints predicts something else
+        tf = teacher_forcing(s2s_lay, v.ac(out["tokens"][:, :tok["ac"].shape[1]]))
+        with_h = model.s2s.hidden(tf["ids"], tf["positions"], tf["attention_mask"], tf["hints"])
+        without = model.s2s.hidden(tf["ids"], tf["positions"], tf["attention_mask"],
+                                   torch.zeros_like(tf["hints"]))
+    assert not torch.allclose(with_h, without, atol=1e-3)
+
+
+def test_hinted_lms_save_load_and_int8(tmp_path):
+    model = tiny_gense(seed=22, s2s_hint=True)
+    model.semantic_tokenizer.spec = "debug?hop=320,vocab_size=16"
+    model.acoustic_tokenizer.spec = "debug?vocab_size=32"
+    folder = model.save(str(tmp_path / "gense"))
+    loaded = GenSE.load(folder)
+    assert loaded.s2s.config["hint"] and not loaded.n2s.config["hint"]
+    assert torch.equal(loaded.s2s.lm.hint_proj.weight, model.s2s.lm.hint_proj.weight)
+    noisy, _ = _audio(12)
+    assert torch.equal(model.enhance(noisy, temperature=0.0)["tokens"],
+                       loaded.enhance(noisy, temperature=0.0)["tokens"])
+    q = model.enhance(noisy, temperature=0.0, precision="int8")
+    assert q["tokens"].shape == (2, 16, 1) and ((q["tokens"] >= 0) & (q["tokens"] < 32)).all()
+
+
+def test_hints_need_their_noisy_tokens():
+    v = GenSEVocab(16, 32)
+    with pytest.raises(ValueError, match="s2s reads hints .* needs noisy_ac in s2s_parts"):
+        tiny_gense(s2s_hint=True, s2s_parts=("noisy_sem", "clean_sem"))
+    with pytest.raises(ValueError, match="needs the hierarchical model"):
+        tiny_gense(s2s_hint=True, n2s=None, interleave_lookahead=1, max_seconds=0.2)
+    lm = TokenLM(v.size, hint=True, **TINY_LM)
+    ids = torch.tensor([[3, 4]])
+    with pytest.raises(ValueError, match="this LM reads hints"):
+        lm.hidden(ids, torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="built without hint=True"):
+        TokenLM(v.size, **TINY_LM).hidden(ids, torch.tensor([[0, 1]]), hints=ids)
 
 
 # -- the interleaved (streaming) variant ------------------------------------------
