@@ -109,13 +109,15 @@ def build_tiny_model_folder(folder, max_position=512, seed=0):
 
 
 def build_tiny_gense_folder(folder, seed=0, max_seconds=1.0, chunk_seconds=0.5,
-                            overlap_seconds=0.1):
+                            overlap_seconds=0.1, hint=False):
     """Saves a tiny random GenSE (debug tokenizers, ``TINY_LM`` GPT-2 LMs) to ``folder``.
 
     50 Hz semantic (16 codes) and 80 Hz acoustic (32 codes) debug tokenizers,
     two 2-layer width-32 LMs, ``max_seconds`` per call and an
     ``inference.yaml`` with chunks of ``chunk_seconds`` (+ ``overlap_seconds``
-    each side): the code paths of GenSE's benchmarks, not its speed.
+    each side): the code paths of GenSE's benchmarks, not its speed. ``hint``:
+    both LMs read the noisy token of each target's frame (``TokenLM(hint=True)``,
+    as the shipped ``pretrained/gense``).
 
     Returns
     -------
@@ -133,7 +135,7 @@ def build_tiny_gense_folder(folder, seed=0, max_seconds=1.0, chunk_seconds=0.5,
     ac = load_tokenizer("debug?hop=200,vocab_size=32")
     size = GenSEVocab(sem.vocab_size, ac.vocab_size).size
     lm = dict(TINY_LM, max_positions=int(320 * max_seconds) + 8)  # S2S: 2 x 80 Hz frames
-    model = GenSE(sem, ac, TokenLM(size, **lm), TokenLM(size, **lm),
+    model = GenSE(sem, ac, TokenLM(size, hint=hint, **lm), TokenLM(size, hint=hint, **lm),
                   max_seconds=max_seconds).eval()
     model.save(folder, semantic_spec="debug?hop=320,vocab_size=16",
                acoustic_spec="debug?hop=200,vocab_size=32")

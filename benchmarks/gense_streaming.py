@@ -57,6 +57,7 @@ def streaming_model(gense, lookahead, seconds, seed=0):
     from speechbrain_gense.models.gense import GenSE, TokenLM, block_frames
 
     cfg = dict(gense.s2s.config)
+    cfg["hint"] = False  # the interleaved layout has no hints (a hinted S2S is timed without)
     n_sem, n_ac = block_frames(gense.semantic_tokenizer.frame_rate,
                                gense.acoustic_tokenizer.frame_rate)
     frames = gense.acoustic_tokenizer.num_frames(int(round(seconds * gense.sample_rate)))

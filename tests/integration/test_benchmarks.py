@@ -129,11 +129,13 @@ def test_durations_and_missing_model(capsys):
         assert len(err.splitlines()) == 1 and "/no/such/model: no such model folder" in err
 
 
-def test_gense_speed_tiny(tmp_path, capsys):
-    """Every row of the GenSE/MAGE speed table, on tiny random models (code paths only)."""
+@pytest.mark.parametrize("hint", [False, True])
+def test_gense_speed_tiny(tmp_path, capsys, hint):
+    """Every row of the GenSE/MAGE speed table, on tiny random models (code paths only),
+    with and without hinted LMs (the shipped GenSE has them)."""
     gense_speed = load_script("gense_speed")
     common = sys.modules["common"]
-    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"))
+    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"), hint=hint)
     mage = common.build_tiny_model_folder(str(tmp_path / "mage"))
     stem = tmp_path / "out" / "gense_speed"
     code = gense_speed.main(["--gense", gense, "--mage", mage, "--seconds", "1.5", "--runs", "2",
@@ -164,7 +166,7 @@ def test_gense_streaming_latency_tiny(tmp_path, capsys):
     """The streaming table on the tiny GenSE: the latency arithmetic and one row per lookahead."""
     streaming = load_script("gense_streaming")
     common = sys.modules["common"]
-    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"))
+    gense = common.build_tiny_gense_folder(str(tmp_path / "gense"), hint=True)  # as shipped
     stem = tmp_path / "out" / "streaming"
     code = streaming.main(["--gense", gense, "--lookahead", "0,2", "--seconds", "0.5",
                            "--runs", "1", "--out", str(stem)])
