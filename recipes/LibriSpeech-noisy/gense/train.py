@@ -18,7 +18,8 @@ Usage::
 
     python train.py hparams/gense.yaml
     python train.py hparams/gense.yaml --debug
-    python train.py hparams/gense.yaml --init_from pretrained/gense   # continue the shipped model
+    python train.py hparams/gense.yaml --init_from pretrained/gense ...  # continue the shipped
+        # model, with its tokenizer and hint options (RESULTS.md, "Shipped model")
     torchrun --nproc_per_node=2 train.py hparams/gense.yaml --distributed_backend gloo
 
 Authors
