@@ -15,7 +15,14 @@ with its input, on three signals:
 - **speaker similarity** (``secs``): Resemblyzer cosine between the noisy
   and the enhanced chunk (:func:`~speechbrain_gense.metrics.speaker.secs`);
 - **model confidence**: the mean per-frame confidence the enhancer returned
-  for the chunk.
+  for the chunk;
+- **ASR confidence** (``logprob_drop``): Whisper's mean token log-probability
+  on the noisy chunk minus that on the enhanced chunk
+  (:meth:`~speechbrain_gense.metrics.wer.WhisperTranscriber.transcribe_scored`,
+  from the same two decodes). It does not take the noisy transcript as the
+  truth: an output whose words Whisper hears more surely than the input's is
+  kept even when its transcript differs from the noisy one. Off unless
+  ``max_logprob_drop`` is set (flagged when the drop is larger).
 
 A chunk is flagged when any check fails; ``reason`` names the failed
 checks. With ``mode="fallback"`` a flagged chunk is replaced by a
@@ -72,7 +79,8 @@ FALLBACKS = ("input", "dfn3")
 
 #: Columns of the guard report (one row per chunk and channel).
 REPORT_COLUMNS = ("file", "channel", "start_s", "end_s", "snr_db", "transcript_wer", "max_wer",
-                  "secs", "confidence", "flagged", "reason", "noisy_text", "enhanced_text")
+                  "secs", "confidence", "flagged", "reason", "noisy_text", "enhanced_text",
+                  "noisy_logprob", "enhanced_logprob")
 
 #: Interface options (not decoding options) that :mod:`speechbrain_gense.evaluation` routes to
 #: the guard.
@@ -80,7 +88,7 @@ GUARD_OPTIONS = ("guard", "guard_fallback")
 
 #: Guard arguments a model folder may set (``guard_thresholds`` of its ``inference.yaml``).
 THRESHOLD_KEYS = ("wer_at_high_snr", "wer_at_low_snr", "high_snr", "low_snr", "min_secs",
-                  "min_confidence")
+                  "min_confidence", "max_logprob_drop")
 
 SAMPLE_RATE = 16000
 
@@ -210,6 +218,11 @@ class Guard:
         Smallest accepted speaker similarity (``None``: not checked).
     min_confidence : float
         Smallest accepted mean confidence (0: not checked).
+    max_logprob_drop : float, optional
+        Largest accepted drop of Whisper's mean token log-probability from
+        the noisy to the enhanced chunk (``None``: not checked; negative: the
+        output must be heard *more* surely than the input). Needs an ASR with
+        ``transcribe_scored`` (Whisper); other ASRs leave it unmeasured.
     batch_chunks : int
         Chunks scored together (one batched ASR call each for noisy and
         enhanced audio).
@@ -229,7 +242,7 @@ class Guard:
 
     def __init__(self, mode="report", fallback="input", asr=None, speaker=None,
                  wer_at_high_snr=0.4, wer_at_low_snr=0.9, high_snr=20.0, low_snr=0.0,
-                 min_secs=0.6, min_confidence=0.0, batch_chunks=8):
+                 min_secs=0.6, min_confidence=0.0, max_logprob_drop=None, batch_chunks=8):
         if mode not in MODES[1:]:
             raise ValueError(f"guard mode must be one of {', '.join(MODES[1:])}, got {mode!r}")
         if fallback not in FALLBACKS:
@@ -250,6 +263,7 @@ class Guard:
         self.high_snr, self.low_snr = float(high_snr), float(low_snr)
         self.min_secs = min_secs
         self.min_confidence = float(min_confidence)
+        self.max_logprob_drop = None if max_logprob_drop is None else float(max_logprob_drop)
         self.batch_chunks = int(batch_chunks)
 
     def __repr__(self):
@@ -284,14 +298,14 @@ class Guard:
             / (self.high_snr - self.low_snr)
         return self.wer_at_low_snr + w * (self.wer_at_high_snr - self.wer_at_low_snr)
 
-    def reasons(self, snr_db, transcript_wer, secs, confidence):
+    def reasons(self, snr_db, transcript_wer, secs, confidence, logprob_drop=math.nan):
         """Failed checks of one scored chunk (empty: not flagged).
 
         Arguments
         ---------
-        snr_db, transcript_wer, secs, confidence : float
-            The chunk's scores (NaN ``secs`` / ``confidence``: not measured,
-            never flags).
+        snr_db, transcript_wer, secs, confidence, logprob_drop : float
+            The chunk's scores (NaN ``secs`` / ``confidence`` /
+            ``logprob_drop``: not measured, never flags).
 
         Returns
         -------
@@ -304,6 +318,8 @@ class Guard:
         ['words: wer 0.50 > 0.40']
         >>> guard.reasons(-3.0, 0.5, 0.55, 0.9)
         ['voice: secs 0.55 < 0.60']
+        >>> Guard(asr=object(), max_logprob_drop=-0.2).reasons(25.0, 0.0, 0.9, 0.9, -0.1)
+        ['asr: log-prob drop -0.10 > -0.20']
         """
         limit = self.max_wer(snr_db)
         out = []
@@ -314,13 +330,21 @@ class Guard:
         if self.min_confidence > 0 and not math.isnan(confidence) \
                 and confidence < self.min_confidence:
             out.append(f"confidence {confidence:.2f} < {self.min_confidence:.2f}")
+        if self.max_logprob_drop is not None and not math.isnan(logprob_drop) \
+                and logprob_drop > self.max_logprob_drop:
+            out.append(f"asr: log-prob drop {logprob_drop:.2f} > {self.max_logprob_drop:.2f}")
         return out
 
     def _transcribe(self, wavs):
+        """Transcripts and mean token log-probabilities (NaN where the ASR gives none)."""
         asr = self.asr
+        if hasattr(asr, "transcribe_scored"):
+            return [(t, float(lp)) for t, lp in asr.transcribe_scored(wavs, SAMPLE_RATE)]
         if hasattr(asr, "transcribe_many"):
-            return list(asr.transcribe_many(wavs, SAMPLE_RATE))
-        return [asr.transcribe(w, SAMPLE_RATE) for w in wavs]
+            texts = list(asr.transcribe_many(wavs, SAMPLE_RATE))
+        else:
+            texts = [asr.transcribe(w, SAMPLE_RATE) for w in wavs]
+        return [(t, math.nan) for t in texts]
 
     def score(self, noisy, enhanced, confidence, sample_rate):
         """Scores chunks: one dict per (noisy, enhanced) pair.
@@ -340,27 +364,30 @@ class Guard:
         list of dict
             ``snr_db``, ``transcript_wer``, ``max_wer``, ``secs``,
             ``confidence``, ``flagged``, ``reason``, ``noisy_text``,
-            ``enhanced_text``.
+            ``enhanced_text``, ``noisy_logprob``, ``enhanced_logprob``.
         """
         if not (len(noisy) == len(enhanced) == len(confidence)):
             raise ValueError(f"{len(noisy)} noisy, {len(enhanced)} enhanced chunks and "
                              f"{len(confidence)} confidences")
         x16 = [_to_16k(x, sample_rate) for x in noisy]
         y16 = [_to_16k(y, sample_rate) for y in enhanced]
-        texts = self._transcribe(x16 + y16) if x16 else []
+        scored = self._transcribe(x16 + y16) if x16 else []
+        texts = [t for t, _ in scored]
         rows = []
         for i, (x, y) in enumerate(zip(x16, y16)):
             snr = estimate_snr(x, SAMPLE_RATE)
             wer = transcript_wer(texts[i], texts[len(x16) + i])
+            lp_noisy, lp_out = scored[i][1], scored[len(x16) + i][1]
             limit = self.max_wer(snr)
             sim = self.speaker(y, x) if self.min_secs is not None else math.nan
             sim = math.nan if sim is None else float(sim)
             conf = float(confidence[i])
-            reasons = self.reasons(snr, wer, sim, conf)
+            reasons = self.reasons(snr, wer, sim, conf, lp_noisy - lp_out)
             rows.append({"snr_db": snr, "transcript_wer": wer, "max_wer": limit, "secs": sim,
                          "confidence": conf, "flagged": bool(reasons),
                          "reason": "; ".join(reasons), "noisy_text": texts[i],
-                         "enhanced_text": texts[len(x16) + i]})
+                         "enhanced_text": texts[len(x16) + i], "noisy_logprob": lp_noisy,
+                         "enhanced_logprob": lp_out})
         return rows
 
     def conservative(self, noisy, sample_rate):
@@ -436,7 +463,7 @@ def write_report_csv(path, rows):
     ...     "snr_db": 12.0, "transcript_wer": 0.5, "max_wer": 0.6, "secs": 0.8,
     ...     "confidence": 0.7, "flagged": False, "reason": ""}])
     >>> open(path).read().splitlines()[1]
-    'a.wav,0,0.000,1.500,12.0,0.500,0.600,0.800,0.700,0,,,'
+    'a.wav,0,0.000,1.500,12.0,0.500,0.600,0.800,0.700,0,,,,,'
     """
     from .models.io import atomic_output
 
@@ -513,11 +540,16 @@ def _number(value):
         return math.nan
 
 
+#: A transcript-WER threshold that never flags: the words check off (the calibration may
+#: then rely on the ASR-confidence check alone).
+WER_OFF = 100.0
+
 #: Thresholds :func:`calibrate` tries (every combination with ``wer_at_low_snr >= wer_at_high_snr``).
 CALIBRATION_GRID = {
-    "wer_at_high_snr": [round(0.1 * i, 1) for i in range(0, 9)],
-    "wer_at_low_snr": [round(0.1 * i, 1) for i in range(1, 13)],
+    "wer_at_high_snr": [round(0.1 * i, 1) for i in range(0, 9)] + [WER_OFF],
+    "wer_at_low_snr": [round(0.1 * i, 1) for i in range(1, 13)] + [WER_OFF],
     "min_secs": [None, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85],
+    "max_logprob_drop": [None] + [round(0.1 * i, 1) for i in range(-5, 6)],
 }
 
 
@@ -577,20 +609,29 @@ def calibrate(rows, system_scores, reference_scores, grid=None, objective="worse
              and not math.isnan(_number(reference_scores.get(r["file"])))]
     if not files:
         raise ValueError("no guard row has both a system and a reference score")
+    if not any(math.isfinite(_logprob_drop(r)) for r in files):
+        grid["max_logprob_drop"] = [None]  # rows without log-probs (older reports)
     best, tried = None, 0
     for high in grid["wer_at_high_snr"]:
         for low in grid["wer_at_low_snr"]:
             if low < high:
                 continue
             for secs in grid["min_secs"]:
-                thresholds = {"wer_at_high_snr": high, "wer_at_low_snr": low, "min_secs": secs}
-                out = apply_thresholds(files, system_scores, reference_scores, thresholds)
-                tried += 1
-                key = (out["worse"], out["flagged"], out["mean"]) if objective == "worse" \
-                    else (out["mean"], out["flagged"], out["worse"])
-                if best is None or key < best[0]:
-                    best = (key, thresholds, out)
+                for drop in grid.get("max_logprob_drop", [None]):
+                    thresholds = {"wer_at_high_snr": high, "wer_at_low_snr": low,
+                                  "min_secs": secs, "max_logprob_drop": drop}
+                    out = apply_thresholds(files, system_scores, reference_scores, thresholds)
+                    tried += 1
+                    key = (out["worse"], out["flagged"], out["mean"]) if objective == "worse" \
+                        else (out["mean"], out["flagged"], out["worse"])
+                    if best is None or key < best[0]:
+                        best = (key, thresholds, out)
     return {"thresholds": best[1], "outcome": best[2], "tried": tried}
+
+
+def _logprob_drop(row):
+    """``noisy_logprob - enhanced_logprob`` of a guard row (NaN when either is missing)."""
+    return _number(row.get("noisy_logprob")) - _number(row.get("enhanced_logprob"))
 
 
 def apply_thresholds(rows, system_scores, reference_scores, thresholds):
@@ -625,7 +666,8 @@ def apply_thresholds(rows, system_scores, reference_scores, thresholds):
     for r in rows:
         uid = r["file"]
         hit = bool(guard.reasons(_number(r["snr_db"]), _number(r["transcript_wer"]),
-                                 _number(r.get("secs")), _number(r.get("confidence"))))
+                                 _number(r.get("secs")), _number(r.get("confidence")),
+                                 _logprob_drop(r)))
         ours, ref = float(system_scores[uid]), float(reference_scores[uid])
         value = ref if hit else ours
         flagged += hit
@@ -698,16 +740,16 @@ def reason_counts(rows):
     >>> reason_counts([{"flagged": True, "reason": "words: wer 1.00 > 0.90"},
     ...                {"flagged": True, "reason": "words: wer 1.20 > 0.50; voice: secs 0.40 < 0.60"},
     ...                {"flagged": False, "reason": ""}])
-    {'rows': 3, 'flagged': 2, 'words': 2, 'voice': 1, 'confidence': 0, 'words_only': 1, 'voice_only': 0}
+    {'rows': 3, 'flagged': 2, 'words': 2, 'voice': 1, 'confidence': 0, 'asr': 0, 'words_only': 1, 'voice_only': 0}
     """
-    out = {"rows": len(rows), "flagged": 0, "words": 0, "voice": 0, "confidence": 0,
+    out = {"rows": len(rows), "flagged": 0, "words": 0, "voice": 0, "confidence": 0, "asr": 0,
            "words_only": 0, "voice_only": 0}
     for row in rows:
         if not row.get("flagged") or row.get("flagged") in ("0", "False"):
             continue
         checks = {part.split(":")[0].split(" ")[0] for part in str(row["reason"]).split("; ")}
         out["flagged"] += 1
-        for key in ("words", "voice", "confidence"):
+        for key in ("words", "voice", "confidence", "asr"):
             out[key] += key in checks
         out["words_only"] += checks == {"words"}
         out["voice_only"] += checks == {"voice"}

@@ -278,3 +278,40 @@ def test_gense_copy_probe_tiny(tmp_path, capsys):
         assert [c["step"] for c in curve] == [1, 2]
         assert all(0.0 <= c["valid_acc"] <= 1.0 and finite(c["train_loss"]) for c in curve)
     assert "| llama:1 |" in capsys.readouterr().out
+
+
+def test_best_of_n_guard_rules_calibrate_on_valid_and_apply_to_test(tmp_path, capsys):
+    bon = load_script("best_of_n")
+
+    def row(texts, dwer, noisy_dwer, lp, noisy_lp=-0.8, noisy_text="a b c d"):
+        n = len(texts)
+        return {"snr": 20.0, "snr_est": 25.0, "texts": texts, "noisy_text": noisy_text,
+                "ref_text": "a b c e", "lp": lp, "noisy_lp": noisy_lp, "dwer": dwer,
+                "noisy_dwer": noisy_dwer,
+                "cons": bon.consensus_scores(texts),
+                "cons_input": bon.consensus_scores(texts, noisy_text)}
+
+    # Reference "a b c e", noisy transcript "a b c d" (dWER 0.25). u1 / t1: the kept
+    # candidate recovers the word, and Whisper hears it surely; u2 / t2: it loses another
+    # word and is heard less surely. Both differ from the noisy transcript by one word.
+    valid = {"u1": row(["a b c e"] * 2, [0.0, 0.0], 0.25, [-0.3, -0.3]),
+             "u2": row(["a b x d"] * 2, [0.5, 0.5], 0.25, [-1.5, -1.5])}
+    test = {"t1": row(["a b c e"] * 2, [0.0, 0.0], 0.25, [-0.2, -0.2]),
+            "t2": row(["a b x d"] * 2, [0.5, 0.5], 0.25, [-1.6, -1.6])}
+    for name, rows in (("v", valid), ("t", test)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+    rows, ours, noisy, feats = bon.guard_rows([str(tmp_path / "v.json")])
+    assert [r["transcript_wer"] for r in rows] == [0.25, 0.25]
+    assert feats[f"{tmp_path / 'v.json'}#u1"]["dlp"] == pytest.approx(-0.5)
+    table = bon.guard_rules([str(tmp_path / "v.json")], [str(tmp_path / "t.json")],
+                            shipped={"wer_at_high_snr": 0.1, "wer_at_low_snr": 0.1})
+    # Words alone must flag both to keep u2 no worse: the input everywhere.
+    words = table["calibrated, words only"]
+    assert words[1]["flagged"] == 2 and words[2]["mean"] == pytest.approx(0.25)
+    # Whisper's confidence keeps u1 / t1 and flags u2 / t2: no file worse, dWER lower.
+    both = table["calibrated, words + ASR confidence"]
+    assert both[0]["max_logprob_drop"] is not None
+    assert (both[1]["flagged"], both[1]["worse"]) == (1, 0)
+    assert (both[2]["flagged"], both[2]["worse"], both[2]["mean"]) == (1, 0, 0.125)
+    assert table["no guard"][2]["worse_ids"] == [f"{tmp_path / 't.json'}#t2"]
+    assert "| shipped thresholds | 0.1 / 0.1 / None | 2 | 0 |" in capsys.readouterr().out

@@ -323,7 +323,8 @@ def test_score_folder_rows_and_reasons(tmp_path, capsys, monkeypatch):
     assert rows[0]["end_s"] == 1.0 and math.isnan(rows[0]["confidence"])
     assert rows[1]["reason"].startswith("words: wer 1.00") and rows[2]["reason"].startswith("voice")
     assert guard_module.reason_counts(rows) == {"rows": 3, "flagged": 2, "words": 1, "voice": 1,
-                                                "confidence": 0, "words_only": 1, "voice_only": 1}
+                                                "confidence": 0, "asr": 0, "words_only": 1,
+                                                "voice_only": 1}
     # The command: a missing file is one line, exit 2.
     (tmp_path / "enh" / "c.wav").unlink()
     assert guard_module.main(["score", str(tmp_path / "m.json"), str(tmp_path / "enh")]) == 2
@@ -408,8 +409,9 @@ def test_calibrate_command_and_model_thresholds(tmp_path, capsys, monkeypatch):
     folder = write_tiny_mage(str(tmp_path / "model"))
     write_inference_yaml(folder, overwrite=True, guard_thresholds=chosen)
     enhancer = EnhanceGenerative.from_hparams(source=folder, run_opts={"device": "cpu"})
-    assert enhancer.guard_thresholds == {k: chosen[k] for k in ("wer_at_high_snr",
-                                                                "wer_at_low_snr", "min_secs")}
+    assert enhancer.guard_thresholds == {k: chosen[k] for k in (
+        "wer_at_high_snr", "wer_at_low_snr", "min_secs", "max_logprob_drop")}
+    assert chosen["max_logprob_drop"] is None  # rows without log-probs: the check stays off
     enhancer.enhance_batch(speech_like(0.5)[None], seed=0,
                            guard=Guard("report", asr=TargetASR(torch.zeros(1), 1),
                                        speaker=lambda est, ref: 0.9))
@@ -433,3 +435,52 @@ def test_default_asr_is_the_shared_metric_whisper():
     asr = guard_module.default_asr()
     assert isinstance(asr, WhisperTranscriber)
     assert asr is guard_module.default_asr() is make_asr("whisper")
+
+
+class ScoredASR:
+    """Transcribes every signal as "hello world"; its confidence is the signal's peak - 1."""
+
+    def transcribe_scored(self, wavs, sr):
+        return [("hello world", float(w.abs().max()) - 1.0) for w in wavs]
+
+
+def test_asr_confidence_check_flags_an_output_heard_less_surely():
+    noisy = [0.9 * torch.ones(SR), 0.5 * torch.ones(SR)]
+    enhanced = [0.3 * torch.ones(SR), 0.8 * torch.ones(SR)]  # drops 0.6, gains 0.3
+    guard = Guard("report", asr=ScoredASR(), speaker=lambda est, ref: 0.9, max_logprob_drop=0.0)
+    rows = guard.score(noisy, enhanced, [0.5, 0.5], SR)
+    assert [r["transcript_wer"] for r in rows] == [0.0, 0.0]  # same words: only the ASR check
+    assert [r["flagged"] for r in rows] == [True, False]
+    assert rows[0]["reason"] == "asr: log-prob drop 0.60 > 0.00"
+    assert rows[0]["noisy_logprob"] == pytest.approx(-0.1)
+    assert rows[0]["enhanced_logprob"] == pytest.approx(-0.7)
+    # Off by default; an ASR without scores leaves the log-probs unmeasured (never flags).
+    assert not any(r["flagged"] for r in Guard("report", asr=ScoredASR(), min_secs=None)
+                   .score(noisy, enhanced, [0.5, 0.5], SR))
+    plain = Guard("report", asr=TargetASR(torch.zeros(1), 1), min_secs=None,
+                  max_logprob_drop=-5.0).score(noisy, enhanced, [0.5, 0.5], SR)
+    assert not any(r["flagged"] for r in plain) and math.isnan(plain[0]["noisy_logprob"])
+    assert guard_module.reason_counts(rows)["asr"] == 1
+
+
+def test_calibrate_uses_the_asr_confidence_when_the_transcripts_cannot_tell():
+    from speechbrain_gense.guard import WER_OFF, apply_thresholds, calibrate
+
+    # Every output disagrees with the noisy transcript as much; a and b recovered words
+    # (Whisper hears them more surely than the input), c lost them.
+    rows = [{**r, "noisy_logprob": -0.8, "enhanced_logprob": lp} for r, lp in
+            zip(_rows([("a", 20.0, 0.5, 0.9), ("b", 20.0, 0.5, 0.9), ("c", 20.0, 0.5, 0.9)]),
+                (-0.4, -0.5, -1.2))]
+    ours, noisy = {"a": 0.1, "b": 0.2, "c": 0.9}, {"a": 0.5, "b": 0.5, "c": 0.3}
+    out = calibrate(rows, ours, noisy)
+    assert out["outcome"]["worse"] == 0 and out["outcome"]["flagged"] == 1  # only c
+    t = out["thresholds"]
+    assert t["wer_at_high_snr"] >= 0.5 and -0.3 <= t["max_logprob_drop"] < 0.4  # words: off
+    assert out["outcome"]["mean"] == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    # Without log-probs the words check can only flag all three (the input everywhere).
+    words_only = calibrate([{k: v for k, v in r.items() if "logprob" not in k} for r in rows],
+                           ours, noisy)
+    assert words_only["outcome"]["flagged"] == 3 and words_only["thresholds"][
+        "max_logprob_drop"] is None
+    off = {"wer_at_high_snr": WER_OFF, "wer_at_low_snr": WER_OFF, "min_secs": None}
+    assert apply_thresholds(rows, ours, noisy, off)["worse_ids"] == ["c"]

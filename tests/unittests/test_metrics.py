@@ -309,3 +309,37 @@ def test_metric_stats(speech, noise):
     assert summary["nan_count"] == 1 and summary["min_id"] == "noisy"
     with pytest.raises(ValueError, match="unknown metric"):
         make_metric_stats(["psq"])
+
+
+def test_whisper_transcriber_scores_are_the_greedy_token_log_probs(tiny_whisper):
+    import math
+
+    asr = WhisperTranscriber(tiny_whisper, batch_size=2)
+    gen = torch.Generator().manual_seed(1)
+    wavs = [0.1 * torch.randn(n, generator=gen) for n in (8000, 12000, 8000)] + [torch.zeros(0)]
+    scored = asr.transcribe_scored(wavs, 16000)
+    assert [t for t, _ in scored] == asr.transcribe_many(wavs, 16000)
+    lps = [lp for _, lp in scored]
+    assert all(math.isfinite(lp) and lp <= 0 for lp in lps[:3]) and math.isnan(lps[3])
+    # The same signal decoded alone (another batch, another padding) scores the same.
+    alone = WhisperTranscriber(tiny_whisper, batch_size=1).transcribe_scored([wavs[1]], 16000)
+    assert alone[0] == (scored[1][0], pytest.approx(lps[1], abs=1e-3))
+    # The mean log-softmax of each emitted token, recomputed step by step (teacher forcing
+    # through the searcher's own step, so with its token suppression).
+    from speechbrain_gense.whisper import log_mel
+
+    model = asr.model
+    lobe, decoder = model.mods.whisper, model.mods.decoder
+    with torch.no_grad():
+        states = lobe.forward_encoder(log_mel(wavs[0], lobe._mel_filters)[None])
+        decoder.max_decode_ratio = (asr.token_cap(8000) + 0.5) / states.shape[1]
+        tokens = decoder(states, torch.ones(1))[0][0]
+        n = min(len(tokens), asr.token_cap(8000))
+        memory = decoder.reset_mem(1, "cpu")
+        inp, enc_lens = torch.tensor([decoder.bos_index]), torch.tensor([states.shape[1]])
+        total = 0.0
+        for token in tokens[:n]:
+            logits, memory, _ = decoder.forward_step(inp, memory, states, enc_lens)
+            total += float(torch.log_softmax(logits.float(), -1)[0, token])
+            inp = torch.tensor([token])
+    assert n > 0 and lps[0] == pytest.approx(total / n, abs=1e-3)
