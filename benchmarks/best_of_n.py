@@ -9,12 +9,16 @@ vote: what ``--candidates N`` does), closeness to the noisy transcript, token-sp
 consensus (all codebooks / the first), Whisper-feature distance to the input and
 feature consensus. ``--summary`` merges the JSON of several shards and prints the mean
 per-file dWER of each rule (and the noisy input's, one candidate's and the oracle's).
+``--guard-rules`` turns the kept candidates into guard rows (transcript WER against the
+noisy transcript, blind SNR, Whisper's log-probabilities) and runs the guard's own
+calibration on them (``docs/guard.md``).
 
 Usage::
 
     python benchmarks/best_of_n.py --manifest results/corpus100/valid.json --candidates 4 \\
         --out results/bon_v223_0.json --shard 0 --shards 2      # and --shard 1 beside it
     python benchmarks/best_of_n.py --summary results/bon_v223_0.json results/bon_v223_1.json
+    python benchmarks/best_of_n.py --guard-rules VALID*.json --apply-to TEST*.json [--first]
 """
 
 import argparse
@@ -121,7 +125,7 @@ def guard_features(row, first=False):
     c = 0 if first else int(np.argmin(row["cons_input"]))
     words = max(len(texts[c].split()), 1)
     input_score = sum(word_distance(row["noisy_text"], t) for t in texts)
-    return {"dwer": row["dwer"][c], "noisy_dwer": row["noisy_dwer"],
+    return {"kept": c, "dwer": row["dwer"][c], "noisy_dwer": row["noisy_dwer"],
             "twer": transcript_wer(row["noisy_text"], texts[c]),
             "disp": row["cons"][c] / (n - 1) / words,
             "dlp": row["noisy_lp"] - row["lp"][c],
@@ -135,10 +139,10 @@ def guard_rows(paths, first=False):
     for path in paths:
         for uid, row in _load([path]).items():
             f, key = guard_features(row, first), f"{path}#{uid}"
-            c = 0 if first else int(np.argmin(row["cons_input"]))
             rows.append({"file": key, "snr_db": row["snr_est"], "transcript_wer": f["twer"],
                          "secs": float("nan"), "confidence": float("nan"),
-                         "noisy_logprob": row["noisy_lp"], "enhanced_logprob": row["lp"][c]})
+                         "noisy_logprob": row["noisy_lp"],
+                         "enhanced_logprob": row["lp"][f["kept"]]})
             ours[key], noisy[key], extra[key] = f["dwer"], f["noisy_dwer"], f
     return rows, ours, noisy, extra
 

@@ -39,7 +39,8 @@ length, and its format: ``.flac`` for FLAC input, ``.wav`` otherwise.
   first channel (first 30 s), with matplotlib.
 - ``--guard report`` scores every chunk with the content and voice guard
   (:mod:`speechbrain_gense.guard`: Whisper transcript agreement normalised
-  for the input's SNR, speaker similarity, model confidence); ``--guard
+  for the input's SNR, speaker similarity, model confidence, and Whisper's
+  confidence where the model's thresholds set it); ``--guard
   fallback`` also replaces flagged chunks by ``--guard-fallback`` (the input,
   or DFN3), crossfaded. ``--report guard.csv`` writes one row per chunk and
   channel of every file (``--report`` alone implies ``--guard report``). Off

@@ -227,8 +227,9 @@ class WhisperTranscriber(ASR):
         """Transcripts and Whisper's confidence in them: the mean log-probability of
         the greedy tokens (NaN for a signal with no token, e.g. silence or no audio).
 
-        A clear recording of real words gets a mean near 0 (about -0.1 to -0.3 for the
-        embedded corpus's clean speech); noise, babble and invented syllables lower it.
+        It is a relative score, to compare two renditions of the same words (the guard
+        compares input and output): tiny.en is unsure of the embedded corpus's synthetic
+        voices even when clean (four clean espeak-ng test files scored -0.45 to -1.04).
         Decoded once with the transcript (same cache as :meth:`transcribe_many`).
 
         Returns
