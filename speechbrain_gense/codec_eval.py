@@ -125,23 +125,18 @@ def held_out_voice_manifest(manifest, out_dir, progress=True, lm_manifest=None):
     """The sentences of ``manifest`` read by the held-out Piper voice: a clean manifest.
 
     Builds (or reuses) ``out_dir/test.json`` with
-    :func:`~speechbrain_gense.data.corpus.build_speech_set` and
-    :data:`~speechbrain_gense.data.voices.PIPER_TEST_VOICE` (a neural voice no
-    codec of the project trains on), and copies the metric ASR's language
+    :func:`~speechbrain_gense.data.corpus.held_out_voice_speech` (the neural voice
+    :data:`~speechbrain_gense.data.voices.PIPER_TEST_VOICE`, which no codec of the
+    project trains on), and copies the metric ASR's language
     model (``asr_lm.arpa``) next to it when ``manifest`` (or ``lm_manifest``)
     has one.
     """
     import shutil
 
-    from .data.corpus import build_speech_set
-    from .data.voices import PIPER_TEST_VOICE
+    from .data.corpus import held_out_voice_speech
     from .metrics.wer import CORPUS_LM
 
-    texts = [e["words"] for e in read_manifest(manifest).values() if e.get("words")]
-    if not texts:
-        raise ValueError(f"{manifest}: no words to read with the held-out voice")
-    path = build_speech_set(out_dir, seed=0, voices=[PIPER_TEST_VOICE], texts=texts,
-                            manifest_name="test.json", workers=1, progress=progress)
+    path = held_out_voice_speech(manifest, out_dir, progress)
     lm = os.path.join(os.path.dirname(os.path.abspath(lm_manifest or manifest)), CORPUS_LM)
     if os.path.isfile(lm):
         shutil.copyfile(lm, os.path.join(out_dir, CORPUS_LM))

