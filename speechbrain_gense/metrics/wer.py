@@ -199,6 +199,10 @@ class WhisperTranscriber(ASR):
             One transcript each. Transcripts are remembered by signal content,
             so a clean reference scored for several systems is decoded once.
         """
+        return [self._cache[key] for key in self._decode_new(wavs, sr, progress)]
+
+    def _decode_new(self, wavs, sr, progress):
+        """Decodes the signals not in the cache yet; returns every signal's cache key."""
         from ..whisper import N_FRAMES
 
         window = N_FRAMES * 160
@@ -221,7 +225,7 @@ class WhisperTranscriber(ASR):
             self._cache[key] = " ".join(t for t in parts if t)
             self._logprob[key] = (sum(s for s, _ in logprobs[key]),
                                   sum(n for _, n in logprobs[key]))
-        return [self._cache[key] for key in keys]
+        return keys
 
     def transcribe_scored(self, wavs, sr, progress=False):
         """Transcripts and Whisper's confidence in them: the mean log-probability of
@@ -241,15 +245,13 @@ class WhisperTranscriber(ASR):
         >>> WhisperTranscriber().transcribe_scored([np.zeros(0)], 16000)
         [('', nan)]
         """
-        texts = self.transcribe_many(wavs, sr, progress=progress)
-        keys = [_signal_key(torch.from_numpy(_resample(w, sr, SAMPLE_RATE)).float()) for w in wavs]
         out = []
-        for key, text in zip(keys, texts):
+        for key in self._decode_new(wavs, sr, progress):
             total, count = self._logprob.get(key, (0.0, 0))
-            out.append((text, total / count if count else math.nan))
+            out.append((self._cache[key], total / count if count else math.nan))
         return out
 
-    def _decode(self, pieces, texts, progress, logprobs=None):
+    def _decode(self, pieces, texts, progress, logprobs):
         from tqdm import tqdm
 
         from ..whisper import log_mel
@@ -276,9 +278,8 @@ class WhisperTranscriber(ASR):
                 for j, ((key, _), t, cap) in enumerate(zip(chunk, tokens, caps)):
                     text = model.tokenizer.decode(t[:cap], skip_special_tokens=True).strip()
                     texts[key].append(text)
-                    if logprobs is not None:
-                        n = min(len(t), cap, steps.shape[1])
-                        logprobs[key].append((float(steps[j, :n].sum()), n))
+                    n = min(len(t), cap, steps.shape[1])
+                    logprobs[key].append((float(steps[j, :n].sum()), n))
         finally:
             decoder.max_decode_ratio = ratio
 
